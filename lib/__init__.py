@@ -1,0 +1,1 @@
+"""Reusable code of the brain-MRI study; notebooks and DVC stages call into it."""

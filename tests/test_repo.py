@@ -1,0 +1,84 @@
+"""The repository's own promises: pinned environment, stripped notebooks, CI entry point."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from tests.conftest import REPO
+
+PIN = re.compile(r"^([A-Za-z0-9_.\-\[\]]+)==([^\s;#]+)$")
+
+
+def lock_pins(path: Path) -> dict[str, str]:
+    pins = {}
+    for raw in path.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        match = PIN.match(line)
+        assert match, f"{path.name}: not pinned with ==: {line!r}"
+        pins[match.group(1).lower().replace("_", "-")] = match.group(2)
+    return pins
+
+
+def test_lock_pins_every_package_and_has_the_core_stack() -> None:
+    pins = lock_pins(REPO / "requirements.txt")
+    assert len(pins) > 100  # transitive packages too, not only the top level
+    for name in ("tensorflow-cpu", "keras", "tf-keras-vis", "dvc", "papermill", "nbval", "nilearn"):
+        assert name in pins, f"{name} missing from requirements.txt"
+    assert pins["tensorflow-cpu"] == "2.21.0" and pins["tf-keras-vis"] == "0.8.7"
+
+
+def test_every_top_level_requirement_is_in_the_lock() -> None:
+    pins = lock_pins(REPO / "requirements.txt")
+    for raw in (REPO / "requirements.in").read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            name = re.split(r"[=<>\[ ]", line, maxsplit=1)[0].lower().replace("_", "-")
+            assert name in pins, f"requirements.in names {name}, the lock does not"
+
+
+def test_environment_yml_names_the_same_pins_as_the_lock() -> None:
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    deps = env["dependencies"]
+    assert "python=3.11" in deps
+    pip_section = next(d["pip"] for d in deps if isinstance(d, dict) and "pip" in d)
+    conda_pins = {}
+    for line in pip_section:
+        name, version = line.split("==")
+        conda_pins[name.lower().replace("_", "-")] = version
+    assert conda_pins == lock_pins(REPO / "requirements.txt")
+
+
+def test_notebooks_are_committed_without_outputs_and_with_parameters() -> None:
+    notebooks = sorted((REPO / "notebooks").glob("*.ipynb"))
+    assert notebooks, "no notebooks found"
+    for path in notebooks:
+        nb = json.loads(path.read_text())
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        assert all(not c.get("outputs") for c in code), f"{path.name} has outputs committed"
+        assert all(c.get("execution_count") is None for c in code), f"{path.name} has counts"
+        tagged = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
+        assert len(tagged) == 1, f"{path.name} needs exactly one cell tagged 'parameters'"
+        assert nb["metadata"]["kernelspec"]["name"] == "brain-mri-study"
+
+
+def test_ci_runs_make_test_and_make_installs_before_testing() -> None:
+    ci = (REPO / ".ci" / "run").read_text()
+    assert re.search(r"^make test\b", ci, re.M)
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(r"^test: setup\b", makefile, re.M)
+    assert re.search(r"^repro: data\b", makefile, re.M)
+    assert "pip install" in makefile and "-r requirements.txt" in makefile
+
+
+def test_dvc_stages_declare_the_params_they_template() -> None:
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    for name, stage in dvc["stages"].items():
+        used = {m.split(".")[0] for m in re.findall(r"\$\{([\w.]+)\}", json.dumps(stage))}
+        declared = {p if isinstance(p, str) else next(iter(p)) for p in stage.get("params", [])}
+        assert used <= declared, f"stage {name} templates {used - declared} without params:"
