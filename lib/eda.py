@@ -1,4 +1,4 @@
-"""Descriptive statistics of a prepared dataset: what the EDA notebook shows and eda.json records."""
+"""Descriptive statistics of a prepared dataset: what the EDA notebook shows and eda.json keeps."""
 
 from __future__ import annotations
 
@@ -40,19 +40,20 @@ def head_mask(image: np.ndarray) -> np.ndarray:
 def image_stats(manifest: pd.DataFrame, raw_dir: Path, progress: bool = True) -> pd.DataFrame:
     """One row per usable image: size, intensity inside the head, and lesion share of the head."""
     rows = []
-    for rec in tqdm(manifest.itertuples(index=False), total=len(manifest), disable=not progress,
-                    desc="image statistics", unit="img"):
-        img = load_image(raw_dir, rec.path)
+    records = manifest.to_dict("records")
+    for rec in tqdm(records, disable=not progress, desc="image statistics", unit="img"):
+        img = load_image(raw_dir, rec["path"])
         head = head_mask(img)
         values = img[head] if head.any() else img.ravel()
-        has_mask = isinstance(rec.mask, str) and rec.mask != ""
-        lesion = load_mask(raw_dir, rec.mask if has_mask else None, img.shape)
+        has_mask = isinstance(rec["mask"], str) and rec["mask"] != ""
+        lesion = load_mask(raw_dir, rec["mask"] if has_mask else None, img.shape)
         rows.append({
-            "path": rec.path, "class": rec._asdict()["class"], "split": rec.split,
-            "width": int(rec.width), "height": int(rec.height),
+            "path": rec["path"], "class": rec["class"], "split": rec["split"],
+            "width": int(rec["width"]), "height": int(rec["height"]),
             "mean": float(values.mean()), "std": float(values.std()),
             "p99": float(np.percentile(values, 99)),
-            "lesion_share": float((lesion & head).sum() / max(head.sum(), 1)) if has_mask else np.nan,
+            "lesion_share": (float((lesion & head).sum() / max(head.sum(), 1))
+                             if has_mask else np.nan),
         })
     return pd.DataFrame(rows)
 
@@ -97,9 +98,22 @@ def sample_records(manifest: pd.DataFrame, per_class: int, seed: int) -> pd.Data
     pool = manifest[manifest["split"] == "train"]
     if pool.empty:
         pool = manifest
-    return (pool.groupby("class", group_keys=False)
-            .apply(lambda g: g.sample(n=min(per_class, len(g)), random_state=seed))
-            .reset_index(drop=True))
+    shuffled = pool.sample(frac=1.0, random_state=seed)
+    return shuffled.groupby("class").head(per_class).sort_values("class", kind="stable") \
+        .reset_index(drop=True)
+
+
+def audit_overview(audit: dict[str, Any]) -> pd.DataFrame:
+    """Files per manifest status and findings per kind, as one small table."""
+    counts = audit.get("counts", {})
+    rows = [("status", k, v) for k, v in counts.get("status", {}).items()]
+    rows += [("finding", k, v) for k, v in counts.get("findings_by_kind", {}).items()]
+    return pd.DataFrame(rows, columns=["what", "kind", "files"]).set_index(["what", "kind"])
+
+
+def audit_findings(audit: dict[str, Any]) -> pd.DataFrame:
+    """Every finding with its reason, one row each."""
+    return pd.DataFrame(audit.get("findings", []))
 
 
 def summary(manifest: pd.DataFrame, stats_df: pd.DataFrame, audit: dict[str, Any]) -> dict:

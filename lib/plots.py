@@ -1,4 +1,4 @@
-"""Figures of the study, one function per figure; each returns a Figure the caller shows or saves."""
+"""Figures of the study, one function per figure; each returns a Figure to show or save."""
 
 from __future__ import annotations
 

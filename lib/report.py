@@ -36,8 +36,8 @@ def data_uri(path: Path) -> str:
 
 def render_notebook(ipynb: Path, html: Path | None = None) -> Path:
     """Executed notebook → standalone HTML with no MathJax/require.js fetched from a CDN."""
-    from nbconvert import HTMLExporter
     import nbformat
+    from nbconvert import HTMLExporter
 
     html = html or ipynb.with_suffix(".html")
     exporter = HTMLExporter(template_name="lab", mathjax_url="", require_js_url="",
@@ -104,11 +104,18 @@ def context(root: Path, params: dict[str, Any]) -> dict[str, Any]:
     """Everything the template shows, read from the pipeline's outputs."""
     reports = root / "reports"
     notebooks = sorted((reports / "notebooks").glob("*.html"))
+    audit = _read_json(reports / "metrics" / "data_audit.json")
+    counts = (audit or {}).get("counts", {})
+    kinds = counts.get("findings_by_kind", {})
     return {
         "title": "Brain-tumour classification on MRI: a reproducible, explainable study",
         "raw_dir": params.get("data", {}).get("raw_dir", "data/raw"),
         "phantom": params.get("phantom", {}),
-        "audit": _read_json(reports / "metrics" / "data_audit.json"),
+        "audit": audit,
+        "audit_counts": counts.get("usable", {}),
+        "audit_splits": list(counts.get("usable_total", {})),
+        "audit_kinds": kinds,
+        "audit_total": sum(kinds.values()),
         "eda": _read_json(reports / "metrics" / "eda.json"),
         "eda_figures": figures(reports / "figures" / "eda"),
         "notebooks": [{"name": p.stem, "href": f"notebooks/{p.name}"} for p in notebooks],
