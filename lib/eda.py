@@ -140,7 +140,7 @@ def summary(manifest: pd.DataFrame, stats_df: pd.DataFrame, audit: dict[str, Any
                      "max": round(float(g.max()), 4)}
             for c, g in lesion.groupby("class")["lesion_share"]
         },
-        "audit_findings": int(sum(audit.get("findings_by_kind", {}).values())),
+        "audit_findings": int(sum(audit.get("counts", {}).get("findings_by_kind", {}).values())),
     }
 
 

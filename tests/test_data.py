@@ -1,0 +1,587 @@
+"""Tests of the prepare stage: every audit finding, the split, the policies and the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from lib import data as D
+from lib.data import DataError, PrepareConfig
+
+SIZE = 96
+
+
+# ---------------------------------------------------------------------------------------------
+# Builders of tiny data sets
+
+
+def smooth(seed: int, size: int = SIZE) -> np.ndarray:
+    """A distinct, smooth grayscale image: pHash of two seeds differ by >> 4 bits."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (8, 8)).astype(np.uint8)
+    return np.asarray(Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC))
+
+
+def save(path: Path, array: np.ndarray, fmt: str | None = None, **kw) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, fmt, **kw)
+    return path
+
+
+def save_mask(image_path: Path, array: np.ndarray, suffix: str = ".png") -> Path:
+    mask = ((array > 180) * 255).astype(np.uint8)
+    return save(image_path.with_name(image_path.stem + "_mask" + suffix), mask)
+
+
+def noisy_jpeg(path: Path, array: np.ndarray, seed: int) -> Path:
+    """A near duplicate: the same image with mild noise, re-encoded as JPEG."""
+    rng = np.random.default_rng(seed)
+    noisy = np.clip(array + rng.normal(0, 3, array.shape), 0, 255).astype(np.uint8)
+    return save(path, noisy, "JPEG", quality=90)
+
+
+def truncated(path: Path, array: np.ndarray, fmt: str) -> Path:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, fmt)
+    raw = buf.getvalue()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(raw[: len(raw) // 2])
+    return path
+
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG that claims a huge size but holds no pixel data: a cheap decompression bomb."""
+
+    def chunk(tag: bytes, body: bytes) -> bytes:
+        crc = zlib.crc32(tag + body) & 0xFFFFFFFF
+        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+    return path
+
+
+def simple_dataset(root: Path, classes=("benign", "malignant"), n_train=12, n_test=4,
+                   masks: bool = False, seed0: int = 0) -> Path:
+    seed = seed0
+    for split, n in (("Training", n_train), ("Testing", n_test)):
+        for cls in classes:
+            for k in range(n):
+                arr = smooth(seed)
+                seed += 1
+                p = save(root / split / cls / f"{cls}_{k:03d}.png", arr)
+                if masks:
+                    save_mask(p, arr)
+    return root
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Content hash of every file and folder under root (mtimes deliberately left out)."""
+    out = {}
+    for dirpath, _dirnames, filenames in os.walk(root):
+        rel_dir = Path(dirpath).relative_to(root).as_posix()
+        out[rel_dir + "/"] = "dir"
+        for name in filenames:
+            p = Path(dirpath) / name
+            out[p.relative_to(root).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+# What the messy data set plants, as (kind, path); used by several tests.
+EXPECTED = {
+    ("zero_byte", "Training/glioma/zero.png"),
+    ("corrupt", "Training/glioma/trunc.png"),
+    ("corrupt", "Training/glioma/trunc.jpg"),
+    ("not_an_image", "Training/glioma/text.jpg"),
+    ("mode_16bit", "Training/glioma/i16.png"),
+    ("mode_16bit", "Training/glioma/float.tif"),
+    ("mode_16bit", "Training/glioma/int32.tif"),
+    ("mode_alpha", "Training/glioma/rgba.png"),
+    ("mode_alpha", "Training/glioma/la.png"),
+    ("mode_palette", "Training/glioma/palette.png"),
+    ("mode_cmyk", "Training/glioma/cmyk.jpg"),
+    ("mode_1bit", "Training/glioma/bw.png"),
+    ("huge_image", "Training/glioma/big.png"),
+    ("huge_image", "Training/glioma/bomb.png"),
+    ("non_image_extension", "Training/glioma/notes.txt"),
+    ("hidden_ignored", ".DS_Store"),
+    ("hidden_ignored", "Training/glioma/.DS_Store"),
+    ("hidden_ignored", "Training/glioma/.ipynb_checkpoints"),
+    ("hidden_ignored", "Training/.ipynb_checkpoints"),
+    ("nested_file", "Training/glioma/extra/deep.png"),
+    ("unknown_folder", "Validation"),
+    ("stray_file", "README.txt"),
+    ("stray_file", "Training/loose.png"),
+    ("orphan_mask", "Training/glioma/lost_mask.png"),
+    ("mask_unreadable", "Training/glioma/g01_mask.png"),
+    ("mask_size_mismatch", "Training/glioma/g02_mask.png"),
+    ("missing_mask", "Training/glioma/g09.png"),
+    ("class_without_masks", "Training/notumor"),
+    ("class_without_masks", "Testing/notumor"),
+    ("duplicate_exact_within_split", "Training/glioma/g03.png"),
+    ("duplicate_near_within_split", "Training/glioma/g04.png"),
+    ("duplicate_exact_cross_split", "Training/notumor/n00.png"),
+    ("duplicate_near_cross_split", "Training/notumor/n01.png"),
+    ("extension_mismatch", "Training/notumor/png_named.jpg"),
+}
+EXCLUDED_KINDS = {"zero_byte", "corrupt", "not_an_image", "mode_16bit", "mode_alpha",
+                  "mode_palette", "mode_cmyk", "mode_1bit", "huge_image", "non_image_extension"}
+MESSY_CFG = PrepareConfig(max_pixels=150 * 150)
+
+
+def messy_dataset(root: Path) -> Path:
+    """Every kind of bad file next to enough good ones for every class and split."""
+    tg = root / "Training" / "glioma"
+    tn = root / "Training" / "notumor"
+    for k in range(10):
+        arr = smooth(100 + k)
+        p = save(tg / f"g{k:02d}.png", arr)
+        if k == 1:
+            (tg / "g01_mask.png").write_text("not a mask")
+        elif k == 2:
+            save(tg / "g02_mask.png", np.zeros((SIZE // 2, SIZE // 2), np.uint8))
+        elif k != 9:
+            save_mask(p, arr)
+    save(tg / "g03_copy.png", smooth(103))  # same pixels, same encoder -> same bytes
+    save_mask(tg / "g03_copy.png", smooth(103))
+    noisy_jpeg(tg / "g04_near.jpg", smooth(104), seed=1)
+    save_mask(tg / "g04_near.jpg", smooth(104))
+    for k in range(10):
+        save(tn / f"n{k:02d}.png", smooth(200 + k))
+    buf = io.BytesIO()
+    Image.fromarray(smooth(299)).save(buf, "PNG")
+    (tn / "png_named.jpg").write_bytes(buf.getvalue())
+
+    base = smooth(1)
+    (tg / "zero.png").write_bytes(b"")
+    truncated(tg / "trunc.png", base, "PNG")
+    truncated(tg / "trunc.jpg", base, "JPEG")
+    (tg / "text.jpg").write_text("this is a note, not a scan\n")
+    save(tg / "i16.png", (base.astype(np.uint16) * 200))
+    save(tg / "float.tif", base.astype(np.float32))
+    save(tg / "int32.tif", base.astype(np.int32))
+    Image.fromarray(base).convert("RGBA").save(tg / "rgba.png")
+    Image.fromarray(base).convert("LA").save(tg / "la.png")
+    Image.fromarray(base).convert("P").save(tg / "palette.png")
+    Image.fromarray(base).convert("CMYK").save(tg / "cmyk.jpg")
+    Image.fromarray(base).convert("1").save(tg / "bw.png")
+    save(tg / "big.png", smooth(3, size=200))  # 40k px > max_pixels of MESSY_CFG
+    png_header_only(tg / "bomb.png", 20_000, 20_000)  # PIL's own bomb guard fires
+    (tg / "notes.txt").write_text("scanner notes")
+    (tg / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    save(tg / ".ipynb_checkpoints" / "g00-checkpoint.png", smooth(100))
+    save(root / "Training" / ".ipynb_checkpoints" / "x.png", smooth(5))
+    save(tg / "extra" / "deep.png", smooth(6))
+    save(tg / "lost_mask.png", np.zeros((SIZE, SIZE), np.uint8))
+    save(root / "Training" / "loose.png", smooth(7))
+
+    sg = root / "Testing" / "glioma"
+    sn = root / "Testing" / "notumor"
+    for k in range(4):
+        arr = smooth(300 + k)
+        save_mask(save(sg / f"t{k:02d}.png", arr), arr)
+        save(sn / f"u{k:02d}.png", smooth(400 + k))
+    save(sn / "n00_copy.png", smooth(200))  # exact duplicate of a Training image
+    noisy_jpeg(sn / "n01_near.jpg", smooth(201), seed=2)  # near duplicate of one
+
+    save(root / "Validation" / "glioma" / "v.png", smooth(8))
+    (root / "README.txt").write_text("downloaded from somewhere")
+    (root / ".DS_Store").write_bytes(b"\x00")
+    return root
+
+
+@pytest.fixture(scope="module")
+def messy(tmp_path_factory) -> dict:
+    """The messy set prepared once (report policy); shared by the read-only tests below."""
+    base = tmp_path_factory.mktemp("messy")
+    raw = messy_dataset(base / "raw")
+    before = tree_digest(raw)
+    manifest = D.prepare(raw, base / "processed", base / "reports", MESSY_CFG, progress=False)
+    audit = json.loads((base / "reports" / "metrics" / "data_audit.json").read_text())
+    return {"base": base, "raw": raw, "before": before, "manifest": manifest, "audit": audit}
+
+
+# ---------------------------------------------------------------------------------------------
+# The audit
+
+
+def test_every_planted_problem_is_found_with_a_reason(messy):
+    found = {(f["kind"], f["path"]) for f in messy["audit"]["findings"]}
+    missing = EXPECTED - found
+    assert not missing, f"not reported: {sorted(missing)}"
+    for f in messy["audit"]["findings"]:
+        assert f["kind"] in D.FINDING_KINDS
+        assert len(f["reason"]) > 15, f
+    counts = messy["audit"]["counts"]["findings_by_kind"]
+    assert counts == dict(sorted(pd.Series([f["kind"] for f in messy["audit"]["findings"]])
+                                 .value_counts().items()))
+
+
+def test_bad_files_are_excluded_rows_with_reasons(messy):
+    m = messy["manifest"].set_index("path")
+    for kind, path in EXPECTED:
+        if kind in EXCLUDED_KINDS:
+            assert m.loc[path, "status"] == "excluded", (kind, path)
+            assert m.loc[path, "split"] == ""
+            assert m.loc[path, "reason"], path
+    assert "alpha would be discarded" in m.loc["Training/glioma/rgba.png", "reason"]
+    assert "16-bit" in m.loc["Training/glioma/i16.png", "reason"]
+    assert "text" in m.loc["Training/glioma/text.jpg", "reason"]
+    assert "truncated" in m.loc["Training/glioma/trunc.jpg", "reason"]
+    assert "PIL" in m.loc["Training/glioma/bomb.png", "reason"]
+    ok = m[m["status"] == "ok"]
+    assert set(ok["mode"]) <= {"L", "RGB"} and len(ok) > 20
+    assert (ok["reason"] == "").all()
+    assert ok["phash"].str.fullmatch(r"[0-9a-f]{16}").all()
+    assert ok["md5"].str.fullmatch(r"[0-9a-f]{32}").all()
+    assert m.loc["Training/notumor/png_named.jpg", "status"] == "warn"
+
+
+def test_masks_are_paired_and_checked(messy):
+    m = messy["manifest"].set_index("path")
+    assert m.loc["Training/glioma/g00.png", "mask"] == "Training/glioma/g00_mask.png"
+    assert m.loc["Testing/glioma/t03.png", "mask"] == "Testing/glioma/t03_mask.png"
+    for path in ("g01", "g02", "g09"):  # unreadable, wrong size, missing
+        row = m.loc[f"Training/glioma/{path}.png"]
+        assert row["status"] == "warn" and row["mask"] == "" and "localisation" in row["reason"]
+    assert (m.loc[m["class"] == "notumor", "mask"] == "").all()
+    assert not m.index.str.contains("_mask").any()
+
+
+def test_no_file_disappears_and_raw_dir_is_unchanged(messy):
+    raw, audit, m = messy["raw"], messy["audit"], messy["manifest"]
+    assert tree_digest(raw) == messy["before"]
+    known = set(m["path"]) | set(m["mask"]) | {f["path"] for f in audit["findings"]} | {
+        f.get("other_path", "") for f in audit["findings"]}
+    for p in raw.rglob("*"):
+        if p.is_file():
+            rel = p.relative_to(raw)
+            covered = rel.as_posix() in known or any(a.as_posix() in known for a in rel.parents)
+            assert covered, f"{rel} is neither in the manifest nor in the findings"
+
+
+def test_outputs_are_written_and_portable(messy):
+    base = messy["base"]
+    text = (base / "reports" / "metrics" / "data_audit.json").read_text()
+    assert str(base) not in text and str(messy["raw"]) not in text
+    assert text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"
+    keys = [(f["kind"], f["path"], f.get("other_path", "")) for f in messy["audit"]["findings"]]
+    assert keys == sorted(keys)
+    md = (base / "reports" / "data_audit.md").read_text()
+    assert "| glioma |" in md and "### mode_alpha" in md and "### duplicate_near_cross_split" in md
+    on_disk = D.load_manifest(base / "processed" / "manifest.csv", usable_only=False)
+    assert list(on_disk.columns) == D.MANIFEST_COLUMNS
+    assert on_disk["path"].tolist() == sorted(on_disk["path"])
+    pd.testing.assert_frame_equal(on_disk, messy["manifest"])
+    usable = D.load_manifest(base / "processed" / "manifest.csv")
+    assert (usable["status"] != "excluded").all() and set(usable["split"]) == set(D.SPLITS)
+    c = messy["audit"]["counts"]
+    assert sum(c["status"].values()) == c["manifest_rows"] == len(on_disk)
+    assert messy["audit"]["classes"] == ["glioma", "notumor"]
+    assert messy["audit"]["params"]["max_pixels"] == MESSY_CFG.max_pixels
+
+
+def test_duplicates_report_warns_both_copies(messy):
+    m = messy["manifest"].set_index("path")
+    train, test = m.loc["Training/notumor/n00.png"], m.loc["Testing/notumor/n00_copy.png"]
+    assert train["status"] == test["status"] == "warn"
+    assert "Testing/notumor/n00_copy.png" in train["reason"]
+    assert "Training/notumor/n00.png" in test["reason"]
+    assert train["split"] in ("train", "val") and test["split"] == "test"
+    near = m.loc["Training/notumor/n01.png"]
+    assert near["status"] == "warn" and "n01_near.jpg" in near["reason"]
+    dup = [f for f in messy["audit"]["findings"] if f["kind"] == "duplicate_exact_cross_split"]
+    assert dup[0]["other_path"] == "Testing/notumor/n00_copy.png"
+
+
+def test_within_split_duplicates_stay_on_one_side(messy):
+    m = messy["manifest"].set_index("path")
+    for a, b in (("g03.png", "g03_copy.png"), ("g04.png", "g04_near.jpg")):
+        assert m.loc[f"Training/glioma/{a}", "split"] == m.loc[f"Training/glioma/{b}", "split"]
+        assert m.loc[f"Training/glioma/{b}", "status"] == "warn"
+
+
+def test_duplicates_drop_keeps_the_test_copy(tmp_path):
+    raw = messy_dataset(tmp_path / "raw")
+    cfg = PrepareConfig(max_pixels=MESSY_CFG.max_pixels, duplicates="drop")
+    m = D.prepare(raw, tmp_path / "p", tmp_path / "r", cfg, progress=False).set_index("path")
+    for train, test in (("n00.png", "n00_copy.png"), ("n01.png", "n01_near.jpg")):
+        dropped = m.loc[f"Training/notumor/{train}"]
+        assert dropped["status"] == "excluded" and dropped["split"] == ""
+        assert f"Testing/notumor/{test}" in dropped["reason"] and "drop" in dropped["reason"]
+        kept = m.loc[f"Testing/notumor/{test}"]
+        assert kept["status"] == "ok" and kept["split"] == "test"
+    # within-split duplicates are not a leak: kept under either policy
+    assert m.loc["Training/glioma/g03_copy.png", "status"] == "warn"
+
+
+def test_bad_duplicates_policy_names_the_allowed_values():
+    with pytest.raises(ValueError, match="drop, report"):
+        PrepareConfig(duplicates="delete")
+
+
+# ---------------------------------------------------------------------------------------------
+# Single files
+
+
+def test_inspect_image_turns_pil_bomb_warning_into_a_finding(tmp_path):
+    # 100 M pixels: above PIL's warning limit (~89 M), below its error limit, below max_pixels.
+    p = png_header_only(tmp_path / "warn.png", 10_000, 10_000)
+    info = D.inspect_image(p, max_pixels=10**9)
+    assert info.status == "excluded" and info.issues[0][0] == "huge_image"
+    assert "DecompressionBomb" in info.reason or "decompression bomb" in info.reason.lower()
+
+
+def test_inspect_image_checks_size_before_decoding(tmp_path):
+    p = save(tmp_path / "big.png", smooth(1, size=300))
+    info = D.inspect_image(p, max_pixels=300 * 300 - 1)
+    assert info.issues[0][0] == "huge_image" and info.width == 300 and info.phash == ""
+    assert D.inspect_image(p, max_pixels=300 * 300).status == "ok"
+
+
+def test_inspect_image_accepts_rgb_and_gray(tmp_path):
+    rgb = np.stack([smooth(1)] * 3, axis=-1)
+    for name, arr in (("g.png", smooth(1)), ("c.jpg", rgb), ("c.bmp", rgb), ("c.tiff", rgb)):
+        info = D.inspect_image(save(tmp_path / name, arr), max_pixels=10**6)
+        assert info.status == "ok", (name, info.reason)
+        assert (info.width, info.height) == (SIZE, SIZE)
+
+
+# ---------------------------------------------------------------------------------------------
+# The split
+
+
+def split_dataset(root: Path) -> Path:
+    """Two unbalanced classes with duplicate groups inside Training."""
+    seed = 1000
+    for cls, n in (("cat", 41), ("dog", 27)):
+        for k in range(n):
+            save(root / "Training" / cls / f"{cls}{k:03d}.png", smooth(seed))
+            seed += 1
+        for k in range(5):
+            save(root / "Testing" / cls / f"{cls}_t{k}.png", smooth(seed))
+            seed += 1
+    for k in range(3):  # three groups: an exact pair, a near pair, a triple
+        src = root / "Training" / "cat" / f"cat{k:03d}.png"
+        arr = np.asarray(Image.open(src))
+        save(src.with_name(f"cat{k:03d}_copy.png"), arr)
+        if k:
+            noisy_jpeg(src.with_name(f"cat{k:03d}_near.jpg"), arr, seed=k)
+    return root
+
+
+@pytest.fixture(scope="module")
+def split_raw(tmp_path_factory) -> Path:
+    return split_dataset(tmp_path_factory.mktemp("split") / "raw")
+
+
+def _split_of(raw: Path, seed: int, val_fraction: float = 0.15) -> pd.DataFrame:
+    cfg = PrepareConfig(seed=seed, val_fraction=val_fraction)
+    m, audit = D.build_manifest(raw, cfg, progress=False)
+    assert not audit["errors"]
+    return m
+
+
+def test_split_is_seeded(split_raw):
+    a, b = _split_of(split_raw, 1), _split_of(split_raw, 1)
+    c = _split_of(split_raw, 2)
+    assert a["split"].tolist() == b["split"].tolist()
+    assert a["split"].tolist() != c["split"].tolist()
+    assert set(a.loc[a["source_split"] == "Testing", "split"]) == {"test"}
+    assert set(a.loc[a["source_split"] == "Training", "split"]) == {"train", "val"}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+@pytest.mark.parametrize("val_fraction", [0.15, 0.3])
+def test_split_is_stratified_and_group_aware(split_raw, seed, val_fraction):
+    m = _split_of(split_raw, seed, val_fraction)
+    train = m[m["source_split"] == "Training"]
+    for cls, rows in train.groupby("class"):
+        n_val = (rows["split"] == "val").sum()
+        assert abs(n_val - val_fraction * len(rows)) <= 1, (cls, n_val, len(rows))
+    side = m.set_index("path")["split"]
+    for k in range(3):
+        group = [p for p in side.index if p.startswith(f"Training/cat/cat{k:03d}")]
+        assert len(group) == (2 if k == 0 else 3)
+        assert side[group].nunique() == 1, side[group]
+
+
+def test_near_duplicate_search_is_vectorised_and_exact():
+    rng = np.random.default_rng(0)
+    hashes = rng.integers(0, 2**63, 3000, dtype=np.uint64)
+    hashes[10] = hashes[5] ^ np.uint64(0b1011)  # distance 3
+    hashes[2999] = hashes[0]
+    pairs, nn = D.near_duplicate_pairs(hashes, 4, block=128)
+    assert {(5, 10, 3), (0, 2999, 0)} <= {tuple(p) for p in pairs.tolist()}
+    assert nn[10] == 3 and nn[0] == 0 and nn[1] > 4
+    brute = [(i, j) for i in range(200) for j in range(i + 1, 200)
+             if bin(int(hashes[i]) ^ int(hashes[j])).count("1") <= 20]
+    small, _ = D.near_duplicate_pairs(hashes[:200], 20, block=64)
+    assert sorted(map(tuple, small[:, :2].tolist())) == brute
+
+
+def test_look_alike_images_are_not_near_duplicates(tmp_path):
+    # Same anatomy, one has a small "lesion": pHash cannot tell them apart, the thumbnails can.
+    raw = simple_dataset(tmp_path / "raw", n_train=4, n_test=2)
+    a = smooth(0)
+    b = a.copy()
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    b[(yy - 40) ** 2 + (xx - 55) ** 2 <= 25] = 255
+    save(raw / "Training" / "benign" / "look_a.png", a)
+    save(raw / "Testing" / "benign" / "look_b.png", b)
+    ia = D.inspect_image(raw / "Training" / "benign" / "look_a.png", 10**6)
+    ib = D.inspect_image(raw / "Testing" / "benign" / "look_b.png", 10**6)
+    assert bin(int(ia.phash, 16) ^ int(ib.phash, 16)).count("1") <= 4
+    kinds = {}
+    for near_max_diff in (0.5, 100.0):  # 100 = trust pHash alone
+        _, audit = D.build_manifest(raw, PrepareConfig(near_max_diff=near_max_diff),
+                                    progress=False)
+        kinds[near_max_diff] = {(f["path"], f.get("other_path")) for f in audit["findings"]
+                                if f["kind"].startswith("duplicate_near")}
+    pair = ("Training/benign/look_a.png", "Testing/benign/look_b.png")
+    assert pair not in kinds[0.5]
+    assert pair in kinds[100.0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Classes
+
+
+def test_class_names_come_from_folders_and_masks_pair(tmp_path):
+    raw = simple_dataset(tmp_path / "raw", masks=True)
+    (raw / "Training" / "benign" / "benign_000_mask.png").unlink()
+    m = D.prepare(raw, tmp_path / "p", tmp_path / "r", PrepareConfig(), progress=False)
+    assert sorted(m["class"].unique()) == ["benign", "malignant"]
+    assert dict(zip(m["class"], m["label"], strict=True)) == {"benign": 0, "malignant": 1}
+    assert (m["mask"] == m["path"].str.replace(".png", "_mask.png", regex=False)).sum() == 31
+    row = m.set_index("path").loc["Training/benign/benign_000.png"]
+    assert row["status"] == "warn" and "mask" in row["reason"]
+    assert (m["status"] == "ok").sum() == 31
+    audit = json.loads((tmp_path / "r" / "metrics" / "data_audit.json").read_text())
+    assert [f["kind"] for f in audit["findings"]] == ["missing_mask"]
+
+
+def test_class_with_only_corrupt_files_raises_after_writing(tmp_path):
+    raw = simple_dataset(tmp_path / "raw")
+    for k in range(3):
+        truncated(raw / "Testing" / "broken" / f"b{k}.png", smooth(k), "PNG")
+        save(raw / "Training" / "broken" / f"ok{k}.png", smooth(900 + k))
+    (raw / "Testing" / "broken" / "empty.jpg").write_bytes(b"")
+    with pytest.raises(DataError) as err:
+        D.prepare(raw, tmp_path / "p", tmp_path / "r", PrepareConfig(), progress=False)
+    msg = str(err.value)
+    assert "'broken'" in msg and "test" in msg and "3x corrupt" in msg and "1x zero_byte" in msg
+    assert isinstance(err.value, ValueError)
+    audit = json.loads((tmp_path / "r" / "metrics" / "data_audit.json").read_text())
+    assert audit["counts"]["usable"]["broken"]["test"] == 0
+    assert any("broken" in e for e in audit["errors"])
+    assert (tmp_path / "p" / "manifest.csv").is_file()
+
+
+def test_empty_and_one_sided_classes_are_reported(tmp_path):
+    raw = simple_dataset(tmp_path / "raw")
+    (raw / "Training" / "ghost").mkdir()
+    (raw / "Training" / "ghost" / ".DS_Store").write_bytes(b"\x00")
+    with pytest.raises(DataError, match="'ghost'"):
+        D.prepare(raw, tmp_path / "p", tmp_path / "r", PrepareConfig(), progress=False)
+    audit = json.loads((tmp_path / "r" / "metrics" / "data_audit.json").read_text())
+    found = {(f["kind"], f["path"]) for f in audit["findings"]}
+    assert ("empty_class_folder", "Training/ghost") in found
+    assert ("class_missing_in_split", "Testing/ghost") in found
+    assert audit["classes"] == ["benign", "ghost", "malignant"]
+
+
+def test_refuses_to_write_inside_raw_dir(tmp_path):
+    raw = simple_dataset(tmp_path / "raw", n_train=3, n_test=1)
+    before = tree_digest(raw)
+    with pytest.raises(DataError, match="inside the raw"):
+        D.prepare(raw, raw / "processed", tmp_path / "r", PrepareConfig(), progress=False)
+    assert tree_digest(raw) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Determinism, loaders, config, CLI
+
+
+def test_prepare_twice_gives_identical_files(tmp_path):
+    raw = messy_dataset(tmp_path / "raw")
+    outs = []
+    for run in ("a", "b"):
+        D.prepare(raw, tmp_path / run / "p", tmp_path / run / "r", MESSY_CFG, progress=False)
+        outs.append([(tmp_path / run / rel).read_bytes() for rel in
+                     ("p/manifest.csv", "r/metrics/data_audit.json", "r/data_audit.md")])
+    assert outs[0] == outs[1]
+    assert len(outs[0][0]) > 1000
+
+
+def test_load_image_and_mask(tmp_path):
+    arr = smooth(3)
+    rgb = np.stack([arr, arr, arr], axis=-1)
+    save(tmp_path / "a" / "x.png", rgb)
+    save_mask(tmp_path / "a" / "x.png", arr)
+    img = D.load_image(tmp_path, "a/x.png")
+    assert img.dtype == np.uint8 and img.shape == (SIZE, SIZE)
+    assert np.abs(img.astype(int) - arr).max() <= 1
+    mask = D.load_mask(tmp_path, "a/x_mask.png", img.shape)
+    assert mask.dtype == bool and mask.shape == img.shape and mask.any() and not mask.all()
+    assert not D.load_mask(tmp_path, "", img.shape).any()
+    assert D.load_mask(tmp_path, None, (4, 5)).shape == (4, 5)
+    with pytest.raises(DataError):
+        D.load_mask(tmp_path, "a/x_mask.png", (3, 3))
+
+
+def test_config_from_params(tmp_path):
+    params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
+    cfg = PrepareConfig.from_params(params)
+    assert cfg.seed == params["seed"]
+    assert cfg.val_fraction == params["prepare"]["val_fraction"]
+    assert cfg.duplicates in D.DUPLICATE_POLICIES
+    with pytest.raises(ValueError, match="duplicate"):
+        PrepareConfig.from_params({"seed": 1, "prepare": {"duplicate": "drop"}})
+    with pytest.raises(ValueError, match="val_fraction"):
+        PrepareConfig.from_params({"seed": 1, "prepare": {"val_fraction": 1.5}})
+
+
+def _write_params(root: Path) -> Path:
+    p = root / "params.yaml"
+    p.write_text(yaml.safe_dump({
+        "seed": 3,
+        "data": {"raw_dir": "raw", "processed_dir": "data/processed"},
+        "prepare": {"val_fraction": 0.2, "duplicates": "drop", "phash_max_distance": 4,
+                    "max_pixels": 1_000_000},
+    }))
+    return p
+
+
+def test_cli_writes_outputs(tmp_path, capsys):
+    simple_dataset(tmp_path / "raw")
+    assert D.main(["--params", str(_write_params(tmp_path)), "--no-progress"]) == 0
+    assert (tmp_path / "data" / "processed" / "manifest.csv").is_file()
+    audit = json.loads((tmp_path / "reports" / "metrics" / "data_audit.json").read_text())
+    assert audit["params"]["seed"] == 3 and audit["params"]["duplicates"] == "drop"
+    assert (tmp_path / "reports" / "data_audit.md").is_file()
+    out = capsys.readouterr().out
+    assert "usable: train" in out and "benign" in out
+
+
+def test_cli_reports_an_empty_class_without_traceback(tmp_path, capsys):
+    raw = simple_dataset(tmp_path / "raw")
+    for p in (raw / "Testing" / "malignant").iterdir():
+        p.write_bytes(p.read_bytes()[:40])
+    assert D.main(["--params", str(_write_params(tmp_path)), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "'malignant'" in err and "test" in err and "corrupt" in err
+    assert "Traceback" not in err
+    assert (tmp_path / "reports" / "metrics" / "data_audit.json").is_file()
