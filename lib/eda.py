@@ -116,6 +116,15 @@ def audit_findings(audit: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(audit.get("findings", []))
 
 
+def load_samples(sample: pd.DataFrame, raw_dir: Path) -> tuple[list, list, list[str]]:
+    """Images, masks and titles of sampled manifest rows, ready for plots.image_grid."""
+    images = [load_image(raw_dir, p) for p in sample["path"]]
+    masks = [load_mask(raw_dir, m or None, im.shape)
+             for m, im in zip(sample["mask"].fillna(""), images, strict=True)]
+    titles = [f"{c}\n{Path(p).name}" for c, p in zip(sample["class"], sample["path"], strict=True)]
+    return images, masks, titles
+
+
 def summary(manifest: pd.DataFrame, stats_df: pd.DataFrame, audit: dict[str, Any]) -> dict:
     """The numbers eda.json keeps for DVC and the report: stable keys, rounded for stable diffs."""
     counts = counts_table(manifest)
