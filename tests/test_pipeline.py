@@ -62,7 +62,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     run(["git", "clone", "-q", str(origin), str(clone)], base)
     assert not (clone / "data" / "raw").exists()
-    run(["dvc", "pull", "-q"], clone)
+    run(["dvc", "pull", "-q", "data.dvc"], clone)
     repro = run(["dvc", "repro"], clone)
     return {"clone": clone, "raw_digest": raw_digest, "repro": repro.stdout}
 
