@@ -40,7 +40,7 @@ data: setup
 	@if [ -d data/raw ]; then echo "data/raw present"; \
 	elif [ -n "$$($(BIN)/dvc remote list)" ]; then $(BIN)/dvc pull data.dvc; \
 	else $(BIN)/python -m lib.phantom --params params.yaml --out data/raw; fi
-	@$(BIN)/dvc status data.dvc | grep -q "changed" && \
+	@$(BIN)/dvc status data.dvc | grep -q "modified:" && \
 	  echo "warning: data/raw differs from data.dvc (your own data? run 'dvc add data/raw' and commit data.dvc)" || true
 
 phantom: setup

@@ -25,6 +25,7 @@ from lib.config import load_params, repo_root
 TEMPLATES = Path(__file__).parent / "templates"
 KEY_PACKAGES = ("tensorflow-cpu", "keras", "tf-keras-vis", "scikit-learn", "numpy", "scipy",
                 "pandas", "pillow", "nilearn", "dvc", "papermill", "matplotlib")
+SPLITS = ("train", "val", "test")
 EMPTY_SCRIPT = re.compile(r'<script src="">\s*</script>')
 
 
@@ -113,7 +114,7 @@ def context(root: Path, params: dict[str, Any]) -> dict[str, Any]:
         "phantom": params.get("phantom", {}),
         "audit": audit,
         "audit_counts": counts.get("usable", {}),
-        "audit_splits": list(counts.get("usable_total", {})),
+        "audit_splits": [s for s in SPLITS if s in counts.get("usable_total", {})],
         "audit_kinds": kinds,
         "audit_total": sum(kinds.values()),
         "eda": _read_json(reports / "metrics" / "eda.json"),
