@@ -63,7 +63,6 @@ bench: setup
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check lib tests bench tools
 
 lock:
 	rm -rf /tmp/brain-mri-lock && $(PYTHON) -m venv /tmp/brain-mri-lock

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -82,3 +84,9 @@ def test_dvc_stages_declare_the_params_they_template() -> None:
         used = {m.split(".")[0] for m in re.findall(r"\$\{([\w.]+)\}", json.dumps(stage))}
         declared = {p if isinstance(p, str) else next(iter(p)) for p in stage.get("params", [])}
         assert used <= declared, f"stage {name} templates {used - declared} without params:"
+
+
+def test_ruff_is_clean() -> None:
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--quiet", str(REPO)],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
