@@ -13,40 +13,52 @@ md5; near = pHash distance <= phash_max_distance confirmed by a thumbnail compar
 (see PrepareConfig). Within-split duplicates are kept (warn); cross-split ones follow
 `duplicates` (report: warn both; drop: exclude the Training copy, keep the Testing one).
 
+Judging single files and finding duplicates is lib.audit's job; this module owns the layout,
+the manifest, the split and the stage.
+
 CLI (the DVC stage): ``python -m lib.data --params params.yaml``.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import itertools
 import json
 import os
 import sys
-import warnings
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import imagehash
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image
 from tqdm import tqdm
 
+from .audit import (
+    IMAGE_EXTENSIONS,
+    OK_MODES,
+    SEVERITY,
+    Finding,
+    ImageInfo,
+    ThumbCheck,
+    TooManyPairsError,
+    audit_markdown,
+    hash_array,
+    inspect_image,
+    inspect_mask,
+    near_duplicate_pairs,
+    worst_status,
+)
 from .config import load_params, repo_root, section
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 SPLIT_DIRS = {"Training": "train", "Testing": "test"}
 MASK_SUFFIX = "_mask"
 DUPLICATE_POLICIES = ("drop", "report")
-OK_MODES = {"L", "RGB"}
 SPLITS = ("train", "val", "test")
-THUMB_SIZE = 64  # side of the thumbnails that confirm pHash candidates
 
 MANIFEST_COLUMNS = [
     "path", "class", "label", "source_split", "split", "md5", "phash",
@@ -56,88 +68,13 @@ MANIFEST_NAME = "manifest.csv"
 AUDIT_JSON = Path("metrics") / "data_audit.json"
 AUDIT_MD = Path("data_audit.md")
 
-_SEVERITY = {"ok": 0, "warn": 1, "excluded": 2}
 # Which copy of a cross-split duplicate survives duplicates=drop: the one evaluated on.
 _KEEP_PRIORITY = {"test": 0, "val": 1, "train": 2}
 _SYSTEM_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini"}
-_FORMAT_OF_EXT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP",
-                  ".tif": "TIFF", ".tiff": "TIFF"}
-_FORMAT_ALIASES = {"MPO": "JPEG"}  # multi-picture JPEGs decode as plain JPEGs
-
-# Every finding kind, with the heading it gets in the readable report.
-FINDING_KINDS: dict[str, str] = {
-    "missing_split_dir": "Training or Testing folder missing",
-    "unknown_folder": "Top-level folders other than Training/Testing (not used)",
-    "stray_file": "Files outside class folders (not used)",
-    "hidden_ignored": "Hidden or system files and folders (ignored)",
-    "nested_file": "Files in sub-folders of a class folder (not used)",
-    "empty_class_folder": "Class folders without any image file",
-    "class_missing_in_split": "Classes with a folder in one split only",
-    "non_image_extension": "Files with a non-image extension in class folders (excluded)",
-    "unreadable_file": "Files that could not be read (excluded)",
-    "zero_byte": "Zero-byte files (excluded)",
-    "not_an_image": "Files whose content is not an image (excluded)",
-    "corrupt": "Truncated or corrupt images (excluded)",
-    "huge_image": "Images over max_pixels / decompression bombs (excluded)",
-    "mode_16bit": "16-bit or float images (excluded)",
-    "mode_alpha": "Images with an alpha channel (excluded)",
-    "mode_palette": "Palette images (excluded)",
-    "mode_cmyk": "CMYK images (excluded)",
-    "mode_1bit": "1-bit images (excluded)",
-    "mode_unsupported": "Images in another unsupported mode (excluded)",
-    "decode_warning": "Images that decoded with a warning",
-    "multi_frame": "Multi-frame images (first frame used)",
-    "extension_mismatch": "Extension does not match the content",
-    "orphan_mask": "Masks without their image (not used)",
-    "mask_unreadable": "Unreadable masks (image kept for classification only)",
-    "mask_size_mismatch": "Masks of another size than their image (image kept for "
-                          "classification only)",
-    "missing_mask": "Images without a mask in a class where others have one",
-    "class_without_masks": "Classes without any mask while other classes have masks",
-    "duplicate_exact_cross_split": "Exact duplicates across splits (leakage)",
-    "duplicate_near_cross_split": "Near duplicates across splits (leakage)",
-    "duplicate_exact_within_split": "Exact duplicates within a split",
-    "duplicate_near_within_split": "Near duplicates within a split",
-}
 
 
 class DataError(ValueError):
     """The data cannot support the study as configured; the message says what to fix."""
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One audit observation; paths are POSIX, relative to the raw dir, so outputs are portable."""
-
-    kind: str
-    path: str
-    reason: str
-    other_path: str | None = None
-
-    def to_dict(self) -> dict[str, str]:
-        out = {"kind": self.kind, "path": self.path, "reason": self.reason}
-        if self.other_path:
-            out["other_path"] = self.other_path
-        return out
-
-    def sort_key(self) -> tuple[str, str, str, str]:
-        return (self.kind, self.path, self.other_path or "", self.reason)
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    """What one image file turned out to be; `issues` holds (kind, severity, reason) triples."""
-
-    status: str
-    reason: str
-    issues: tuple[tuple[str, str, str], ...] = ()
-    width: int | None = None
-    height: int | None = None
-    mode: str = ""
-    md5: str = ""
-    phash: str = ""
-    format: str = ""
-    thumb: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -362,300 +299,12 @@ def _scan_class_folder(raw_dir: Path, split_dir: str, cls: str, folder: Path,
 
 
 # --------------------------------------------------------------------------------------------
-# Inspecting one file
-
-
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-_MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"BM": "BMP",
-          b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"GIF8": "GIF"}
-
-
-def _magic_format(path: Path) -> str:
-    """The format an image file's signature claims, '' if none: tells 'corrupt' from 'not one'."""
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(8)
-    except OSError:
-        return ""
-    return next((fmt for magic, fmt in _MAGIC.items() if head.startswith(magic)), "")
-
-
-def _sniff(path: Path) -> str:
-    """A guess at what a non-image file is, so the reason tells the user what they are facing."""
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(1024)
-    except OSError:
-        return "unreadable content"
-    low = head.lstrip().lower()
-    if len(head) >= 132 and head[128:132] == b"DICM":
-        return "a DICOM file: export it to PNG/JPEG first"
-    if head.startswith(b"%PDF"):
-        return "a PDF document"
-    if head.startswith(b"PK\x03\x04"):
-        return "a ZIP archive"
-    if low.startswith((b"<!doctype html", b"<html")):
-        return "an HTML page (a failed download?)"
-    if b"\x00" not in head:
-        try:
-            head.decode("utf-8")
-            return "text (a text file renamed with an image extension?)"
-        except UnicodeDecodeError:
-            pass
-    return "unrecognised binary data"
-
-
-def _mode_issue(mode: str) -> tuple[str, str] | None:
-    if mode in OK_MODES:
-        return None
-    if mode.startswith("I;16") or mode in {"I", "F"}:
-        return ("mode_16bit", f"{mode} (16-bit/32-bit/float) image: an 8-bit pipeline would "
-                              "clip or rescale it silently; window and convert it to 8-bit L")
-    if mode in {"RGBA", "LA", "PA", "RGBa", "La"}:
-        return ("mode_alpha", f"{mode} image: alpha would be discarded silently; convert to L "
-                              "or RGB")
-    if mode == "P":
-        return ("mode_palette", "palette (P) image: pixel values are palette indices, not "
-                                "intensities; convert to L or RGB")
-    if mode == "CMYK":
-        return ("mode_cmyk", "CMYK image: a print colour space, intensities would be wrong; "
-                             "convert to L or RGB")
-    if mode == "1":
-        return ("mode_1bit", "1-bit image: looks like a mask or a thresholded export, not a "
-                             "scan; convert to L if it really is an image")
-    return ("mode_unsupported", f"{mode} image: unsupported mode; convert to L or RGB")
-
-
-def _result(issues: list[tuple[str, str, str]], **kw: Any) -> ImageInfo:
-    status = max((sev for _, sev, _ in issues), key=_SEVERITY.__getitem__, default="ok")
-    reason = "; ".join(r for _, _, r in issues)
-    return ImageInfo(status=status, reason=reason, issues=tuple(issues), **kw)
-
-
-def inspect_image(path: Path, max_pixels: int) -> ImageInfo:
-    """Open, size-check and fully decode one file; bad content becomes a status, never an error.
-
-    The size is checked from the header before decoding, so a decompression bomb is refused
-    without allocating it; the full decode is what catches truncated files.
-    """
-    path = Path(path)
-    try:
-        if path.stat().st_size == 0:
-            return _result([("zero_byte", "excluded", "zero-byte file (an interrupted copy?); "
-                                                      "re-copy it from the source or delete it")])
-        md5 = _md5(path)
-    except OSError as exc:
-        return _result([("unreadable_file", "excluded",
-                         f"cannot read the file ({exc.strerror or exc}); check permissions")])
-
-    issues: list[tuple[str, str, str]] = []
-    meta: dict[str, Any] = {"md5": md5}
-    previous = ImageFile.LOAD_TRUNCATED_IMAGES
-    ImageFile.LOAD_TRUNCATED_IMAGES = False  # someone else may have relaxed it globally
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                img = Image.open(path)
-            except Image.DecompressionBombError as exc:
-                return _result([("huge_image", "excluded",
-                                 f"decompression bomb refused by PIL ({exc}); downscale it")],
-                               **meta)
-            except UnidentifiedImageError:
-                claimed = _magic_format(path)
-                if claimed:
-                    return _result([("corrupt", "excluded",
-                                     f"starts like a {claimed} file but its header cannot be "
-                                     "parsed (truncated or corrupt); re-export or re-download "
-                                     "it")], **meta)
-                return _result([("not_an_image", "excluded",
-                                 f"not an image: content looks like {_sniff(path)}; "
-                                 "remove it or replace it with the real image")], **meta)
-            except Exception as exc:  # any parser failure is a finding
-                return _result([("corrupt", "excluded",
-                                 f"unreadable image header ({type(exc).__name__}: {exc}); "
-                                 "re-export or re-download it")], **meta)
-            with img:
-                width, height = img.size
-                meta.update(width=width, height=height, mode=img.mode, format=img.format or "")
-                bombs = [w for w in caught if issubclass(w.category,
-                                                         Image.DecompressionBombWarning)]
-                if width * height > max_pixels or bombs:
-                    why = (f"{width}x{height} = {width * height:,} pixels exceeds max_pixels "
-                           f"{max_pixels:,}")
-                    if bombs:
-                        why += f" (PIL: {bombs[0].message})"
-                    return _result([("huge_image", "excluded",
-                                     f"{why}: possible decompression bomb, not decoded; "
-                                     "downscale it or raise prepare.max_pixels")], **meta)
-                try:
-                    img.load()
-                except Exception as exc:
-                    return _result([("corrupt", "excluded",
-                                     f"truncated or corrupt image data ({type(exc).__name__}: "
-                                     f"{exc}); re-export or re-download it")], **meta)
-                mode_issue = _mode_issue(img.mode)
-                if mode_issue:
-                    issues.append((mode_issue[0], "excluded", mode_issue[1]))
-                n_frames = getattr(img, "n_frames", 1)
-                if n_frames > 1:
-                    issues.append(("multi_frame", "warn",
-                                   f"{n_frames} frames; only the first one is used"))
-                ext_format = _FORMAT_OF_EXT.get(path.suffix.lower(), "")
-                fmt = _FORMAT_ALIASES.get(img.format or "", img.format or "")
-                if ext_format and fmt and fmt != ext_format:
-                    issues.append(("extension_mismatch", "warn",
-                                   f"{fmt} content with a {path.suffix} extension; it decodes "
-                                   "fine, but rename it so other tools agree"))
-                try:
-                    meta["phash"] = str(imagehash.phash(img))
-                    gray = img.convert("L").resize((THUMB_SIZE, THUMB_SIZE),
-                                                   Image.Resampling.BOX)
-                    meta["thumb"] = np.asarray(gray, dtype=np.uint8)
-                except Exception:  # an unhashable image only loses dedup
-                    meta["phash"], meta["thumb"] = "", None
-            library_noise = (Image.DecompressionBombWarning, DeprecationWarning,
-                             PendingDeprecationWarning, FutureWarning)
-            others = [w for w in caught if not issubclass(w.category, library_noise)]
-            if others:
-                msgs = sorted({str(w.message) for w in others})
-                issues.append(("decode_warning", "warn",
-                               f"decoded with warning(s): {'; '.join(msgs)}; check the image"))
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = previous
-    return _result(issues, **meta)
-
-
-def _inspect_mask(path: Path, image_size: tuple[int, int]) -> tuple[str, str] | None:
-    """(kind, why) if the mask cannot serve its image; None if it can."""
-    try:
-        if path.stat().st_size == 0:
-            return ("mask_unreadable", "zero-byte file")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as m:
-                size = m.size
-                if size[0] * size[1] > 4 * image_size[0] * image_size[1]:
-                    return ("mask_size_mismatch", f"mask is {size[0]}x{size[1]}, image is "
-                                                  f"{image_size[0]}x{image_size[1]}")
-                m.load()
-    except UnidentifiedImageError:
-        return ("mask_unreadable", f"not an image: {_sniff(path)}")
-    except Exception as exc:
-        return ("mask_unreadable", f"{type(exc).__name__}: {exc}")
-    if size != image_size:
-        return ("mask_size_mismatch", f"mask is {size[0]}x{size[1]}, image is "
-                                      f"{image_size[0]}x{image_size[1]}")
-    return None
-
-
-# --------------------------------------------------------------------------------------------
-# Duplicates
-
-
-def _popcount(x: np.ndarray) -> np.ndarray:
-    if hasattr(np, "bitwise_count"):
-        return np.bitwise_count(x)
-    table = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
-    return table[x.view(np.uint8)].reshape(*x.shape, 8).sum(axis=-1, dtype=np.uint8)
-
-
-def near_duplicate_pairs(
-    hashes: np.ndarray, max_distance: int, block: int = 256, max_pairs: int | None = None,
-    confirm: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """All pairs (i < j) within Hamming distance, plus each item's nearest-neighbour distance.
-
-    Blocks of rows against all columns keep memory at block*n words (20 MB for 10k hashes)
-    while staying vectorised; `confirm(i, j) -> bool mask` filters each block's candidates so
-    that only confirmed pairs are kept. Returns (pairs as an (k, 3) int array of i, j,
-    distance; nn) where nn is 65 for an item without any other item.
-    """
-    hashes = np.asarray(hashes, dtype=np.uint64)
-    n = len(hashes)
-    nn = np.full(n, 65, dtype=np.int16)
-    found: list[np.ndarray] = []
-    total = 0
-    for start in range(0, n, block):
-        stop = min(start + block, n)
-        dist = _popcount(hashes[start:stop, None] ^ hashes[None, :]).astype(np.int16)
-        local = np.arange(stop - start)
-        dist[local, local + start] = 65
-        if n > 1:
-            nn[start:stop] = dist.min(axis=1)
-        ii, jj = np.nonzero(dist <= max_distance)
-        ii = ii + start
-        keep = jj > ii
-        if confirm is not None and keep.any():
-            keep[keep] = confirm(ii[keep], jj[keep])
-        if keep.any():
-            chunk = np.stack([ii[keep], jj[keep], dist[ii[keep] - start, jj[keep]]], axis=1)
-            found.append(chunk.astype(np.int64))
-            total += len(chunk)
-            if max_pairs is not None and total > max_pairs:
-                raise DataError(
-                    f"more than {max_pairs} image pairs count as near duplicates (pHash "
-                    f"distance <= {max_distance}): prepare.phash_max_distance/near_max_diff are "
-                    "too permissive for this data set; lower them")
-    pairs = np.concatenate(found) if found else np.zeros((0, 3), dtype=np.int64)
-    return pairs, nn
-
-
-def _hash_array(hexes: Sequence[str]) -> np.ndarray:
-    return np.array([int(h, 16) for h in hexes], dtype=np.uint64)
-
-
-class ThumbCheck:
-    """Confirms pHash candidates by comparing standardised thumbnails pixel by pixel.
-
-    Standardising (zero mean, unit std) makes a re-windowed or re-encoded copy match, while
-    any local difference (another pose, another lesion) shows up in the maximum. The
-    distribution of candidate differences is kept for the audit.
-    """
-
-    BIN = 0.1
-
-    def __init__(self, thumbs: Sequence[np.ndarray], max_diff: float, chunk: int = 1024) -> None:
-        self.thumbs = np.stack(thumbs) if len(thumbs) else np.zeros((0, 1, 1), np.uint8)
-        flat = self.thumbs.reshape(len(self.thumbs), -1).astype(np.float32)
-        self.mean = flat.mean(axis=1) if len(flat) else np.zeros(0, np.float32)
-        self.std = np.maximum(flat.std(axis=1), 1e-3) if len(flat) else np.zeros(0, np.float32)
-        self.max_diff = max_diff
-        self.chunk = chunk
-        self.diffs: list[np.ndarray] = []
-
-    def diff(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        out = np.empty(len(i), dtype=np.float32)
-        n = len(self.thumbs)
-        flat = self.thumbs.reshape(n, -1)
-        for s in range(0, len(i), self.chunk):
-            a, b = i[s:s + self.chunk], j[s:s + self.chunk]
-            za = (flat[a].astype(np.float32) - self.mean[a, None]) / self.std[a, None]
-            zb = (flat[b].astype(np.float32) - self.mean[b, None]) / self.std[b, None]
-            out[s:s + self.chunk] = np.abs(za - zb).max(axis=1)
-        return out
-
-    def __call__(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        d = self.diff(i, j)
-        self.diffs.append(d)
-        return d <= self.max_diff
-
-    def histogram(self) -> list[list[float]]:
-        """[bin start, candidates] over all checked pairs, last bin open-ended at 3.0."""
-        d = np.concatenate(self.diffs) if self.diffs else np.zeros(0)
-        bins = np.minimum(np.floor(d / self.BIN + 1e-6), 30).astype(int)
-        counts = np.bincount(bins, minlength=31)
-        return [[round(k * self.BIN, 1), int(c)] for k, c in enumerate(counts) if c]
+# Building the manifest
 
 
 class _UnionFind:
+    """Duplicate groups as connected components of the pair graph, so chains stay together."""
+
     def __init__(self, n: int) -> None:
         self.parent = list(range(n))
 
@@ -671,10 +320,6 @@ class _UnionFind:
             self.parent[max(ri, rj)] = min(ri, rj)
 
 
-# --------------------------------------------------------------------------------------------
-# Building the manifest
-
-
 @dataclass
 class _Row:
     path: str
@@ -688,7 +333,7 @@ class _Row:
 
     @property
     def status(self) -> str:
-        return max((s for _, s, _ in self.issues), key=_SEVERITY.__getitem__, default="ok")
+        return worst_status(self.issues)
 
     @property
     def usable(self) -> bool:
@@ -790,7 +435,7 @@ def _check_masks(raw_dir: Path, rows: list[_Row], classes: list[str],
     with_mask = [r for r in rows if r.mask and r.usable and r.info.width]
     for row in tqdm(with_mask, desc="prepare: masks", unit="mask", disable=not progress,
                     file=sys.stderr):
-        problem = _inspect_mask(raw_dir / row.mask, (row.info.width, row.info.height))
+        problem = inspect_mask(raw_dir / row.mask, (row.info.width, row.info.height))
         if problem:
             kind, why = problem
             verb = "unreadable" if kind == "mask_unreadable" else "of a different size"
@@ -833,11 +478,14 @@ def _deduplicate_and_split(rows: list[_Row], cfg: PrepareConfig,
     """
     usable = [i for i, r in enumerate(rows) if r.usable]
     hashed = [i for i in usable if rows[i].info.phash and rows[i].info.thumb is not None]
-    hashes = _hash_array([rows[i].info.phash for i in hashed])
+    hashes = hash_array([rows[i].info.phash for i in hashed])
     check = ThumbCheck([rows[i].info.thumb for i in hashed], cfg.near_max_diff)
     max_pairs = max(100_000, 50 * len(hashed))
-    near, nn = near_duplicate_pairs(hashes, cfg.phash_max_distance, max_pairs=max_pairs,
-                                    confirm=check)
+    try:
+        near, nn = near_duplicate_pairs(hashes, cfg.phash_max_distance, max_pairs=max_pairs,
+                                        confirm=check)
+    except TooManyPairsError as exc:
+        raise DataError(str(exc)) from exc
     pair_dist: dict[tuple[int, int], int] = {
         (hashed[a], hashed[b]): int(d) for a, b, d in near.tolist()}
     by_md5: dict[str, list[int]] = defaultdict(list)
@@ -951,7 +599,7 @@ def _to_frame(rows: list[_Row]) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------------------------
-# Audit
+# Audit summary (audit_markdown in lib.audit renders it)
 
 
 def _class_errors(rows: list[_Row], classes: list[str], raw_dir: Path,
@@ -1006,7 +654,7 @@ def _audit(rows: list[_Row], classes: list[str], findings: list[Finding], cfg: P
         "params": cfg.to_dict(),
         "counts": {
             "manifest_rows": len(rows),
-            "status": {s: sum(r.status == s for r in rows) for s in _SEVERITY},
+            "status": {s: sum(r.status == s for r in rows) for s in SEVERITY},
             "usable": usable,
             "usable_total": {s: sum(usable[c][s] for c in classes) for s in SPLITS},
             "findings_by_kind": dict(sorted(by_kind.items())),
@@ -1015,62 +663,6 @@ def _audit(rows: list[_Row], classes: list[str], findings: list[Finding], cfg: P
         "findings": [f.to_dict() for f in findings],
         "errors": _class_errors(rows, classes, raw_dir, cfg),
     }
-
-
-def _md_cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def audit_markdown(audit: dict[str, Any], max_rows_per_kind: int = 200) -> str:
-    """Readable report: counts first, then findings grouped by kind."""
-    p = audit["params"]
-    out = ["# Data audit", "",
-           f"Classes: {', '.join(audit['classes']) or '(none)'}  ",
-           "Params: " + ", ".join(f"{k}={p[k]}" for k in sorted(p)), ""]
-    if audit["errors"]:
-        out += ["## Errors", ""] + [f"- {_md_cell(e)}" for e in audit["errors"]] + [""]
-    out += ["## Usable images per class and split", "",
-            "| class | train | val | test | total |", "|---|---:|---:|---:|---:|"]
-    for cls in audit["classes"]:
-        c = audit["counts"]["usable"][cls]
-        out.append(f"| {_md_cell(cls)} | {c['train']} | {c['val']} | {c['test']} | "
-                   f"{sum(c.values())} |")
-    t = audit["counts"]["usable_total"]
-    out += [f"| **total** | {t['train']} | {t['val']} | {t['test']} | {sum(t.values())} |", ""]
-    out += ["## Manifest rows per status", "", "| status | rows |", "|---|---:|"]
-    out += [f"| {s} | {n} |" for s, n in audit["counts"]["status"].items()] + [""]
-    dup = audit["duplicates"]
-    nn = ", ".join(f"{d}: {n}" for d, n in dup["phash_nearest_neighbour_hist"])
-    td = ", ".join(f"{b:.1f}: {n}" for b, n in dup["candidate_thumb_diff_hist"])
-    out += ["## Duplicate search", "",
-            f"- {dup['duplicate_pairs']} duplicate pair(s) ({dup['exact_duplicate_pairs']} exact); "
-            f"largest group {dup['largest_duplicate_group']} image(s)",
-            f"- {dup['phash_candidate_pairs']} pHash candidate pair(s) (distance <= "
-            f"{dup['phash_max_distance']}), confirmed when the standardised thumbnails differ "
-            f"by <= {dup['near_max_diff']}",
-            f"- pHash distance to the nearest other image (distance: images): {nn or '-'}",
-            f"- thumbnail difference of candidates (bin: pairs): {td or '-'}", ""]
-    out += [f"## Findings ({len(audit['findings'])})", ""]
-    grouped: dict[str, list[dict[str, str]]] = defaultdict(list)
-    for f in audit["findings"]:
-        grouped[f["kind"]].append(f)
-    if not grouped:
-        out += ["None.", ""]
-    order = list(FINDING_KINDS) + sorted(set(grouped) - set(FINDING_KINDS))
-    for kind in order:
-        items = grouped.get(kind)
-        if not items:
-            continue
-        out += [f"### {kind}: {FINDING_KINDS.get(kind, kind)} ({len(items)})", "",
-                "| path | other | reason |", "|---|---|---|"]
-        for f in items[:max_rows_per_kind]:
-            out.append(f"| {_md_cell(f['path'])} | {_md_cell(f.get('other_path', ''))} | "
-                       f"{_md_cell(f['reason'])} |")
-        if len(items) > max_rows_per_kind:
-            out.append(f"\n... and {len(items) - max_rows_per_kind} more in "
-                       "metrics/data_audit.json")
-        out.append("")
-    return "\n".join(out).rstrip() + "\n"
 
 
 # --------------------------------------------------------------------------------------------
