@@ -90,3 +90,12 @@ def test_ruff_is_clean() -> None:
     proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--quiet", str(REPO)],
                           cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_repository_tracks_no_environment_data_or_large_files() -> None:
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True,
+                             text=True, check=True).stdout.split("\0")
+    tracked = [t for t in tracked if t]
+    assert not [t for t in tracked if t.startswith((".venv/", "data/raw/", ".dvc/cache/"))]
+    large = [t for t in tracked if (REPO / t).is_file() and (REPO / t).stat().st_size > 2**21]
+    assert not large, f"files over 2 MiB belong in DVC, not git: {large}"
