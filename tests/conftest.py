@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -30,8 +28,3 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
             f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"
         )
     return proc
-
-
-@pytest.fixture(scope="session")
-def repo() -> Path:
-    return REPO
