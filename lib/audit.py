@@ -117,22 +117,25 @@ _MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"BM": "BMP",
           b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"GIF8": "GIF"}
 
 
-def _magic_format(path: Path) -> str:
-    """The format an image file's signature claims, '' if none: tells 'corrupt' from 'not one'."""
+def _head(path: Path, size: int) -> bytes | None:
+    """The first bytes of a file, None if it cannot be read."""
     try:
         with path.open("rb") as fh:
-            head = fh.read(8)
+            return fh.read(size)
     except OSError:
-        return ""
+        return None
+
+
+def _magic_format(path: Path) -> str:
+    """The format an image file's signature claims, '' if none: tells 'corrupt' from 'not one'."""
+    head = _head(path, 8) or b""
     return next((fmt for magic, fmt in _MAGIC.items() if head.startswith(magic)), "")
 
 
 def _sniff(path: Path) -> str:
     """A guess at what a non-image file is, so the reason tells the user what they are facing."""
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(1024)
-    except OSError:
+    head = _head(path, 1024)
+    if head is None:
         return "unreadable content"
     low = head.lstrip().lower()
     if len(head) >= 132 and head[128:132] == b"DICM":
