@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,19 @@ def head_mask(image: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(labels == (1 + int(np.argmax(sizes))))
 
 
-def image_stats(manifest: pd.DataFrame, raw_dir: Path, progress: bool = True) -> pd.DataFrame:
-    """One row per usable image: size, intensity inside the head, and lesion share of the head."""
-    rows = []
+@dataclass(frozen=True)
+class Survey:
+    """Per-image statistics and per-class mean images, from one decode of each image."""
+
+    stats: pd.DataFrame
+    means: dict[str, np.ndarray]
+
+
+def survey(manifest: pd.DataFrame, raw_dir: Path, mean_size: int = 128,
+           progress: bool = True) -> Survey:
+    """One row per usable image (size, intensity inside the head, lesion share of the head) and
+    the pixel-wise mean image per class at a common size, where classes differ on average."""
+    rows, sums, counts = [], {}, {}
     records = manifest.to_dict("records")
     for rec in tqdm(records, disable=not progress, desc="image statistics", unit="img"):
         img = load_image(raw_dir, rec["path"])
@@ -55,7 +66,12 @@ def image_stats(manifest: pd.DataFrame, raw_dir: Path, progress: bool = True) ->
             "lesion_share": (float((lesion & head).sum() / max(head.sum(), 1))
                              if has_mask else np.nan),
         })
-    return pd.DataFrame(rows)
+        small = Image.fromarray(img).resize((mean_size, mean_size), Image.BILINEAR)
+        cls = str(rec["class"])
+        sums[cls] = sums.get(cls, 0.0) + np.asarray(small, dtype=float)
+        counts[cls] = counts.get(cls, 0) + 1
+    means = {cls: sums[cls] / counts[cls] for cls in sorted(sums)}
+    return Survey(pd.DataFrame(rows), means)
 
 
 def counts_table(manifest: pd.DataFrame) -> pd.DataFrame:
@@ -79,18 +95,6 @@ def kruskal_by_class(stats_df: pd.DataFrame, column: str) -> dict[str, float]:
         return {"H": float("nan"), "p": float("nan"), "epsilon2": float("nan"), "n": n, "k": k}
     h, p = stats.kruskal(*groups)
     return {"H": float(h), "p": float(p), "epsilon2": float((h - k + 1) / (n - k)), "n": n, "k": k}
-
-
-def mean_images(manifest: pd.DataFrame, raw_dir: Path, size: int = 128) -> dict[str, np.ndarray]:
-    """Pixel-wise mean image per class at a common size: where classes differ on average."""
-    means: dict[str, np.ndarray] = {}
-    for cls, group in manifest.groupby("class"):
-        acc = np.zeros((size, size))
-        for rel in group["path"]:
-            img = Image.fromarray(load_image(raw_dir, rel)).resize((size, size), Image.BILINEAR)
-            acc += np.asarray(img, dtype=float)
-        means[str(cls)] = acc / max(len(group), 1)
-    return means
 
 
 def sample_records(manifest: pd.DataFrame, per_class: int, seed: int) -> pd.DataFrame:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import platform
 import re
 import subprocess
@@ -85,7 +86,7 @@ def reproducibility(root: Path, params: dict[str, Any]) -> dict[str, Any]:
         "versions": versions,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "cpu_count": __import__("os").cpu_count(),
+        "cpu_count": os.cpu_count(),
         "seeds": {"study": params.get("seed"),
                   "phantom": params.get("phantom", {}).get("seed")},
         "params_yaml": yaml.safe_dump(params, sort_keys=False),
