@@ -28,7 +28,7 @@ import os
 import sys
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -731,6 +731,82 @@ def load_mask(raw_dir: Path, rel_path: str | None, shape: tuple[int, ...]) -> np
     if mask.shape != shape:
         raise DataError(f"{rel_path}: mask shape {mask.shape} does not match image {shape}")
     return mask
+
+
+# --------------------------------------------------------------------------------------------
+# tf.data input pipeline (TensorFlow is imported lazily: the prepare stage does not need it)
+# --------------------------------------------------------------------------------------------
+def class_names(manifest: pd.DataFrame) -> list[str]:
+    """Class names ordered by label index, the order of every model's softmax output."""
+    pairs = manifest[["label", "class"]].drop_duplicates().sort_values("label")
+    if pairs["label"].duplicated().any():
+        raise DataError("manifest maps one label to several class names; rerun prepare")
+    return pairs["class"].tolist()
+
+
+def split_frame(manifest: pd.DataFrame, split: str) -> pd.DataFrame:
+    """Usable rows of one split; an empty split is an error that says which and why."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    rows = manifest[(manifest["split"] == split) & (manifest["status"] != "excluded")]
+    if rows.empty:
+        raise DataError(f"the manifest has no usable '{split}' images; see the prepare audit")
+    return rows.reset_index(drop=True)
+
+
+def _decode(path: Any, image_size: int) -> Any:
+    """File bytes -> float32 HxWx1 in 0-255 at the model's size (antialiased, like PIL's resize)."""
+    import tensorflow as tf
+
+    image = tf.io.decode_image(tf.io.read_file(path), channels=1, expand_animations=False)
+    image = tf.image.resize(tf.cast(image, tf.float32), (image_size, image_size),
+                            antialias=True)
+    return tf.clip_by_value(image, 0.0, 255.0)
+
+
+def make_dataset(frame: pd.DataFrame, raw_dir: Path, *, image_size: int, n_classes: int,
+                 batch_size: int, channels: int = 1, shuffle: bool = False, seed: int = 0,
+                 augment: Callable[[Any], Any] | None = None, cache: bool = True) -> Any:
+    """Batches of (float32 images in 0-255, one-hot labels) from manifest rows.
+
+    Decode and resize happen once (then cached in memory); shuffling is seeded; augmentation runs
+    on whole batches in one sequential map (Keras random layers keep their seed state, so a
+    parallel map would make runs differ). Grayscale is replicated to 3 channels for backbones
+    last, so the policy works on one channel. Each model applies its own preprocessing.
+    """
+    import tensorflow as tf
+
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    paths = [str(Path(raw_dir) / p) for p in frame["path"]]
+    labels = frame["label"].to_numpy(dtype="int64")
+    if len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
+        raise DataError(f"labels outside 0..{n_classes - 1}; the model and manifest disagree")
+    ds = tf.data.Dataset.from_tensor_slices((paths, tf.one_hot(labels, n_classes)))
+    ds = ds.map(lambda p, y: (_decode(p, image_size), y), num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True)
+    if cache:
+        ds = ds.cache()
+    if shuffle:
+        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if augment is not None:
+        ds = ds.map(lambda x, y: (augment(x), y))
+    if channels == 3:
+        ds = ds.map(lambda x, y: (tf.image.grayscale_to_rgb(x), y),
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def load_arrays(frame: pd.DataFrame, raw_dir: Path, *, image_size: int, n_classes: int,
+                channels: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The same decoded pixels as make_dataset, as numpy (images, integer labels)."""
+    ds = make_dataset(frame, raw_dir, image_size=image_size, n_classes=n_classes,
+                      batch_size=256, channels=channels, cache=False)
+    images = [x.numpy() for x, _ in ds]
+    shape = (0, image_size, image_size, channels)
+    return (np.concatenate(images) if images else np.zeros(shape, np.float32),
+            frame["label"].to_numpy(dtype="int64"))
 
 
 def _summary(audit: dict[str, Any], written: Sequence[str]) -> str:

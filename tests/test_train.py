@@ -1,0 +1,226 @@
+"""Training: input pipeline, a tiny fit that learns, bit-identical reruns, resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from lib import train
+from lib.augment import AugmentConfig, AugmentPolicy
+from lib.data import DataError, class_names, load_arrays, load_image, make_dataset, split_frame
+from lib.models import ScratchConfig, build_scratch
+from lib.tiny import tiny_dataset
+from tests.conftest import REPO
+
+TINY_MODEL = ScratchConfig(blocks=2, filters=4, kernel_size=3, dense_units=8)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory):
+    return tiny_dataset(per_class=6, image_size=64, seed=3,
+                        workdir=tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def data(tiny) -> train.TrainingData:
+    return train.TrainingData.from_manifest(tiny.manifest_path, tiny.raw_dir, image_size=32)
+
+
+# ---------------------------------------------------------------- input pipeline
+def test_pipeline_decodes_resizes_and_one_hot_encodes(data: train.TrainingData) -> None:
+    ds = make_dataset(data.train, data.raw_dir, image_size=32, n_classes=4, batch_size=5)
+    x, y = next(iter(ds))
+    assert x.shape == (5, 32, 32, 1) and x.dtype.name == "float32"
+    assert 0.0 <= float(np.min(x)) and float(np.max(x)) <= 255.0 and float(np.max(x)) > 50
+    assert np.allclose(np.asarray(y).sum(axis=1), 1.0)
+    assert list(np.asarray(y).argmax(axis=1)) == list(data.train["label"][:5])
+    n = sum(int(b[0].shape[0]) for b in ds)
+    assert n == len(data.train)  # nothing dropped, nothing repeated
+
+
+def test_pipeline_matches_pil_pixels_and_makes_rgb(data: train.TrainingData) -> None:
+    x, labels = load_arrays(data.train.head(3), data.raw_dir, image_size=64, n_classes=4)
+    first = load_image(data.raw_dir, data.train["path"][0]).astype(np.float32)
+    assert np.abs(x[0, ..., 0] - first).max() <= 1.0  # same size: decode only, no resampling
+    assert list(labels) == list(data.train["label"][:3])
+    rgb, _ = load_arrays(data.train.head(2), data.raw_dir, image_size=32, n_classes=4,
+                         channels=3)
+    assert rgb.shape == (2, 32, 32, 3)
+    assert np.array_equal(rgb[..., 0], rgb[..., 2])
+
+
+def test_shuffle_is_seeded_and_differs_between_epochs(data: train.TrainingData) -> None:
+    def epochs(seed: int) -> list[np.ndarray]:
+        ds = make_dataset(data.train, data.raw_dir, image_size=16, n_classes=4, batch_size=64,
+                          shuffle=True, seed=seed)
+        return [np.asarray(x).reshape(len(x), -1).sum(1) for _ in range(2) for x, _ in ds]
+
+    a, b, c = epochs(1), epochs(1), epochs(2)
+    assert all(np.array_equal(p, q) for p, q in zip(a, b, strict=True))
+    assert not np.array_equal(a[0], a[1])  # reshuffled every epoch
+    assert sorted(a[0]) == sorted(a[1]) and len(a[0]) == len(data.train)
+    assert not np.array_equal(a[0], c[0])
+
+
+def test_split_and_class_names_errors(tiny) -> None:
+    from lib.data import load_manifest
+
+    manifest = load_manifest(tiny.manifest_path)
+    assert class_names(manifest) == ["glioma", "meningioma", "notumor", "pituitary"]
+    with pytest.raises(ValueError, match="unknown split"):
+        split_frame(manifest, "holdout")
+    with pytest.raises(DataError, match="no usable 'val'"):
+        split_frame(manifest[manifest["split"] != "val"], "val")
+    with pytest.raises(DataError, match="labels outside"):
+        make_dataset(split_frame(manifest, "train"), tiny.raw_dir, image_size=16, n_classes=2,
+                     batch_size=4)
+
+
+# ---------------------------------------------------------------- configuration
+def test_train_config_reads_groups_and_rejects_bad_values() -> None:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    cfg = train.TrainConfig.from_params(params, "train_scratch")
+    assert cfg.epochs == params["train_scratch"]["epochs"]
+    assert cfg.learning_rate == params["train_scratch"]["learning_rate"]
+    assert cfg.batch_size == params["train"]["batch_size"]
+    with pytest.raises(ValueError, match="train.optimizer"):
+        train.TrainConfig(optimizer="sgd")
+    with pytest.raises(ValueError, match="train.monitor"):
+        train.TrainConfig(monitor="loss")
+    with pytest.raises(ValueError, match="unknown key"):
+        train.TrainConfig.from_params({**params, "train": {**params["train"], "epoch": 3}})
+    assert train.TrainConfig(monitor="val_macro_f1").mode == "max"
+    assert train.TrainConfig().mode == "min"
+
+
+def test_class_weights_balance_counts() -> None:
+    labels = np.array([0, 0, 0, 1, 2, 2])
+    weights = train.class_weights(labels, 3, "balanced")
+    assert weights == pytest.approx({0: 6 / 9, 1: 2.0, 2: 1.0})
+    assert train.class_weights(labels, 3, "none") is None
+    with pytest.raises(ValueError, match="every class"):
+        train.class_weights(labels, 4, "balanced")
+
+
+def test_mean_sd_and_history_dedupe(tmp_path: Path) -> None:
+    assert train.mean_sd([0.8, 0.9, 1.0]) == {"mean": 0.9, "sd": 0.1, "n": 3}
+    assert train.mean_sd([0.5])["sd"] is None
+    (tmp_path / "h.csv").write_text("epoch,loss\n0,2.0\n1,1.5\n1,1.4\n2,1.0\n")
+    hist = train.read_history(tmp_path / "h.csv")
+    assert list(hist["epoch"]) == [0, 1, 2] and hist["loss"][1] == 1.4
+
+
+# ---------------------------------------------------------------- fitting
+def _fit(data: train.TrainingData, tmp: Path, seed: int, epochs: int = 4,
+         augment: bool = True, learning_rate: float = 3e-3) -> train.FitResult:
+    train.seed_everything(seed)
+    policy = AugmentPolicy(AugmentConfig(), seed) if augment else None
+    train_ds, val_ds = data.datasets(8, channels=1, seed=seed, augment=policy)
+    cfg = train.TrainConfig(epochs=epochs, batch_size=8, learning_rate=learning_rate,
+                            patience=epochs)
+    model = train.compile_model(build_scratch(data.input_shape(1), 4, TINY_MODEL), cfg)
+    return train.fit(model, train_ds, val_ds, cfg, tmp / f"run-{seed}-{augment}", verbose=0)
+
+
+def test_tiny_fit_reduces_training_loss(data: train.TrainingData, tmp_path: Path) -> None:
+    result = _fit(data, tmp_path, seed=0, epochs=10, augment=False, learning_rate=1e-2)
+    loss = result.history["loss"].to_numpy()
+    assert len(loss) == 10
+    assert loss[-1] < 0.9 * loss[0] and loss[-1] < loss[:3].min(), loss  # seeded: no flakes
+    assert 0 <= result.best_epoch < 10
+    assert (tmp_path / "run-0-False" / "final.keras").is_file()
+
+
+def test_same_seed_gives_identical_weights(data: train.TrainingData, tmp_path: Path) -> None:
+    a = _fit(data, tmp_path / "a", seed=5, epochs=3)
+    b = _fit(data, tmp_path / "b", seed=5, epochs=3)
+    c = _fit(data, tmp_path / "c", seed=6, epochs=3)
+    wa, wb, wc = (r.model.get_weights() for r in (a, b, c))
+    assert all(np.array_equal(x, y) for x, y in zip(wa, wb, strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(wa, wc, strict=True))
+    pd.testing.assert_frame_equal(a.history, b.history)
+
+
+def test_finished_run_is_reused_not_retrained(data: train.TrainingData, tmp_path: Path) -> None:
+    first = _fit(data, tmp_path, seed=1, epochs=2)
+    again = _fit(data, tmp_path, seed=1, epochs=2)
+    assert again.seconds < first.seconds
+    assert all(np.array_equal(x, y) for x, y in
+               zip(first.model.get_weights(), again.model.get_weights(), strict=True))
+
+
+RESUME_SCRIPT = """
+import sys, time
+from pathlib import Path
+import keras
+from lib import train
+from lib.models import ScratchConfig, build_scratch
+
+manifest, raw, run_dir = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+
+class Slow(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        print(f"epoch-done {epoch}", flush=True)
+        time.sleep(1.0)
+
+data = train.TrainingData.from_manifest(manifest, raw, image_size=32)
+train.seed_everything(0)
+train_ds, val_ds = data.datasets(8, channels=1, seed=0)
+cfg = train.TrainConfig(epochs=6, batch_size=8, patience=10)
+model = train.compile_model(build_scratch(data.input_shape(1), 4,
+                                          ScratchConfig(blocks=2, filters=4, dense_units=8)), cfg)
+result = train.fit(model, train_ds, val_ds, cfg, run_dir, extra_callbacks=[Slow()], verbose=0)
+print("finished", result.epochs_run, result.resumed_at, flush=True)
+"""
+
+
+def test_killed_training_resumes_where_it_stopped(tiny, tmp_path: Path) -> None:
+    script = tmp_path / "resume_me.py"
+    script.write_text(textwrap.dedent(RESUME_SCRIPT))
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, str(script), str(tiny.manifest_path), str(tiny.raw_dir), str(run_dir)]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    history = run_dir / "history.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(train.read_history(history)) < 2:
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # as hard as a power cut: no cleanup runs
+    proc.wait()
+    done_before = len(train.read_history(history))
+    assert 2 <= done_before < 6
+
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "resuming an interrupted run at epoch" in again.stdout
+    epochs_rerun = again.stdout.count("epoch-done")
+    assert epochs_rerun <= 6 - done_before + 1  # it did not start again from epoch 0
+    final = train.read_history(history)
+    assert list(final["epoch"]) == list(range(6))  # every epoch once, in order
+    assert "finished 6" in again.stdout
+    assert (run_dir / "final.keras").is_file()
+
+
+def test_save_seed_and_summary(data: train.TrainingData, tmp_path: Path) -> None:
+    result = _fit(data, tmp_path, seed=2, epochs=2)
+    _, val_ds = data.datasets(8, channels=1, seed=2)
+    out = train.save_seed(result, val_ds, data.names, 2, tmp_path / "models", tmp_path / "hist")
+    assert (tmp_path / "models" / "seed2.keras").is_file()
+    assert (tmp_path / "hist" / "history_s2.csv").is_file()
+    assert set(out["val"]["f1"]) == set(data.names)
+    summary = train.summarise_seeds({2: out, 3: out})
+    assert summary["val_macro_f1"]["sd"] == 0.0 and summary["seeds"] == [2, 3]
+    json.dumps(summary)  # serialisable as a DVC metric
