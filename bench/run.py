@@ -1,13 +1,18 @@
-"""Speed budgets as measured figures: `make bench` prints each one with its ratio to the budget.
+"""Speed and memory budgets as measured figures: `make bench` prints each with its ratio to budget.
 
 Runs in a temp copy of the checkout at the default profile of params.yaml, so it measures what
-`make repro` does on a fresh clone without touching this working tree. Ratios below 1 are in budget.
+`make repro` does on a fresh clone without touching this working tree: every stage is timed on its
+own (`dvc repro --single-item`, under GNU time for its peak memory), so the slowest is obvious.
+Then the input-pipeline throughput ratio (bench/throughput.py) runs on the same copy.
+Ratios below 1 are in budget.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -19,16 +24,31 @@ sys.path.insert(0, str(REPO))
 from tests.conftest import run  # noqa: E402
 from tests.test_pipeline import copy_checkout  # noqa: E402
 
-STAGES = ("prepare", "eda", "report")
+TRAINING = ("augmentation", "train_scratch@none", "train_scratch@dropout",
+            "train_scratch@batchnorm", "train_scratch@dropout_batchnorm", "pretrain",
+            "train_transfer")
+STAGES = ("prepare", "eda", *TRAINING, "report")
 BUDGETS_S = {"generate phantom": 60, "prepare": 60, "dvc repro (issue-2 stages)": 180,
+             "dvc repro (issue-3 stages)": 480, "dvc repro (all stages)": 600,
              "no-op dvc repro": 5, "make test": 360}
+MEMORY_BUDGET_GIB = 4.0
+GNU_TIME = Path("/usr/bin/time")
 
 
-def timed(label: str, cmd: list[str], cwd: Path, results: dict[str, float]) -> None:
+def timed(label: str, cmd: list[str], cwd: Path, results: dict[str, float],
+          peaks: dict[str, float] | None = None) -> None:
+    """Run and time one command; with `peaks`, also record its peak RSS (GiB) via GNU time."""
     start = time.perf_counter()
-    run(cmd, cwd)
+    if peaks is not None and GNU_TIME.is_file():
+        proc = run([str(GNU_TIME), "-v", *cmd], cwd)
+        found = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
+        if found:
+            peaks[label] = int(found.group(1)) / 2**20
+    else:
+        run(cmd, cwd)
     results[label] = time.perf_counter() - start
-    print(f"  {label:<32} {results[label]:7.1f} s", flush=True)
+    peak = f"  peak {peaks[label]:.2f} GiB" if peaks and label in peaks else ""
+    print(f"  {label:<40} {results[label]:7.1f} s{peak}", flush=True)
 
 
 def main() -> int:
@@ -38,6 +58,7 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="brain-mri-bench-"))
     results: dict[str, float] = {}
+    peaks: dict[str, float] = {}
     try:
         copy_checkout(work)
         run(["git", "init", "-q"], work)
@@ -45,10 +66,16 @@ def main() -> int:
         timed("generate phantom", [sys.executable, "-m", "lib.phantom", "--params", "params.yaml",
                                    "--out", "data/raw"], work, results)
         for stage in STAGES:
-            timed(f"stage {stage}", ["dvc", "repro", "--single-item", stage], work, results)
+            timed(f"stage {stage}", ["dvc", "repro", "--single-item", stage], work, results,
+                  peaks)
         results["prepare"] = results["stage prepare"]
-        results["dvc repro (issue-2 stages)"] = sum(results[f"stage {s}"] for s in STAGES)
+        results["dvc repro (issue-2 stages)"] = sum(results[f"stage {s}"]
+                                                     for s in ("prepare", "eda", "report"))
+        results["dvc repro (issue-3 stages)"] = sum(results[f"stage {s}"] for s in TRAINING)
+        results["dvc repro (all stages)"] = sum(results[f"stage {s}"] for s in STAGES)
         timed("no-op dvc repro", ["dvc", "repro"], work, results)
+        print("\ninput pipeline (bench/throughput.py):", flush=True)
+        subprocess.run([sys.executable, "bench/throughput.py"], cwd=work, check=False)
         if args.with_tests:
             timed("make test", ["make", "test"], REPO, results)
     finally:
@@ -64,6 +91,13 @@ def main() -> int:
             failed |= ratio > 1
             flag = "" if ratio <= 1 else "  OVER BUDGET"
             print(f"{label:<32} {results[label]:8.1f}s {limit:6d}s {ratio:6.2f}{flag}")
+    if peaks:
+        label, peak = max(((k, v) for k, v in peaks.items()
+                           if k.removeprefix("stage ") in TRAINING), key=lambda kv: kv[1])
+        ratio = peak / MEMORY_BUDGET_GIB
+        failed |= ratio > 1
+        print(f"{'peak memory, training stage':<32} {peak:7.2f}G {MEMORY_BUDGET_GIB:5.1f}G "
+              f"{ratio:6.2f}  ({label})")
     return 1 if failed else 0
 
 

@@ -102,6 +102,18 @@ def figures(folder: Path) -> list[dict[str, str]]:
             for p in files]
 
 
+def trained_models(reports: Path) -> list[dict[str, Any]]:
+    """One row per training stage's metrics (validation only), with its learning curves."""
+    rows = []
+    for path in sorted((reports / "metrics").glob("train_*.json")):
+        metrics = _read_json(path) or {}
+        name = path.stem.removeprefix("train_")
+        curves = reports / "training" / name / "training_curves.png"
+        rows.append({"name": name, "metrics": metrics,
+                     "curves": data_uri(curves) if curves.is_file() else None})
+    return rows
+
+
 def context(root: Path, params: dict[str, Any]) -> dict[str, Any]:
     """Everything the template shows, read from the pipeline's outputs."""
     reports = root / "reports"
@@ -120,6 +132,9 @@ def context(root: Path, params: dict[str, Any]) -> dict[str, Any]:
         "audit_total": sum(kinds.values()),
         "eda": _read_json(reports / "metrics" / "eda.json"),
         "eda_figures": figures(reports / "figures" / "eda"),
+        "augment_figures": figures(reports / "figures" / "augment"),
+        "models": trained_models(reports),
+        "pretrain": _read_json(reports / "metrics" / "pretrain.json"),
         "notebooks": [{"name": p.stem, "href": f"notebooks/{p.name}"} for p in notebooks],
         "repro": reproducibility(root, params),
     }

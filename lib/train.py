@@ -385,6 +385,7 @@ class PretrainConfig:
     val_fraction: float = 0.2
     epochs: int = 8
     learning_rate: float = 2e-3
+    bn_momentum: float = 0.9
 
     def __post_init__(self) -> None:
         if self.n_per_sequence < 2:
@@ -435,7 +436,7 @@ def _tensor_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, batch_size: in
 def pretrain(params: dict[str, Any], out_dir: Path, metrics_path: Path,
              root: Path | None = None, verbose: int | str = 2) -> dict[str, Any]:
     """Train the chosen backbone from random weights to recognise T1/T1c/T2/FLAIR; save it."""
-    from .models import WeightsChoice, build_transfer, save_backbone_weights
+    from .models import WeightsChoice, build_transfer, save_backbone_weights, set_bn_momentum
 
     cfg = PretrainConfig.from_params(params)
     seed = int(params.get("seed", 42))
@@ -448,6 +449,7 @@ def pretrain(params: dict[str, Any], out_dir: Path, metrics_path: Path,
     val_ds = _tensor_dataset(x_va, y_va, k, tcfg.batch_size, 3, shuffle_seed=None)
     model = build_transfer(cfg.backbone, (cfg.image_size, cfg.image_size, 3), k,
                            WeightsChoice("none", None, "random initialisation"))
+    set_bn_momentum(model, cfg.bn_momentum)
     compile_model(model, tcfg)
     run_dir = resume_dir("pretrain", asdict(cfg), asdict(tcfg), seed, root=root)
     result = fit(model, train_ds, val_ds, tcfg, run_dir, verbose=verbose)

@@ -1,8 +1,8 @@
 """A real `dvc repro` of the whole pipeline on a tiny dataset, the way a researcher brings data.
 
 In a temp copy of the repository: generate a tiny dataset into data/raw, `dvc add` it, push it to a
-local DVC remote, commit, clone fresh, `dvc pull`, `dvc repro`. Then `dvc status` must be clean and
-a second `dvc repro` must run nothing.
+local DVC remote, commit, clone fresh, `dvc pull`, `dvc repro`. Then `dvc status` must be clean, a
+second `dvc repro` must run nothing, and `dvc repro --force` must reproduce every metric exactly.
 """
 
 from __future__ import annotations
@@ -20,6 +20,22 @@ from tests.conftest import REPO, run
 
 pytestmark = pytest.mark.slow
 TINY = {"n_train_per_class": 6, "n_test_per_class": 3, "image_size": 64}
+VARIANTS = ("none", "dropout", "batchnorm", "dropout_batchnorm")
+TRAINING_STAGES = ("augmentation", *(f"train_scratch@{v}" for v in VARIANTS), "pretrain",
+                   "train_transfer")
+
+
+def tiny_params(params: dict) -> dict:
+    """Seconds-sized settings for every stage; the structure of the study stays the same."""
+    params["phantom"].update(TINY)
+    params["eda"]["samples_per_class"] = 2
+    params["augment"]["preview_n"] = 3
+    params["train"].update(image_size=32, batch_size=8)
+    params["train_scratch"].update(epochs=2, blocks=2, filters=4, dense_units=8)
+    params["pretrain"].update(n_per_sequence=4, epochs=1)
+    params["train_transfer"].update(image_size=32, phase1_epochs=1, phase2_epochs=1,
+                                    fine_tune_layers=5)
+    return params
 
 
 def tree_digest(folder: Path) -> str:
@@ -47,9 +63,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     origin, remote, clone = base / "origin", base / "remote", base / "clone"
     origin.mkdir()
     copy_checkout(origin)
-    params = yaml.safe_load((origin / "params.yaml").read_text())
-    params["phantom"].update(TINY)
-    params["eda"]["samples_per_class"] = 2
+    params = tiny_params(yaml.safe_load((origin / "params.yaml").read_text()))
     (origin / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q", "-b", "main"], origin)
     run(["python", "-m", "lib.phantom", "--params", "params.yaml", "--out", "data/raw"], origin)
@@ -73,7 +87,7 @@ def test_pulled_data_equals_pushed_data(study: dict) -> None:
 
 def test_repro_runs_every_stage_and_writes_outputs(study: dict) -> None:
     clone = study["clone"]
-    for stage in ("prepare", "eda", "report"):
+    for stage in ("prepare", "eda", *TRAINING_STAGES, "report"):
         assert f"Running stage '{stage}'" in study["repro"]
     manifest = (clone / "data" / "processed" / "manifest.csv").read_text().splitlines()
     assert len(manifest) == 1 + 4 * (TINY["n_train_per_class"] + TINY["n_test_per_class"])
@@ -92,6 +106,10 @@ def test_metrics_are_visible_to_dvc(study: dict) -> None:
     assert "eda.json" in out and "n_images" in out
 
 
+def metric_files(clone: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted((clone / "reports" / "metrics").glob("*.json"))}
+
+
 def test_status_is_clean_and_second_repro_runs_nothing(study: dict) -> None:
     clone = study["clone"]
     status = run(["dvc", "status"], clone).stdout
@@ -99,3 +117,43 @@ def test_status_is_clean_and_second_repro_runs_nothing(study: dict) -> None:
     again = run(["dvc", "repro"], clone).stdout
     assert "Running stage" not in again, again
     assert "didn't change" in again or "up to date" in again
+
+
+def test_training_stages_write_models_histories_and_metrics(study: dict) -> None:
+    clone = study["clone"]
+    for variant in VARIANTS:
+        assert (clone / "models" / f"scratch_{variant}" / "seed42.keras").is_file()
+        assert (clone / "reports" / "training" / f"scratch_{variant}" / "history_s42.csv").is_file()
+        metrics = json.loads((clone / "reports" / "metrics" /
+                              f"train_scratch_{variant}.json").read_text())
+        assert metrics["variant"] == variant and metrics["seeds"] == [42]
+        assert 0.0 <= metrics["val_macro_f1"]["mean"] <= 1.0
+    assert (clone / "models" / "pretrain" / "backbone.weights.h5").is_file()
+    pretrain = json.loads((clone / "reports" / "metrics" / "pretrain.json").read_text())
+    assert pretrain["backbone"] == "MobileNetV3Small"
+    transfer = json.loads((clone / "reports" / "metrics" / "train_transfer.json").read_text())
+    assert transfer["weights"] == "pretrain" and transfer["weights_kind"] == "file"
+    assert "pretrain stage" in transfer["weights_description"]
+    assert (clone / "models" / "transfer" / "seed42.keras").is_file()
+    assert (clone / "reports" / "figures" / "augment" / "augment_preview.png").is_file()
+    assert not (clone / ".cache" / "train").exists() or not any((clone / ".cache" / "train")
+                                                                 .iterdir())
+
+
+def test_training_metrics_and_plots_are_visible_to_dvc(study: dict) -> None:
+    out = json.loads(run(["dvc", "metrics", "show", "--json"], study["clone"]).stdout)
+    shown = json.dumps(out)
+    for name in ("train_scratch_batchnorm.json", "train_transfer.json", "pretrain.json"):
+        assert name in shown
+    plots = run(["dvc", "plots", "show", "--json"], study["clone"]).stdout
+    assert "history_s42.csv" in plots and "augment_preview.png" in plots
+
+
+def test_forced_repro_reproduces_every_metric(study: dict) -> None:
+    """Runs last in this module: it rewrites the outputs the other tests read."""
+    clone = study["clone"]
+    before = metric_files(clone)
+    assert len(before) >= 9
+    run(["dvc", "repro", "--force"], clone)
+    after = metric_files(clone)
+    assert after == before

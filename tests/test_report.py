@@ -50,9 +50,26 @@ def test_report_has_no_external_references(outputs: Path) -> None:
         assert ref.startswith(("data:", "#", "notebooks/")), ref
 
 
+def test_report_shows_trained_models_with_their_validation_scores(outputs: Path) -> None:
+    metrics = {"model": "scratch", "variant": "batchnorm", "params": 1234, "seeds": [1, 2],
+               "val_accuracy": {"mean": 0.8125, "sd": 0.01, "n": 2},
+               "val_macro_f1": {"mean": 0.7777, "sd": 0.0123, "n": 2}}
+    (outputs / "reports" / "metrics" / "train_scratch_batchnorm.json").write_text(
+        json.dumps(metrics))
+    curves = outputs / "reports" / "training" / "scratch_batchnorm"
+    curves.mkdir(parents=True)
+    Image.new("L", (8, 8), 50).save(curves / "training_curves.png")
+    html = report.build(root=outputs).read_text()
+    assert "<td>scratch_batchnorm</td><td>1, 2</td><td>1234</td>" in html
+    assert "0.778 ± 0.012" in html and "0.812 ± 0.010" in html
+    assert "Learning curves" in html and html.count('src="data:image/png;base64,') == 2
+    assert "No training stage has run yet" not in html
+
+
 def test_report_says_which_stages_have_not_run(tmp_path: Path) -> None:
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     html = report.build(root=tmp_path).read_text()
+    assert "No training stage has run yet" in html
     assert "The EDA stage has not run yet" in html
     assert "The prepare stage has not run yet" in html
 
