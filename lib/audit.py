@@ -105,12 +105,10 @@ class ImageInfo:
 # Inspecting one file
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def file_md5(path: Path) -> str:
+    """md5 of a file's bytes, read in chunks (images, weights files, manifests)."""
+    with Path(path).open("rb") as fh:
+        return hashlib.file_digest(fh, "md5").hexdigest()
 
 
 _MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"BM": "BMP",
@@ -198,7 +196,7 @@ def inspect_image(path: Path, max_pixels: int) -> ImageInfo:
         if path.stat().st_size == 0:
             return _result([("zero_byte", "excluded", "zero-byte file (an interrupted copy?); "
                                                       "re-copy it from the source or delete it")])
-        md5 = _md5(path)
+        md5 = file_md5(path)
     except OSError as exc:
         return _result([("unreadable_file", "excluded",
                          f"cannot read the file ({exc.strerror or exc}); check permissions")])

@@ -23,7 +23,6 @@ downloaded), ``pretrain`` reads the backbone weights of the pretrain stage, a pa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -34,6 +33,8 @@ from typing import Any
 import keras
 import numpy as np
 from keras import layers
+
+from .audit import file_md5
 
 # ----------------------------------------------------------------------------------------------
 # Scratch CNN
@@ -356,14 +357,6 @@ def keras_cache_dirs() -> list[Path]:
     return dirs
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _sidecar(path: Path) -> Path:
     return Path(f"{path}.json")
 
@@ -418,7 +411,7 @@ def resolve_weights(spec: str | None, backbone: str,
                 f"(`dvc exp run -S train_transfer.weights=...`)."
             )
         description = f"ImageNet weights from {path}"
-        if _md5(path) != bspec.weights_md5:
+        if file_md5(path) != bspec.weights_md5:
             note = (f"{path} does not have the md5 of the published {bspec.weights_file} "
                     f"({bspec.weights_md5}); it is not the official ImageNet file")
             warnings.warn(note, stacklevel=2)

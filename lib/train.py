@@ -323,10 +323,11 @@ class TrainingData:
     @classmethod
     def from_manifest(cls, manifest_path: Path | str, raw_dir: Path | str,
                       image_size: int) -> TrainingData:
+        from .audit import file_md5
         from .data import class_names, load_manifest, split_frame
 
         manifest = load_manifest(Path(manifest_path))
-        digest = hashlib.md5(Path(manifest_path).read_bytes()).hexdigest()
+        digest = file_md5(Path(manifest_path))
         return cls(split_frame(manifest, "train"), split_frame(manifest, "val"), Path(raw_dir),
                    class_names(manifest), int(image_size), digest)
 
