@@ -40,7 +40,8 @@ def find_models(models_dir: Path | str) -> list[TrainedModel]:
     """Every `<name>/seed<N>.keras` under models_dir, sorted by name then seed."""
     models_dir = Path(models_dir)
     found = []
-    for folder in sorted(p for p in models_dir.iterdir() if p.is_dir()) if models_dir.is_dir() else []:
+    folders = sorted(p for p in models_dir.iterdir() if p.is_dir()) if models_dir.is_dir() else []
+    for folder in folders:
         if folder.name in NOT_CLASSIFIERS:
             continue
         for file in folder.iterdir():
