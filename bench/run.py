@@ -27,11 +27,13 @@ from tests.test_pipeline import copy_checkout  # noqa: E402
 TRAINING = ("augmentation", "train_scratch@none", "train_scratch@dropout",
             "train_scratch@batchnorm", "train_scratch@dropout_batchnorm", "pretrain",
             "train_transfer")
-STAGES = ("prepare", "eda", *TRAINING, "report")
+STAGES = ("prepare", "eda", *TRAINING, "evaluate", "explain", "report")
 BUDGETS_S = {"generate phantom": 60, "prepare": 60, "dvc repro (issue-2 stages)": 180,
-             "dvc repro (issue-3 stages)": 480, "dvc repro (all stages)": 600,
-             "no-op dvc repro": 5, "make test": 360}
+             "dvc repro (issue-3 stages)": 480, "stage evaluate": 60, "stage explain": 180,
+             "make report": 20, "dvc repro (all stages)": 600, "no-op dvc repro": 5,
+             "make test": 360}
 MEMORY_BUDGET_GIB = 4.0
+REPORT_BUDGET_MB = 15.0
 GNU_TIME = Path("/usr/bin/time")
 
 
@@ -74,8 +76,13 @@ def main() -> int:
         results["dvc repro (issue-3 stages)"] = sum(results[f"stage {s}"] for s in TRAINING)
         results["dvc repro (all stages)"] = sum(results[f"stage {s}"] for s in STAGES)
         timed("no-op dvc repro", ["dvc", "repro"], work, results)
+        timed("make report", ["dvc", "repro", "--force", "--single-item", "report"], work,
+              results)
+        report_mb = (work / "reports" / "index.html").stat().st_size / 1e6
         print("\ninput pipeline (bench/throughput.py):", flush=True)
         subprocess.run([sys.executable, "bench/throughput.py"], cwd=work, check=False)
+        print("\nGrad-CAM (bench/gradcam.py):", flush=True)
+        subprocess.run([sys.executable, "bench/gradcam.py"], cwd=work, check=False)
         if args.with_tests:
             timed("make test", ["make", "test"], REPO, results)
     finally:
@@ -91,6 +98,11 @@ def main() -> int:
             failed |= ratio > 1
             flag = "" if ratio <= 1 else "  OVER BUDGET"
             print(f"{label:<32} {results[label]:8.1f}s {limit:6d}s {ratio:6.2f}{flag}")
+    if "make report" in results:
+        ratio = report_mb / REPORT_BUDGET_MB
+        failed |= ratio > 1
+        print(f"{'report size, index.html':<32} {report_mb:7.2f}M {REPORT_BUDGET_MB:5.1f}M "
+              f"{ratio:6.2f}")
     if peaks:
         label, peak = max(((k, v) for k, v in peaks.items()
                            if k.removeprefix("stage ") in TRAINING), key=lambda kv: kv[1])

@@ -177,3 +177,372 @@ def training_curves(histories: dict[str, pd.DataFrame], title: str = "",
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation (05_evaluate): confusion, ROC/PR, reliability, misclassified gallery, comparison
+# --------------------------------------------------------------------------------------------
+EVAL_DPI = 100  # the report embeds every evaluation figure: keep each file small
+
+
+def confusion_matrices(cm: np.ndarray, classes: Sequence[str], title: str = "") -> Figure:
+    """Counts and row-normalised shares side by side (rows true, columns predicted)."""
+    cm = np.asarray(cm)
+    totals = cm.sum(axis=1, keepdims=True)
+    shares = np.divide(cm, totals, out=np.zeros(cm.shape), where=totals > 0)
+    size = 1.9 + 0.55 * len(classes)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * size + 0.6, size))
+    for ax, data, fmt, name in ((axes[0], cm, "d", "counts"),
+                                (axes[1], shares, ".2f", "share of true class (recall)")):
+        sns.heatmap(data, annot=True, fmt=fmt, cmap="Blues", cbar=False, square=True, ax=ax,
+                    xticklabels=classes, yticklabels=classes, annot_kws={"fontsize": 7},
+                    vmin=0, vmax=1 if fmt != "d" else None)
+        ax.set(xlabel="predicted", ylabel="true", title=name)
+        ax.tick_params(labelsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def roc_pr_curves(roc: pd.DataFrame, pr: pd.DataFrame, roc_auc: dict[str, float | None],
+                  pr_auc: dict[str, float | None], prevalence: dict[str, float] | None = None,
+                  title: str = "") -> Figure:
+    """One-vs-rest ROC (class, fpr, tpr) and precision-recall (class, recall, precision) curves.
+
+    Legends carry each class's AUC / average precision; dotted lines are chance (the diagonal,
+    and each class's prevalence for PR).
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.5))
+    colours = dict(zip(roc_auc, sns.color_palette("colorblind", len(roc_auc)), strict=False))
+    for cls, group in roc.groupby("class", sort=False):
+        axes[0].plot(group["fpr"], group["tpr"], color=colours.get(cls),
+                     label=f"{cls} ({roc_auc[cls]:.2f})", lw=1.3)
+    for cls, group in pr.groupby("class", sort=False):
+        axes[1].step(group["recall"], group["precision"], where="post", color=colours.get(cls),
+                     label=f"{cls} ({pr_auc[cls]:.2f})", lw=1.3)
+        if prevalence and cls in prevalence:
+            axes[1].axhline(prevalence[cls], color=colours.get(cls), ls=":", lw=0.8)
+    axes[0].plot([0, 1], [0, 1], ":", color="grey", lw=0.8)
+
+    def fmt(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    axes[0].set(xlabel="false positive rate", ylabel="true positive rate",
+                title=f"ROC (macro AUC {fmt(roc_auc.get('macro'))})")
+    axes[1].set(xlabel="recall", ylabel="precision",
+                title=f"Precision-recall (macro AP {fmt(pr_auc.get('macro'))})")
+    for ax in axes:
+        ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right" if ax is axes[0] else "lower left")
+        ax.title.set_fontsize(9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def reliability_diagram(tables: dict[str, pd.DataFrame], scores: dict[str, dict[str, float]],
+                        title: str = "") -> Figure:
+    """Accuracy against confidence per bin, one line per version (before / after temperature).
+
+    `tables` hold lo, hi, count, confidence, accuracy per bin; `scores` the ECE, Brier and NLL.
+    Below the diagonal is over-confidence. The right panel shows where the confidences fall.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(8.2, 3.4), gridspec_kw={"width_ratios": [1.3, 1]})
+    colours = sns.color_palette("colorblind", max(1, len(tables)))
+    axes[0].plot([0, 1], [0, 1], ":", color="grey", lw=0.8, label="perfect calibration")
+    for (label, table), colour in zip(tables.items(), colours, strict=False):
+        used = table[table["count"] > 0]
+        s = scores.get(label, {})
+        axes[0].plot(used["confidence"], used["accuracy"], "o-", color=colour, ms=3, lw=1.2,
+                     label=f"{label}: ECE {s.get('ece', np.nan):.3f}, "
+                           f"NLL {s.get('nll', np.nan):.3f}")
+        centres = (table["lo"] + table["hi"]) / 2
+        width = float((table["hi"] - table["lo"]).iloc[0])
+        axes[1].bar(centres, table["count"], width=width, color=colour, alpha=0.5, label=label)
+    axes[0].set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (top class)", ylabel="accuracy",
+                title="Reliability")
+    axes[1].set(xlim=(0, 1), xlabel="confidence (top class)", ylabel="test images",
+                title="Confidence histogram")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left")
+        ax.title.set_fontsize(9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _thumbnail(image: np.ndarray, size: int, mask: bool = False) -> np.ndarray:
+    """The image fitted into size x size (aspect kept, black padding); masks stay binary."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    scale = size / max(h, w)
+    new = (max(1, round(w * scale)), max(1, round(h * scale)))
+    pil = Image.fromarray((image > 0).astype(np.uint8) * 255 if mask else image.astype(np.uint8))
+    small = np.asarray(pil.resize(new, Image.Resampling.NEAREST if mask
+                                  else Image.Resampling.LANCZOS))
+    out = np.zeros((size, size), dtype=np.uint8)
+    top, left = (size - new[1]) // 2, (size - new[0]) // 2
+    out[top:top + new[1], left:left + new[0]] = small
+    return out > 127 if mask else out
+
+
+def error_gallery(rows: Sequence[tuple[str, Sequence[np.ndarray], Sequence[np.ndarray | None],
+                                       Sequence[str]]], ncols: int, title: str = "",
+                  tile: int = 72, dpi: int = EVAL_DPI) -> Figure:
+    """Misclassified images, one row per (true → predicted) pair, masks as red outlines.
+
+    Each row is (row title, images, masks, captions); no rows draws a figure that says so.
+    Drawn as one mosaic (one image, one contour) at `tile` px per image: fast even with
+    dozens of images, and small enough to embed. Save at the same dpi for 1:1 pixels.
+    """
+    ncols = max(1, ncols)
+    if not rows:
+        fig, ax = plt.subplots(figsize=(4, 0.8))
+        ax.text(0.5, 0.5, "no misclassified test images", ha="center", va="center")
+        ax.set_axis_off()
+        if title:
+            ax.set_title(title, fontsize=9)
+        return fig
+    gap_x, gap_y = 4, 12  # pixels; gap_y leaves room for each image's caption
+    height, width = len(rows) * (tile + gap_y), ncols * (tile + gap_x) - gap_x
+    mosaic = np.full((height, width), 255, dtype=np.uint8)
+    outline = np.zeros((height, width), dtype=bool)
+    labels = []
+    for r, (_, images, masks, captions) in enumerate(rows):
+        for c, (img, mask, caption) in enumerate(zip(images, masks, captions, strict=True)):
+            if c >= ncols:
+                break
+            y0, x0 = r * (tile + gap_y) + gap_y, c * (tile + gap_x)
+            mosaic[y0:y0 + tile, x0:x0 + tile] = _thumbnail(np.asarray(img), tile)
+            if mask is not None and np.any(mask):
+                outline[y0:y0 + tile, x0:x0 + tile] = _thumbnail(np.asarray(mask), tile, True)
+            labels.append((x0 + tile / 2, y0 - 2, caption))
+    left_in, top_in = 1.1, 0.3 if title else 0.05
+    fig = plt.figure(figsize=(width / dpi + left_in, height / dpi + top_in), dpi=dpi)
+    ax = fig.add_axes((left_in / fig.get_figwidth(), 0, width / dpi / fig.get_figwidth(),
+                       height / dpi / fig.get_figheight()))
+    ax.imshow(mosaic, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    if outline.any():
+        ax.contour(outline.astype(float), levels=[0.5], colors="red", linewidths=0.5)
+    for x, y, caption in labels:
+        ax.text(x, y, caption, ha="center", va="bottom", fontsize=5)
+    for r, (row_title, *_rest) in enumerate(rows):
+        ax.text(-6, r * (tile + gap_y) + gap_y + tile / 2, row_title, ha="right",
+                va="center", fontsize=6)
+    ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=8, y=1 - 0.04 / fig.get_figheight(), va="top")
+    return fig
+
+
+def compact_png(fig: Figure, dpi: int = EVAL_DPI, colors: int = 128) -> bytes:
+    """PNG bytes with a small palette: 3-5x smaller than `save`'s and they read the same.
+
+    Rendered like `save` (no metadata), then quantised without dithering, so the bytes are
+    identical from run to run.
+    """
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", metadata=PNG_METADATA)
+    buffer.seek(0)
+    with Image.open(buffer) as image:
+        small = image.convert("RGB").quantize(colors, method=Image.Quantize.FASTOCTREE,
+                                              dither=Image.Dither.NONE)
+    out = io.BytesIO()
+    small.save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
+def save_compact(fig: Figure, path: str | Path, dpi: int = EVAL_DPI, colors: int = 128) -> Path:
+    """Write `compact_png` to path (for figures the report embeds by the dozen)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(compact_png(fig, dpi, colors))
+    return path
+
+
+def publish_compact(fig: Figure, name: str, figures_dir: str | Path | None = None) -> None:
+    """`publish` with compact PNGs: the notebook shows the very bytes that are saved."""
+    try:
+        data = compact_png(fig)
+        if figures_dir:
+            path = Path(figures_dir) / f"{name}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        from IPython.display import Image, display
+
+        display(Image(data=data, format="png"))
+    finally:
+        plt.close(fig)
+
+
+def model_comparison(table: pd.DataFrame, title: str = "") -> Figure:
+    """Forest plot: one row per model, a point and its CI per metric (columns metric, model,
+    value, lo, hi); models ordered as they first appear (best first)."""
+    metrics = list(dict.fromkeys(table["metric"]))
+    models = list(dict.fromkeys(table["model"]))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.3 * len(metrics) + 1.6,
+                                                       0.45 * len(models) + 1.1),
+                             sharey=True, squeeze=False)
+    y = {m: i for i, m in enumerate(reversed(models))}
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        data = table[table["metric"] == metric]
+        pos = data["model"].map(y).to_numpy()
+        err = [data["value"] - data["lo"], data["hi"] - data["value"]]
+        ax.errorbar(data["value"], pos, xerr=err, fmt="o", color="C0", capsize=3, ms=4)
+        for v, p in zip(data["value"], pos, strict=True):
+            ax.annotate(f"{v:.3f}", (v, p), textcoords="offset points", xytext=(0, 5),
+                        ha="center", fontsize=6.5)
+        ax.set(xlabel=metric, ylim=(-0.6, len(models) - 0.4))
+        ax.grid(axis="x", alpha=0.3)
+    axes[0, 0].set_yticks(list(y.values()), list(y.keys()), fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Explanations (06_explain): saliency mosaics, faithfulness curves, localisation scores
+# --------------------------------------------------------------------------------------------
+SALIENCY_CMAP = "inferno"
+MASK_OUTLINE = "cyan"  # the red of the other galleries would vanish in a hot colormap
+
+
+def saliency_overlay(image: np.ndarray, saliency: np.ndarray | None,
+                     alpha: float = 0.7) -> np.ndarray:
+    """RGB uint8: the grey image with the map blended in where it is high (map in [0, 1]).
+
+    The blend weight grows with the map, so low-saliency regions keep showing the anatomy.
+    """
+    grey = np.repeat(np.asarray(image, dtype=np.float64)[..., None] / 255.0, 3, axis=-1)
+    if saliency is None:
+        return (grey * 255).round().astype(np.uint8)
+    from PIL import Image
+
+    sal = np.asarray(saliency, dtype=np.float32)
+    if sal.shape != grey.shape[:2]:
+        sal = np.asarray(Image.fromarray(sal).resize(grey.shape[1::-1],
+                                                     Image.Resampling.BILINEAR))
+    sal = np.clip(sal, 0, 1)[..., None]
+    colour = plt.get_cmap(SALIENCY_CMAP)(sal[..., 0])[..., :3]
+    out = grey * (1 - alpha * sal) + colour * alpha * sal
+    return (np.clip(out, 0, 1) * 255).round().astype(np.uint8)
+
+
+def _fit_tile(rgb: np.ndarray, tile: int) -> np.ndarray:
+    """An RGB image fitted into tile x tile (aspect kept, black padding), as _thumbnail does."""
+    return np.stack([_thumbnail(rgb[..., k], tile) for k in range(3)], axis=-1)
+
+
+def saliency_mosaic(rows: Sequence[tuple[str, Sequence[tuple[np.ndarray, np.ndarray | None,
+                                                               np.ndarray | None, str]]]],
+                    col_titles: Sequence[str] | None = None, title: str = "", tile: int = 72,
+                    dpi: int = EVAL_DPI) -> Figure:
+    """Rows of tiles (image, map or None, mask or None, caption), drawn as one mosaic.
+
+    Each tile is the image with its map blended in (``saliency_overlay``) and the lesion mask as
+    a cyan outline; one image and one contour for the whole grid keep it fast and small.
+    Save at `dpi` for 1:1 pixels.
+    """
+    ncols = max((len(tiles) for _, tiles in rows), default=1)
+    gap_x, gap_y = 4, 12
+    head = 12 if col_titles else 0
+    height, width = head + len(rows) * (tile + gap_y), ncols * (tile + gap_x) - gap_x
+    mosaic = np.full((height, width, 3), 255, dtype=np.uint8)
+    outline = np.zeros((height, width), dtype=bool)
+    labels = []
+    for r, (_, tiles) in enumerate(rows):
+        for c, (image, saliency, mask, caption) in enumerate(tiles):
+            y0, x0 = head + r * (tile + gap_y) + gap_y, c * (tile + gap_x)
+            mosaic[y0:y0 + tile, x0:x0 + tile] = _fit_tile(saliency_overlay(image, saliency),
+                                                           tile)
+            if mask is not None and np.any(mask):
+                outline[y0:y0 + tile, x0:x0 + tile] = _thumbnail(np.asarray(mask), tile, True)
+            labels.append((x0 + tile / 2, y0 - 2, caption))
+    left_in, top_in = 1.0, 0.3 if title else 0.05
+    fig = plt.figure(figsize=(width / dpi + left_in, height / dpi + top_in), dpi=dpi)
+    ax = fig.add_axes((left_in / fig.get_figwidth(), 0, width / dpi / fig.get_figwidth(),
+                       height / dpi / fig.get_figheight()))
+    ax.imshow(mosaic, interpolation="nearest")
+    if outline.any():
+        ax.contour(outline.astype(float), levels=[0.5], colors=MASK_OUTLINE, linewidths=0.6)
+    for x, y, caption in labels:
+        ax.text(x, y, caption, ha="center", va="bottom", fontsize=5)
+    for c, name in enumerate(col_titles or []):
+        ax.text(c * (tile + gap_x) + tile / 2, 2, name, ha="center", va="top", fontsize=6.5,
+                weight="bold")
+    for r, (row_title, _) in enumerate(rows):
+        ax.text(-6, head + r * (tile + gap_y) + gap_y + tile / 2, row_title, ha="right",
+                va="center", fontsize=6)
+    ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=8, y=1 - 0.04 / fig.get_figheight(), va="top")
+    return fig
+
+
+def faithfulness_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]],
+                        aucs: dict[str, tuple[float, float]], title: str = "") -> Figure:
+    """Mean deletion and insertion curves per method (target-class probability vs share of
+    pixels removed / inserted in saliency order); legends carry the AUCs."""
+    fig, axes = plt.subplots(1, 2, figsize=(7.6, 3.0), sharey=True)
+    colours = sns.color_palette("colorblind", max(1, len(curves)))
+    for (method, (deletion, insertion)), colour in zip(curves.items(), colours, strict=False):
+        x = np.linspace(0, 1, len(deletion))
+        auc_del, auc_ins = aucs[method]
+        axes[0].plot(x, deletion, color=colour, lw=1.3, label=f"{method} ({auc_del:.3f})")
+        axes[1].plot(x, insertion, color=colour, lw=1.3, label=f"{method} ({auc_ins:.3f})")
+    axes[0].set(xlabel="share of pixels removed (most salient first)",
+                ylabel="target-class probability", title="Deletion (lower AUC is better)")
+    axes[1].set(xlabel="share of pixels inserted (most salient first)",
+                title="Insertion (higher AUC is better)")
+    for ax in axes:
+        ax.set(xlim=(0, 1), ylim=(0, 1.02))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6.5, title="method (AUC)", title_fontsize=6.5)
+        ax.title.set_fontsize(9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def localisation_scores(table: pd.DataFrame, score: str = "pointing game",
+                        chance: float | None = None, target: float | None = None) -> Figure:
+    """One point with its CI per (method, model): columns method, model, value, lo, hi.
+
+    Dotted line: what a map that points at random would score; dashed: the study's target.
+    """
+    methods = list(dict.fromkeys(table["method"]))
+    models = list(dict.fromkeys(table["model"]))
+    fig, ax = plt.subplots(figsize=(1.2 * len(methods) + 2.8, 3.2))
+    colours = sns.color_palette("colorblind", max(1, len(models)))
+    width = 0.7 / max(1, len(models))
+    for k, (model, colour) in enumerate(zip(models, colours, strict=False)):
+        data = table[table["model"] == model]
+        x = data["method"].map({m: i for i, m in enumerate(methods)}).to_numpy()
+        x = x - 0.35 + width * (k + 0.5)
+        err = [data["value"] - data["lo"], data["hi"] - data["value"]]
+        ax.errorbar(x, data["value"], yerr=err, fmt="o", color=colour, capsize=2, ms=3.5,
+                    lw=1, label=model)
+    if chance is not None:
+        ax.axhline(chance, color="grey", ls=":", lw=0.9, label="random point")
+    if target is not None:
+        ax.axhline(target, color="black", ls="--", lw=0.9, label="target")
+    ax.set_xticks(range(len(methods)), methods, fontsize=8)
+    ax.set(ylim=(-0.02, 1.02), ylabel=score, title=f"{score.capitalize()} on tumour test images "
+                                                   "(95 % bootstrap CI)")
+    ax.title.set_fontsize(9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=6.5, bbox_to_anchor=(1.01, 1), loc="upper left")
+    fig.tight_layout()
+    return fig

@@ -23,6 +23,8 @@ TINY = {"n_train_per_class": 6, "n_test_per_class": 3, "image_size": 64}
 VARIANTS = ("none", "dropout", "batchnorm", "dropout_batchnorm")
 TRAINING_STAGES = ("augmentation", *(f"train_scratch@{v}" for v in VARIANTS), "pretrain",
                    "train_transfer")
+STUDY_STAGES = ("evaluate",)
+MODEL_KEYS = (*(f"scratch_{v}_s42" for v in VARIANTS), "transfer_s42")
 
 
 def tiny_params(params: dict) -> dict:
@@ -35,6 +37,7 @@ def tiny_params(params: dict) -> dict:
     params["pretrain"].update(n_per_sequence=4, epochs=1)
     params["train_transfer"].update(image_size=32, phase1_epochs=1, phase2_epochs=1,
                                     fine_tune_layers=5)
+    params["evaluate"].update(bootstrap_resamples=200, gallery_per_pair=2)
     return params
 
 
@@ -87,7 +90,7 @@ def test_pulled_data_equals_pushed_data(study: dict) -> None:
 
 def test_repro_runs_every_stage_and_writes_outputs(study: dict) -> None:
     clone = study["clone"]
-    for stage in ("prepare", "eda", *TRAINING_STAGES, "report"):
+    for stage in ("prepare", "eda", *TRAINING_STAGES, *STUDY_STAGES, "report"):
         assert f"Running stage '{stage}'" in study["repro"]
     manifest = (clone / "data" / "processed" / "manifest.csv").read_text().splitlines()
     assert len(manifest) == 1 + 4 * (TINY["n_train_per_class"] + TINY["n_test_per_class"])
@@ -149,11 +152,29 @@ def test_training_metrics_and_plots_are_visible_to_dvc(study: dict) -> None:
     assert "history_s42.csv" in plots and "augment_preview.png" in plots
 
 
+def test_evaluate_scores_every_model_on_the_test_split(study: dict) -> None:
+    clone = study["clone"]
+    report = json.loads((clone / "reports" / "metrics" / "evaluate.json").read_text())
+    assert sorted(report["models"]) == sorted(MODEL_KEYS)
+    assert report["split"] == "test" and report["n_images"] == 4 * TINY["n_test_per_class"]
+    assert report["best_model"] in MODEL_KEYS
+    for key in MODEL_KEYS:
+        assert (clone / "reports" / "predictions" / f"{key}.csv").is_file()
+        assert (clone / "reports" / "plots" / "evaluate" / "confusion" /
+                f"confusion_{key}.csv").is_file()
+        assert (clone / "reports" / "figures" / "evaluate" / f"confusion_{key}.png").is_file()
+    assert len(report["mcnemar"]) == len(MODEL_KEYS) * (len(MODEL_KEYS) - 1) // 2
+    shown = run(["dvc", "metrics", "show", "--json"], clone).stdout
+    assert "evaluate.json" in shown and "balanced_accuracy" in shown
+    plots = run(["dvc", "plots", "show", "--json"], clone).stdout
+    assert "confusion_transfer_s42.csv" in plots and "roc_transfer_s42.csv" in plots
+
+
 def test_forced_repro_reproduces_every_metric(study: dict) -> None:
     """Runs last in this module: it rewrites the outputs the other tests read."""
     clone = study["clone"]
     before = metric_files(clone)
-    assert len(before) == 8  # data_audit, eda, 4 scratch variants, pretrain, transfer
+    assert len(before) == 9  # data_audit, eda, 4 scratch variants, pretrain, transfer, evaluate
     run(["dvc", "repro", "--force"], clone)
     after = metric_files(clone)
     assert after == before

@@ -1,0 +1,695 @@
+"""Evaluation on the held-out test split: every number the study reports about its classifiers.
+
+Everything here works on the cached softmax scores of `lib.predict` (no model is run again), so
+one model's evaluation takes well under a second:
+- classification metrics from scikit-learn (per class, macro, weighted; accuracy, balanced
+  accuracy, Cohen's kappa; the confusion matrix);
+- one-vs-rest ROC and precision-recall curves (AUC, and average precision as the PR area);
+- calibration: ECE, Brier score and NLL before and after temperature scaling fitted on the
+  *validation* split;
+- uncertainty: percentile bootstrap CIs, vectorised as one (B x n) resample index matrix whose
+  confusion counts come from a single `np.bincount` (no Python loop over resamples);
+- comparison: the exact McNemar test for every pair of models on the same test images, with
+  Holm's step-down correction for the number of pairs.
+
+`evaluate_model` bundles these for one model and `summarise` writes the study's
+`reports/metrics/evaluate.json` (schema in `notebooks/05_evaluate.ipynb`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .train import mean_sd
+
+KEY = re.compile(r"^(?P<name>.+)_s(?P<seed>\d+)$")
+LOGIT_FLOOR = 1e-12  # log(0) would make a temperature meaningless; softmax outputs never reach it
+DIGITS = 6
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs: one model's cached scores
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Predictions:
+    """One model's scores on the test split (evaluated) and the val split (to fit temperature)."""
+
+    key: str
+    model: str
+    seed: int
+    classes: list[str]
+    test: pd.DataFrame  # one row per test image: path, class, label, mask, ...
+    labels: np.ndarray
+    probs: np.ndarray
+    val_labels: np.ndarray
+    val_probs: np.ndarray
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.probs.argmax(axis=1)
+
+
+def parse_key(key: str) -> tuple[str, int]:
+    """`scratch_batchnorm_s42` -> ("scratch_batchnorm", 42), the naming of lib.predict."""
+    match = KEY.match(key)
+    if not match:
+        raise ValueError(f"model key {key!r} is not '<name>_s<seed>' as lib.predict writes it")
+    return match.group("name"), int(match.group("seed"))
+
+
+def check_probs(labels: np.ndarray, probs: np.ndarray, n_classes: int | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Integer labels and row-normalised probabilities, or a ValueError saying what is wrong.
+
+    Saved scores are rounded to 8 digits, so rows are renormalised (a change below 1e-7).
+    """
+    labels = np.asarray(labels)
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[0] != labels.shape[0] or labels.ndim != 1:
+        raise ValueError(f"expected labels (n,) and probabilities (n, classes); got "
+                         f"{labels.shape} and {probs.shape}")
+    k = probs.shape[1] if n_classes is None else n_classes
+    if probs.shape[1] != k:
+        raise ValueError(f"probabilities have {probs.shape[1]} columns, expected {k} classes")
+    if len(labels) == 0:
+        raise ValueError("no images to evaluate: the split is empty")
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= k:
+        raise ValueError(f"labels must be integers in 0..{k - 1}")
+    if not np.isfinite(probs).all() or (probs < 0).any():
+        raise ValueError("probabilities must be finite and non-negative: pass softmax outputs, "
+                         "not logits")
+    sums = probs.sum(axis=1, keepdims=True)
+    if (np.abs(sums - 1) > 1e-3).any():
+        raise ValueError("probability rows do not sum to 1; pass softmax outputs, not logits")
+    return labels.astype(np.int64), probs / sums
+
+
+def load_predictions(path: Path | str, key: str | None = None) -> Predictions:
+    """A predictions csv of `lib.predict.predict_all` as test and val arrays."""
+    from .predict import read_predictions
+
+    path = Path(path)
+    key = key or path.stem
+    name, seed = parse_key(key)
+    frame, scores, classes = read_predictions(path)
+    parts = {}
+    for split in ("test", "val"):
+        rows = frame["split"] == split
+        if not rows.any():
+            raise ValueError(f"{path} has no '{split}' rows; rerun lib.predict.predict_all "
+                             "with splits=('val', 'test')")
+        labels, probs = check_probs(frame.loc[rows, "label"].to_numpy(), scores[rows.to_numpy()],
+                                    len(classes))
+        parts[split] = (frame[rows].reset_index(drop=True), labels, probs)
+    return Predictions(key, name, seed, classes, parts["test"][0], parts["test"][1],
+                       parts["test"][2], parts["val"][1], parts["val"][2])
+
+
+# --------------------------------------------------------------------------------------------
+# Classification metrics
+# --------------------------------------------------------------------------------------------
+def confusion(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
+    """Counts, rows = true class, columns = predicted class (every class present, even if empty)."""
+    from sklearn.metrics import confusion_matrix
+
+    return confusion_matrix(labels, predicted, labels=list(range(n_classes)))
+
+
+def row_normalise(cm: np.ndarray) -> np.ndarray:
+    """Each row as shares of its true class (recall on the diagonal); an empty row stays 0."""
+    cm = np.asarray(cm, dtype=float)
+    totals = cm.sum(axis=1, keepdims=True)
+    return np.divide(cm, totals, out=np.zeros_like(cm), where=totals > 0)
+
+
+def classification_metrics(labels: np.ndarray, predicted: np.ndarray,
+                           classes: Sequence[str]) -> dict[str, Any]:
+    """Accuracy, balanced accuracy, kappa, macro/weighted and per-class P/R/F1, confusion counts.
+
+    A class that is never predicted (or never present) scores 0 rather than a warning, so an
+    always-one-class model gets the low macro-F1 it deserves.
+    """
+    from sklearn.metrics import (
+        accuracy_score,
+        balanced_accuracy_score,
+        cohen_kappa_score,
+        precision_recall_fscore_support,
+    )
+
+    ids = list(range(len(classes)))
+    prf = {avg: precision_recall_fscore_support(labels, predicted, labels=ids, average=avg,
+                                                zero_division=0)
+           for avg in (None, "macro", "weighted")}
+    with warnings.catch_warnings():  # a class absent from the split: sklearn warns, we report it
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        balanced = balanced_accuracy_score(labels, predicted)
+        kappa = cohen_kappa_score(labels, predicted, labels=ids)
+    p, r, f, s = prf[None]
+    return {
+        "accuracy": float(accuracy_score(labels, predicted)),
+        "balanced_accuracy": float(balanced),
+        "kappa": float(kappa),
+        "macro": dict(zip(("precision", "recall", "f1"), map(float, prf["macro"][:3]),
+                          strict=True)),
+        "weighted": dict(zip(("precision", "recall", "f1"), map(float, prf["weighted"][:3]),
+                             strict=True)),
+        "per_class": {c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                          "support": int(s[i])} for i, c in enumerate(classes)},
+        "confusion": confusion(labels, predicted, len(classes)).tolist(),
+    }
+
+
+def scores_from_confusion(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """Accuracy, per-class F1 and macro-F1 from confusion counts of shape (..., k, k).
+
+    The vectorised twin of scikit-learn's numbers (zero_division=0), used on the bootstrap's
+    thousand confusion matrices at once; a test checks it agrees with scikit-learn.
+    """
+    cm = np.asarray(cm, dtype=float)
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    denom = cm.sum(axis=-1) + cm.sum(axis=-2)  # 2tp + fp + fn
+    f1 = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+    return {"accuracy": tp.sum(axis=-1) / cm.sum(axis=(-2, -1)), "f1": f1,
+            "macro_f1": f1.mean(axis=-1)}
+
+
+# --------------------------------------------------------------------------------------------
+# ROC and precision-recall, one class against the rest
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Curves:
+    """Per-class curve points (long tables for DVC and figures) and their areas."""
+
+    roc: pd.DataFrame  # class, fpr, tpr
+    pr: pd.DataFrame  # class, recall, precision
+    roc_auc: dict[str, float | None]
+    pr_auc: dict[str, float | None]
+    notes: list[str] = field(default_factory=list)
+
+
+def _macro(values: dict[str, float | None]) -> float | None:
+    defined = [v for v in values.values() if v is not None]
+    return float(np.mean(defined)) if defined else None
+
+
+def ovr_curves(labels: np.ndarray, probs: np.ndarray, classes: Sequence[str]) -> Curves:
+    """ROC and PR curves per class; the PR area is average precision (scikit-learn's estimator).
+
+    A class with no positives (or no negatives) in the split has no ROC curve: its AUC is None
+    and a note says why, instead of a crash or a silent NaN. Macro = mean over defined classes.
+    """
+    from sklearn.metrics import (
+        average_precision_score,
+        precision_recall_curve,
+        roc_auc_score,
+        roc_curve,
+    )
+
+    roc_rows, pr_rows, roc_auc, pr_auc, notes = [], [], {}, {}, []
+    for i, name in enumerate(classes):
+        truth = labels == i
+        if truth.all() or not truth.any():
+            missing = "negatives" if truth.all() else "positives"
+            notes.append(f"class '{name}' has no {missing} in the test split: its ROC and PR "
+                         "AUC are null and it is left out of their macro average")
+            roc_auc[name] = pr_auc[name] = None
+            continue
+        fpr, tpr, _ = roc_curve(truth, probs[:, i])
+        precision, recall, _ = precision_recall_curve(truth, probs[:, i])
+        roc_rows.append(pd.DataFrame({"class": name, "fpr": fpr, "tpr": tpr}))
+        pr_rows.append(pd.DataFrame({"class": name, "recall": recall, "precision": precision}))
+        roc_auc[name] = float(roc_auc_score(truth, probs[:, i]))
+        pr_auc[name] = float(average_precision_score(truth, probs[:, i]))
+    roc_auc["macro"], pr_auc["macro"] = _macro(roc_auc), _macro(pr_auc)
+
+    def frame(rows: list[pd.DataFrame], cols: list[str]) -> pd.DataFrame:
+        return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=cols)
+
+    return Curves(frame(roc_rows, ["class", "fpr", "tpr"]),
+                  frame(pr_rows, ["class", "recall", "precision"]), roc_auc, pr_auc, notes)
+
+
+# --------------------------------------------------------------------------------------------
+# Calibration
+# --------------------------------------------------------------------------------------------
+def reliability_table(labels: np.ndarray, probs: np.ndarray, bins: int = 15) -> pd.DataFrame:
+    """Top-label confidence in equal-width bins: images, mean confidence and accuracy per bin.
+
+    Bins are right-closed, (0, 1/B], ..., ((B-1)/B, 1]; empty bins have count 0 and NaN means.
+    """
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    confidence = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == labels).astype(float)
+    index = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    count = np.bincount(index, minlength=bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        conf = np.bincount(index, confidence, minlength=bins) / count
+        acc = np.bincount(index, correct, minlength=bins) / count
+    edges = np.linspace(0, 1, bins + 1)
+    return pd.DataFrame({"lo": edges[:-1], "hi": edges[1:], "count": count,
+                         "confidence": conf, "accuracy": acc})
+
+
+def ece(labels: np.ndarray, probs: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error: the count-weighted mean |accuracy - confidence| over bins."""
+    table = reliability_table(labels, probs, bins)
+    used = table[table["count"] > 0]
+    gap = (used["accuracy"] - used["confidence"]).abs()
+    return float((gap * used["count"]).sum() / table["count"].sum())
+
+
+def brier(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Multiclass Brier score: mean over images of sum_k (p_k - y_k)^2 (0 best, 2 worst)."""
+    from sklearn.metrics import brier_score_loss
+
+    return float(brier_score_loss(labels, probs, labels=list(range(probs.shape[1])),
+                                  scale_by_half=False))
+
+
+def nll(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Mean negative log-likelihood of the true class (cross-entropy, natural log)."""
+    from sklearn.metrics import log_loss
+
+    return float(log_loss(labels, probs, labels=list(range(probs.shape[1]))))
+
+
+def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """softmax(log p / T): log-probabilities are logits up to a per-row constant softmax ignores."""
+    from scipy.special import softmax
+
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    return softmax(np.log(np.clip(probs, LOGIT_FLOOR, 1.0)) / temperature, axis=1)
+
+
+TEMPERATURE_BOUNDS = (0.05, 20.0)
+
+
+def fit_temperature(labels: np.ndarray, probs: np.ndarray,
+                    bounds: tuple[float, float] = TEMPERATURE_BOUNDS) -> float:
+    """The single T > 0 that minimises NLL on these (validation) scores; T > 1 softens."""
+    from scipy.optimize import minimize_scalar
+    from scipy.special import log_softmax
+
+    logits = np.log(np.clip(probs, LOGIT_FLOOR, 1.0))
+    rows = np.arange(len(labels))
+
+    def loss(log_t: float) -> float:
+        return float(-log_softmax(logits / math.exp(log_t), axis=1)[rows, labels].mean())
+
+    result = minimize_scalar(loss, bounds=(math.log(bounds[0]), math.log(bounds[1])),
+                             method="bounded", options={"xatol": 1e-5})
+    return float(math.exp(result.x))
+
+
+def calibration_scores(labels: np.ndarray, probs: np.ndarray, bins: int = 15) -> dict[str, float]:
+    return {"ece": ece(labels, probs, bins), "brier": brier(labels, probs),
+            "nll": nll(labels, probs)}
+
+
+# --------------------------------------------------------------------------------------------
+# Uncertainty: bootstrap over test images
+# --------------------------------------------------------------------------------------------
+def bootstrap_ci(labels: np.ndarray, predicted: np.ndarray, n_classes: int,
+                 resamples: int = 1000, seed: int = 42, level: float = 0.95
+                 ) -> dict[str, Any]:
+    """Percentile CIs for accuracy, macro-F1 and per-class F1 from resampled test images.
+
+    One (B x n) index matrix; each resample's confusion counts come from one bincount over
+    `resample * k^2 + true * k + predicted`, so B = 1000 costs milliseconds.
+    """
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1, got {resamples}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    k, n = n_classes, len(labels)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(resamples, n))
+    cell = np.asarray(labels) * k + np.asarray(predicted)
+    flat = (np.arange(resamples)[:, None] * (k * k) + cell[idx]).ravel()
+    cms = np.bincount(flat, minlength=resamples * k * k).reshape(resamples, k, k)
+    stats = scores_from_confusion(cms)
+    q = [(1 - level) / 2, 1 - (1 - level) / 2]
+
+    def interval(values: np.ndarray) -> np.ndarray:
+        return np.quantile(values, q, axis=0)
+
+    f1 = interval(stats["f1"])
+    return {"accuracy": interval(stats["accuracy"]).tolist(),
+            "macro_f1": interval(stats["macro_f1"]).tolist(),
+            "f1": f1.T.tolist()}
+
+
+# --------------------------------------------------------------------------------------------
+# Comparison: exact McNemar with Holm's correction
+# --------------------------------------------------------------------------------------------
+def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, Any]:
+    """Exact (binomial) McNemar test on paired correctness of two models on the same images.
+
+    Only the discordant images count: b = a right and b wrong, c = a wrong and b right; under
+    the null hypothesis of equal accuracy b ~ Binomial(b + c, 1/2). No discordant pair: p = 1.
+    """
+    from scipy.stats import binomtest
+
+    correct_a, correct_b = np.asarray(correct_a, bool), np.asarray(correct_b, bool)
+    if correct_a.shape != correct_b.shape:
+        raise ValueError("McNemar needs both models scored on the same images")
+    b = int(np.sum(correct_a & ~correct_b))
+    c = int(np.sum(~correct_a & correct_b))
+    p = 1.0 if b + c == 0 else float(binomtest(b, b + c, 0.5).pvalue)
+    return {"a_only_correct": b, "b_only_correct": c, "p_value": min(p, 1.0)}
+
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error control, any dependence)."""
+    p = np.asarray(pvalues, dtype=float)
+    order = np.argsort(p, kind="stable")
+    scaled = (len(p) - np.arange(len(p))) * p[order]
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
+    return adjusted
+
+
+def compare_models(correct: dict[str, np.ndarray], alpha: float = 0.05) -> list[dict[str, Any]]:
+    """McNemar for every pair of models (sorted keys), Holm-corrected over all pairs.
+
+    `better` is the model right on more of the discordant images (the one with the higher
+    accuracy on these images), None on a tie; `significant` says whether that holds at alpha
+    after Holm's correction.
+    """
+    keys = sorted(correct)
+    pairs = []
+    for a, b in itertools.combinations(keys, 2):
+        test = mcnemar_exact(correct[a], correct[b])
+        n = len(correct[a])
+        diff = (test["a_only_correct"] - test["b_only_correct"]) / n
+        better = a if diff > 0 else b if diff < 0 else None
+        pairs.append({"a": a, "b": b, **test, "better": better, "accuracy_difference": diff})
+    for pair, adjusted in zip(pairs, holm([p["p_value"] for p in pairs]), strict=True):
+        pair["p_holm"] = float(adjusted)
+        pair["significant"] = bool(adjusted < alpha)
+    return pairs
+
+
+# --------------------------------------------------------------------------------------------
+# Misclassified images
+# --------------------------------------------------------------------------------------------
+def misclassified(pred: Predictions, per_pair: int = 6) -> pd.DataFrame:
+    """The most confidently wrong test images of each (true, predicted) pair.
+
+    Pairs are ordered by how often they happen; within a pair, the highest confidence in the
+    wrong class comes first (the worst mistakes). Columns: path, mask, true, predicted,
+    confidence, p_true, errors (images of that pair in total).
+    """
+    wrong = np.flatnonzero(pred.predicted != pred.labels)
+    names = np.asarray(pred.classes)
+    frame = pd.DataFrame({
+        "path": pred.test["path"].to_numpy()[wrong],
+        "mask": pred.test["mask"].to_numpy()[wrong] if "mask" in pred.test else "",
+        "true": names[pred.labels[wrong]], "predicted": names[pred.predicted[wrong]],
+        "confidence": pred.probs[wrong, pred.predicted[wrong]],
+        "p_true": pred.probs[wrong, pred.labels[wrong]],
+    })
+    if frame.empty:
+        return frame.assign(errors=pd.Series(dtype=int))
+    frame["errors"] = frame.groupby(["true", "predicted"])["path"].transform("size")
+    frame = frame.sort_values(["errors", "true", "predicted", "confidence"],
+                              ascending=[False, True, True, False], kind="stable")
+    return frame.groupby(["true", "predicted"], sort=False).head(per_pair).reset_index(drop=True)
+
+
+def gallery_rows(errors: pd.DataFrame, raw_dir: Path | str
+                 ) -> list[tuple[str, list[np.ndarray], list[np.ndarray], list[str]]]:
+    """(row title, images, masks, captions) per error pair, images as stored in raw_dir."""
+    from .data import load_image, load_mask
+
+    rows = []
+    for (true, predicted), group in errors.groupby(["true", "predicted"], sort=False):
+        images = [load_image(Path(raw_dir), p) for p in group["path"]]
+        masks = [load_mask(Path(raw_dir), m, img.shape) for m, img in zip(
+            group["mask"], images, strict=True)]
+        captions = [f"p {c:.2f} (true {t:.2f})" for c, t in zip(
+            group["confidence"], group["p_true"], strict=True)]
+        n = int(group["errors"].iat[0])
+        rows.append((f"true {true}\n→ {predicted}\n({n} image{'s' * (n != 1)})", images, masks,
+                     captions))
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# One model, then the whole study
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Evaluation:
+    """Everything measured for one model: the json block and the tables figures are drawn from."""
+
+    pred: Predictions
+    metrics: dict[str, Any]
+    curves: Curves
+    reliability: dict[str, pd.DataFrame]  # "before" and "after" temperature scaling
+    calibrated_probs: np.ndarray
+    notes: list[str] = field(default_factory=list)  # why a number is null or to be read with care
+
+    @property
+    def key(self) -> str:
+        return self.pred.key
+
+    @property
+    def correct(self) -> np.ndarray:
+        return self.pred.predicted == self.pred.labels
+
+
+def evaluate_model(pred: Predictions, *, bins: int = 15, resamples: int = 1000, seed: int = 42,
+                   level: float = 0.95) -> Evaluation:
+    """All metrics of one model on its test scores; temperature is fitted on its val scores."""
+    classes = pred.classes
+    metrics: dict[str, Any] = {"model": pred.model, "seed": pred.seed,
+                               **classification_metrics(pred.labels, pred.predicted, classes)}
+    ci = bootstrap_ci(pred.labels, pred.predicted, len(classes), resamples, seed, level)
+    metrics["ci"] = {"accuracy": ci["accuracy"], "macro_f1": ci["macro_f1"],
+                     "f1": dict(zip(classes, ci["f1"], strict=True))}
+    curves = ovr_curves(pred.labels, pred.probs, classes)
+    metrics["roc_auc"], metrics["pr_auc"] = curves.roc_auc, curves.pr_auc
+    temperature = fit_temperature(pred.val_labels, pred.val_probs)
+    calibrated = apply_temperature(pred.probs, temperature)
+    metrics["calibration"] = {
+        "temperature": temperature,
+        "before": calibration_scores(pred.labels, pred.probs, bins),
+        "after": calibration_scores(pred.labels, calibrated, bins),
+    }
+    reliability = {"before": reliability_table(pred.labels, pred.probs, bins),
+                   "after": reliability_table(pred.labels, calibrated, bins)}
+    notes = list(curves.notes)
+    if not TEMPERATURE_BOUNDS[0] * 1.01 < temperature < TEMPERATURE_BOUNDS[1] * 0.99:
+        notes.append(f"{pred.key}: the fitted temperature ({temperature:.2f}) is at its search "
+                     f"bound {TEMPERATURE_BOUNDS}: the validation scores barely rank the "
+                     "classes, so scaling can only flatten (or sharpen) them")
+    return Evaluation(pred, metrics, curves, reliability, calibrated, notes)
+
+
+def evaluate_all(paths: dict[str, Path], **kwargs: Any) -> dict[str, Evaluation]:
+    """evaluate_model for every predictions csv ({key: path}, as predict_all returns it)."""
+    return {key: evaluate_model(load_predictions(path, key), **kwargs)
+            for key, path in sorted(paths.items())}
+
+
+def round_floats(value: Any, digits: int = DIGITS) -> Any:
+    """Floats rounded (NaN -> None) all the way down, so the json is stable and diffable."""
+    if isinstance(value, dict):
+        return {k: round_floats(v, digits) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [round_floats(v, digits) for v in value]
+    if isinstance(value, float | np.floating):
+        return None if math.isnan(value) else round(float(value), digits)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def _check_same_images(evaluations: dict[str, Evaluation]) -> None:
+    first = next(iter(evaluations.values())).pred
+    for ev in evaluations.values():
+        if ev.pred.classes != first.classes or not np.array_equal(
+                ev.pred.test["path"].to_numpy(), first.test["path"].to_numpy()):
+            raise ValueError(f"{ev.key} was scored on other test images or classes than "
+                             f"{first.key}; rerun lib.predict.predict_all for every model")
+
+
+def best_model(evaluations: dict[str, Evaluation]) -> str:
+    """Highest test macro-F1 (then accuracy, then key, so a tie is decided the same way)."""
+    return min(evaluations, key=lambda k: (-evaluations[k].metrics["macro"]["f1"],
+                                           -evaluations[k].metrics["accuracy"], k))
+
+
+def seed_summary(evaluations: dict[str, Evaluation]) -> dict[str, Any]:
+    """Mean ± sd of test accuracy and macro-F1 over the seeds of each model."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for ev in evaluations.values():
+        groups.setdefault(ev.pred.model, []).append(ev.metrics)
+    return {name: {"accuracy": mean_sd([m["accuracy"] for m in runs]),
+                   "macro_f1": mean_sd([m["macro"]["f1"] for m in runs])}
+            for name, runs in sorted(groups.items())}
+
+
+def summarise(evaluations: dict[str, Evaluation], *, resamples: int, seed: int,
+              level: float = 0.95, alpha: float = 0.05, bins: int = 15) -> dict[str, Any]:
+    """The evaluate.json payload: every model, seeds, pairwise McNemar, best model, notes."""
+    if not evaluations:
+        raise ValueError("no models to summarise; predict_all found none")
+    _check_same_images(evaluations)
+    first = next(iter(evaluations.values())).pred
+    notes = sorted({n for ev in evaluations.values() for n in ev.notes})
+    payload = {
+        "split": "test", "n_images": len(first.labels), "classes": list(first.classes),
+        "bootstrap": {"resamples": resamples, "seed": seed, "level": level},
+        "alpha": alpha, "ece_bins": bins,
+        "models": {k: ev.metrics for k, ev in sorted(evaluations.items())},
+        "seeds": seed_summary(evaluations),
+        "mcnemar": compare_models({k: ev.correct for k, ev in evaluations.items()}, alpha),
+        "best_model": best_model(evaluations),
+        "notes": notes,
+    }
+    return round_floats(payload)
+
+
+# --------------------------------------------------------------------------------------------
+# DVC plot data and readable tables
+# --------------------------------------------------------------------------------------------
+def write_plot_data(plots_dir: Path | str | None, ev: Evaluation) -> list[Path]:
+    """DVC plot files for one model, each kind in its own folder (one dvc.yaml entry per kind).
+
+    `confusion/confusion_<key>.csv` (actual, predicted: one row per test image, for DVC's
+    confusion template), `roc/roc_<key>.csv` (class, fpr, tpr), `pr/pr_<key>.csv`
+    (class, recall, precision).
+    """
+    if not plots_dir:
+        return []
+    names = np.asarray(ev.pred.classes)
+    tables = {
+        "confusion": pd.DataFrame({"actual": names[ev.pred.labels],
+                                   "predicted": names[ev.pred.predicted]}),
+        "roc": ev.curves.roc.round(DIGITS),
+        "pr": ev.curves.pr.round(DIGITS),
+    }
+    written = []
+    for kind, table in tables.items():
+        path = Path(plots_dir) / kind / f"{kind}_{ev.key}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(path, index=False, lineterminator="\n")
+        written.append(path)
+    return written
+
+
+def _ci(value: float, interval: Sequence[float] | None) -> str:
+    return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else f"{value:.3f}"
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _p(value: float) -> str:
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def metrics_table(report: dict[str, Any]) -> pd.DataFrame:
+    """One row per model: the headline numbers with their bootstrap CIs, best macro-F1 first."""
+    rows = {}
+    for key, m in report["models"].items():
+        cal = m["calibration"]
+        rows[key] = {
+            "accuracy [95% CI]": _ci(m["accuracy"], m["ci"]["accuracy"]),
+            "macro-F1 [95% CI]": _ci(m["macro"]["f1"], m["ci"]["macro_f1"]),
+            "balanced acc.": _num(m["balanced_accuracy"]), "kappa": _num(m["kappa"]),
+            "ROC AUC": _num(m["roc_auc"]["macro"]), "PR AUC": _num(m["pr_auc"]["macro"]),
+            "ECE → after T": f"{cal['before']['ece']:.3f} → {cal['after']['ece']:.3f}",
+            "NLL → after T": f"{cal['before']['nll']:.3f} → {cal['after']['nll']:.3f}",
+            "T": f"{cal['temperature']:.2f}",
+            "_sort": m["macro"]["f1"],
+        }
+    table = pd.DataFrame.from_dict(rows, orient="index").sort_values("_sort", ascending=False)
+    table.index.name = "model"
+    return table.drop(columns="_sort")
+
+
+def per_class_table(report: dict[str, Any], key: str) -> pd.DataFrame:
+    """Precision, recall, F1 (with CI), support and AUCs per class for one model."""
+    m = report["models"][key]
+    rows = {}
+    for cls, v in m["per_class"].items():
+        rows[cls] = {"precision": _num(v["precision"]), "recall": _num(v["recall"]),
+                     "F1 [95% CI]": _ci(v["f1"], m["ci"]["f1"][cls]),
+                     "support": v["support"], "ROC AUC": _num(m["roc_auc"][cls]),
+                     "PR AUC": _num(m["pr_auc"][cls])}
+    for avg in ("macro", "weighted"):
+        v = m[avg]
+        rows[f"{avg} avg"] = {"precision": _num(v["precision"]), "recall": _num(v["recall"]),
+                              "F1 [95% CI]": (_ci(v["f1"], m["ci"]["macro_f1"])
+                                              if avg == "macro" else _num(v["f1"])),
+                              "support": report["n_images"],
+                              "ROC AUC": _num(m["roc_auc"]["macro"]) if avg == "macro" else "",
+                              "PR AUC": _num(m["pr_auc"]["macro"]) if avg == "macro" else ""}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def seeds_table(report: dict[str, Any]) -> pd.DataFrame:
+    """Test accuracy and macro-F1 per model as mean ± sd over seeds (sd blank for one seed)."""
+    def fmt(s: dict[str, Any]) -> str:
+        return f"{s['mean']:.3f}" + (f" ± {s['sd']:.3f}" if s["sd"] is not None else "")
+
+    return pd.DataFrame({name: {"seeds": v["accuracy"]["n"], "accuracy": fmt(v["accuracy"]),
+                                "macro-F1": fmt(v["macro_f1"])}
+                         for name, v in report["seeds"].items()}).T
+
+
+def mcnemar_table(report: dict[str, Any]) -> pd.DataFrame:
+    """Every pair of models in words: who is better, by how much, and whether it is significant."""
+    alpha = report.get("alpha", 0.05)
+    rows = []
+    for p in report["mcnemar"]:
+        diff = 100 * p["accuracy_difference"]
+        if p["better"] is None:
+            verdict = "no difference in accuracy"
+        else:
+            worse = p["b"] if p["better"] == p["a"] else p["a"]
+            verdict = (f"{p['better']} beats {worse} by {abs(diff):.1f} points"
+                       + ("" if p["significant"] else " (not significant)"))
+        rows.append({"model A": p["a"], "model B": p["b"], "A−B accuracy (points)": round(diff, 1),
+                     "only A right": p["a_only_correct"], "only B right": p["b_only_correct"],
+                     "p (exact)": _p(p["p_value"]), "p (Holm)": _p(p["p_holm"]),
+                     f"significant at {alpha:g}": "yes" if p["significant"] else "no",
+                     "verdict": verdict})
+    return pd.DataFrame(rows)
+
+
+def comparison_frame(report: dict[str, Any]) -> pd.DataFrame:
+    """Long table (metric, model, value, lo, hi) for the forest plot, best macro-F1 first."""
+    order = sorted(report["models"], key=lambda k: -report["models"][k]["macro"]["f1"])
+    rows = []
+    for label, value, ci in (("accuracy", lambda m: m["accuracy"], "accuracy"),
+                             ("macro-F1", lambda m: m["macro"]["f1"], "macro_f1")):
+        for key in order:
+            m = report["models"][key]
+            lo, hi = m["ci"][ci]
+            rows.append({"metric": label, "model": key, "value": value(m), "lo": lo, "hi": hi})
+    return pd.DataFrame(rows)
+
+
+def prevalence(pred: Predictions) -> dict[str, float]:
+    """Share of each class among the test images: the chance level of its PR curve."""
+    counts = np.bincount(pred.labels, minlength=len(pred.classes)) / len(pred.labels)
+    return dict(zip(pred.classes, counts.tolist(), strict=True))
