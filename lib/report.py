@@ -1,7 +1,8 @@
 """The reviewer's report: one self-contained HTML file built from the pipeline's outputs.
 
-Everything is embedded (figures as base64 PNG, no CDN, fonts or scripts from elsewhere) so the file
-opens offline. Sections are filled from files that exist; a stage not yet run shows as such.
+Everything is embedded (figures as base64 PNG/SVG; no CDN, fonts or scripts from elsewhere) so the
+file opens offline; the only links are in-page anchors and the executed notebooks beside it.
+Sections are filled from the files that exist: a stage not yet run says so, never a made-up number.
 """
 
 from __future__ import annotations
@@ -12,24 +13,39 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
+import time
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import yaml
-from jinja2 import Environment, FileSystemLoader, select_autoescape
+from jinja2 import ChainableUndefined, Environment, FileSystemLoader, Undefined, select_autoescape
 
 from lib.config import load_params, repo_root
 
 TEMPLATES = Path(__file__).parent / "templates"
-KEY_PACKAGES = ("tensorflow-cpu", "keras", "tf-keras-vis", "scikit-learn", "numpy", "scipy",
-                "pandas", "pillow", "nilearn", "dvc", "papermill", "matplotlib")
+CLAIM_FILE = TEMPLATES / "claim.yaml"
+CLAIM_STATUSES = ("answered", "partly", "not applicable", "cannot answer")
+KEY_PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "tf-keras-vis", "scikit-learn", "numpy",
+                "scipy", "pandas", "pillow", "matplotlib", "seaborn", "nilearn", "dvc",
+                "papermill", "nbconvert", "jinja2")
 SPLITS = ("train", "val", "test")
 EMPTY_SCRIPT = re.compile(r'<script src="">\s*</script>')
+# nbconvert's lab template imports mermaid.js from cdnjs when a page has a mermaid diagram; ours
+# have none, and a reviewer's offline browser must never try the network.
+CDN_SCRIPT = re.compile(r'<script type="module">(?:(?!</script>).)*?https?://(?:(?!</script>).)*'
+                        r'</script>', re.S)
+MAX_HTML_BYTES = 15 * 2**20  # the issue's budget at the default profile
+EVAL_FIGURES = ("confusion", "roc_pr", "reliability", "errors")
+EXPLAIN_FIGURES = ("gradcam", "methods", "blocks", "faithfulness")
+LOCALISATION_SCORES = ("pointing_game", "energy_in_mask", "iou_otsu", "iou_fixed")
 
 
+# ---- files ---------------------------------------------------------------------------------
 def data_uri(path: Path) -> str:
     """A PNG or SVG file as a data: URI, so the report carries its own figures."""
     mime = "image/svg+xml" if path.suffix == ".svg" else "image/png"
@@ -45,35 +61,245 @@ def render_notebook(ipynb: Path, html: Path | None = None) -> Path:
     exporter = HTMLExporter(template_name="lab", mathjax_url="", require_js_url="",
                             embed_images=True)
     body, _ = exporter.from_notebook_node(nbformat.read(ipynb, as_version=4))
-    html.write_text(EMPTY_SCRIPT.sub("", body))
+    html.write_text(CDN_SCRIPT.sub("", EMPTY_SCRIPT.sub("", body)))
     return html
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A stage's metrics, or None when the stage has not run; a corrupt file is an error."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); rerun the stage that writes it "
+                         f"(dvc repro --force <stage>)") from None
+
+
+def figure(path: Path, caption: str = "") -> dict[str, str] | None:
+    """One embedded figure, or None when the file does not exist."""
+    if not path.is_file():
+        return None
+    return {"name": path.stem, "caption": caption or path.stem.replace("_", " "),
+            "src": data_uri(path)}
+
+
+def figures(folder: Path, exclude: set[str] = frozenset()) -> list[dict[str, str]]:
+    """Every PNG/SVG in a folder (less `exclude`, by file name), embedded, captioned by name."""
+    if not folder.is_dir():
+        return []
+    files = sorted(p for p in folder.iterdir()
+                   if p.suffix in {".png", ".svg"} and p.name not in exclude)
+    return [figure(p) for p in files]
+
+
+def per_model_figures(folder: Path, key: str, kinds: tuple[str, ...],
+                      captions: dict[str, str]) -> list[dict[str, str]]:
+    """The `<kind>_<key>.png` figures of one model that exist, in `kinds` order."""
+    found = (figure(folder / f"{kind}_{key}.png", f"{captions[kind]}, {key}") for kind in kinds)
+    return [f for f in found if f]
+
+
+# ---- sections ------------------------------------------------------------------------------
+def data_source(root: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """Where the images came from: the phantom (with its provenance file) or the user's data."""
+    raw_dir = params.get("data", {}).get("raw_dir", "data/raw")
+    provenance = read_json(root / raw_dir / "phantom.json") or {}
+    is_phantom = provenance.get("generator") == "lib.phantom"
+    return {"raw_dir": raw_dir, "phantom": is_phantom,
+            "config": provenance.get("config", {}) if is_phantom else {}}
+
+
+def trained_models(reports: Path, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per training stage's metrics (validation only), with architecture and curves."""
+    rows = []
+    for path in sorted((reports / "metrics").glob("train_*.json")):
+        metrics = read_json(path) or {}
+        name = path.stem.removeprefix("train_")
+        per_seed = [{"seed": seed.removeprefix("s"), **run}
+                    for seed, run in sorted(metrics.get("per_seed", {}).items())]
+        rows.append({"name": name, "metrics": metrics, "per_seed": per_seed,
+                     "architecture": architecture(metrics, params),
+                     "curves": figure(reports / "training" / name / "training_curves.png",
+                                      f"Learning curves, {name}")})
+    return rows
+
+
+def architecture(metrics: dict[str, Any], params: dict[str, Any]) -> str:
+    """One line a reader can check against lib.models, from the params the stage ran with."""
+    size = metrics.get("image_size", "?")
+    if metrics.get("model") == "scratch":
+        p = params.get("train_scratch", {})
+        variant = metrics.get("variant", "")
+        blocks, filters = p.get("blocks", 0), p.get("filters", 0)
+        bn = " → BatchNorm" if "batchnorm" in variant else ""
+        drop = f" → dropout {p.get('dropout')}" if "dropout" in variant else ""
+        dense = f" → dense {p['dense_units']} ReLU{drop}" if p.get("dense_units") else ""
+        return (f"{size}×{size}×1 input → rescale"
+                f"{' → per-image standardisation' if p.get('standardize') else ''} → {blocks} × "
+                f"[conv {p.get('kernel_size')}×{p.get('kernel_size')} "
+                f"({filters}…{filters * 2 ** max(blocks - 1, 0)} filters, He-normal){bn} → ReLU → "
+                f"max-pool 2×2] → global {p.get('pooling')} pooling{drop}{dense} → softmax")
+    if metrics.get("model") == "transfer":
+        p = params.get("train_transfer", {})
+        head = f" → dropout {p.get('head_dropout')}" if p.get("head_dropout") else ""
+        dense = f" → dense {p['dense_units']} ReLU" if p.get("dense_units") else ""
+        return (f"{size}×{size}×3 input → {metrics.get('backbone')} preprocessing → "
+                f"{metrics.get('backbone')} without top → global average pooling{head}{dense} → "
+                f"softmax. Phase 1: head only, {p.get('phase1_epochs')} epochs at lr "
+                f"{p.get('phase1_learning_rate')}; phase 2: top {p.get('fine_tune_layers')} layers "
+                f"unfrozen (BatchNorm frozen), {p.get('phase2_epochs')} epochs at lr "
+                f"{p.get('phase2_learning_rate')}")
+    return ""
+
+
+def headline(evaluate: dict[str, Any] | None,
+             explain: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The summary table: one row per evaluated model, every number copied from the metrics."""
+    if not evaluate:
+        return []
+    explained = (explain or {}).get("models", {})
+    rows = []
+    for key, m in evaluate.get("models", {}).items():
+        calib = m.get("calibration", {})
+        expl = explained.get(key, {})
+        shortcut = expl.get("shortcut", {})
+        rows.append({
+            "key": key, "best": key == evaluate.get("best_model"),
+            "macro_f1": m.get("macro", {}).get("f1"),
+            "macro_f1_ci": m.get("ci", {}).get("macro_f1"),
+            "ece_before": calib.get("before", {}).get("ece"),
+            "ece_after": calib.get("after", {}).get("ece"),
+            "pointing_game": (expl.get("localisation", {}).get("gradcam", {})
+                              .get("pointing_game", {}).get("value")),
+            "shortcut_rate": shortcut.get("rate"),
+            "shortcut_skipped": shortcut.get("skipped"),
+        })
+    return rows
+
+
+def evaluation(reports: Path) -> dict[str, Any] | None:
+    """Test-split metrics and figures per model, or None when the evaluate stage has not run."""
+    ev = read_json(reports / "metrics" / "evaluate.json")
+    if ev is None:
+        return None
+    folder = reports / "figures" / "evaluate"
+    captions = {"confusion": "Confusion matrix (counts and row-normalised)",
+                "roc_pr": "One-vs-rest ROC and precision–recall curves",
+                "reliability": "Reliability diagram before and after temperature scaling",
+                "errors": "Misclassified test images, least confident first"}
+    models = ev.get("models") or {}
+    named = {f"{kind}_{key}.png" for kind in EVAL_FIGURES for key in models} | {"comparison.png"}
+    return {**ev, "models": models, "per_model_figures": {
+        key: per_model_figures(folder, key, EVAL_FIGURES, captions) for key in models},
+        "comparison": figure(folder / "comparison.png",
+                             "Test accuracy and macro-F1 per model, with 95 % bootstrap CIs"),
+        "other_figures": figures(folder, exclude=named)}
+
+
+def explanations(reports: Path) -> dict[str, Any] | None:
+    """Saliency scores and figures per model, or None when the explain stage has not run."""
+    ex = read_json(reports / "metrics" / "explain.json")
+    if ex is None:
+        return None
+    folder = reports / "figures" / "explain"
+    captions = {"gradcam": "Grad-CAM per class: image, mask outline, overlay",
+                "methods": "The same images under every saliency method",
+                "blocks": "Activation maps per convolutional block",
+                "faithfulness": "Deletion and insertion curves"}
+    models = ex.get("models") or {}
+    named = ({f"{kind}_{key}.png" for kind in EXPLAIN_FIGURES for key in models}
+             | {"localisation.png"})
+    return {**ex, "models": models, "per_model_figures": {
+        key: per_model_figures(folder, key, EXPLAIN_FIGURES, captions) for key in models},
+        "localisation_figure": figure(folder / "localisation.png",
+                                      "Pointing game per method and model, with 95 % CIs"),
+        "other_figures": figures(folder, exclude=named)}
+
+
+def stage_of(notebook: str) -> str:
+    """DVC stage that executed a notebook: `03_train_scratch_dropout` → `train_scratch@dropout`."""
+    name = re.sub(r"^\d+_", "", notebook)
+    if name.startswith("train_scratch_"):
+        return "train_scratch@" + name.removeprefix("train_scratch_")
+    return name
+
+
+def notebooks(reports: Path) -> list[dict[str, Any]]:
+    """Executed notebooks: a relative link to their HTML and papermill's run time."""
+    folder = reports / "notebooks"
+    stems = sorted({p.stem for p in folder.glob("*.ipynb")} | {p.stem for p in
+                                                               folder.glob("*.html")})
+    rows = []
+    for stem in stems:
+        ipynb, html = folder / f"{stem}.ipynb", folder / f"{stem}.html"
+        papermill = (read_json(ipynb) or {}).get("metadata", {}).get("papermill", {})
+        rows.append({"name": stem, "stage": stage_of(stem),
+                     "href": f"notebooks/{html.name}" if html.is_file() else None,
+                     "seconds": papermill.get("duration"), "ended": papermill.get("end_time")})
+    return rows
+
+
+def run_times(root: Path, executed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Seconds per stage: papermill's for notebooks, reports/timings/*.json for wrapped ones."""
+    rows = [{"stage": nb["stage"], "seconds": nb["seconds"], "source": "papermill metadata"}
+            for nb in executed if nb["seconds"] is not None]
+    for path in sorted((root / "reports" / "timings").glob("*.json")):
+        timing = read_json(path) or {}
+        rows.append({"stage": timing.get("stage", path.stem), "seconds": timing.get("seconds"),
+                     "source": f"reports/timings/{path.name}"})
+    timed = {r["stage"] for r in rows}
+    lock = _yaml(root / "dvc.lock")
+    untimed = [s for s in lock.get("stages", {}) if s not in timed and s != "report"]
+    total = sum(r["seconds"] or 0 for r in rows)
+    return {"rows": sorted(rows, key=lambda r: r["stage"]), "untimed": sorted(untimed),
+            "total": total}
+
+
+def _yaml(path: Path) -> dict[str, Any]:
+    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
 
 
 def _git(root: Path, *args: str) -> str:
     try:
         out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True)
-        return out.stdout.strip()
+        return out.stdout.rstrip()
     except (OSError, subprocess.CalledProcessError):
         return ""
 
 
-def reproducibility(root: Path, params: dict[str, Any]) -> dict[str, Any]:
+def hardware() -> dict[str, Any]:
+    """The machine building the report (the stages' machine, unless outputs were copied)."""
+    info: dict[str, Any] = {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                            "cpu": platform.processor() or platform.machine(), "memory_gb": None,
+                            "gpu": "none found (nvidia-smi absent)"}
+    cpuinfo, meminfo = Path("/proc/cpuinfo"), Path("/proc/meminfo")
+    if cpuinfo.is_file():
+        model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.M)
+        info["cpu"] = model.group(1).strip() if model else info["cpu"]
+    if meminfo.is_file():
+        total = re.search(r"^MemTotal:\s*(\d+) kB", meminfo.read_text(), re.M)
+        info["memory_gb"] = round(int(total.group(1)) / 2**20, 1) if total else None
+    if shutil.which("nvidia-smi"):
+        gpus = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True).stdout
+        info["gpu"] = "; ".join(gpus.strip().splitlines()) or "nvidia-smi lists none"
+    return info
+
+
+def reproducibility(root: Path, params: dict[str, Any],
+                    evaluate: dict[str, Any] | None) -> dict[str, Any]:
     """What a reader needs to rerun this exact study: code, data and model hashes, environment."""
     commit = _git(root, "rev-parse", "HEAD") or "not a git checkout"
-    dirty = bool(_git(root, "status", "--porcelain", "--untracked-files=no"))
-    lock = yaml.safe_load((root / "dvc.lock").read_text()) if (root / "dvc.lock").is_file() else {}
-    hashes = []
-    data_dvc = root / "data.dvc"
-    if data_dvc.is_file():
-        for out in yaml.safe_load(data_dvc.read_text()).get("outs", []):
-            hashes.append({"stage": "data.dvc", "path": out["path"], "md5": out.get("md5", "")})
-    for stage, entry in sorted((lock or {}).get("stages", {}).items()):
-        for out in entry.get("outs", []):
-            hashes.append({"stage": stage, "path": out["path"], "md5": out.get("md5", "")})
+    dirty = [line[3:] for line in _git(root, "status", "--porcelain", "--untracked-files=no")
+             .splitlines() if line.strip()]
+    if dirty:
+        shown = ", ".join(dirty[:5]) + (f" and {len(dirty) - 5} more" if len(dirty) > 5 else "")
+        commit += f" (uncommitted changes: {shown})"
+    hashes = [{"stage": "data.dvc", **out} for out in _yaml(root / "data.dvc").get("outs", [])]
+    for stage, entry in sorted(_yaml(root / "dvc.lock").get("stages", {}).items()):
+        hashes += [{"stage": stage, **out} for out in entry.get("outs", [])]
+    rows = [{"stage": h["stage"], "path": h["path"], "md5": h.get("md5", ""),
+             "size": h.get("size"), "nfiles": h.get("nfiles")} for h in hashes]
     versions = {}
     for name in KEY_PACKAGES:
         try:
@@ -81,63 +307,112 @@ def reproducibility(root: Path, params: dict[str, Any]) -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             continue
     return {
-        "commit": commit + (" (with uncommitted changes)" if dirty else ""),
-        "hashes": hashes,
+        "commit": commit,
+        "data_models": [r for r in rows if r["path"].startswith(("data", "models"))],
+        "other_outputs": [r for r in rows if not r["path"].startswith(("data", "models"))],
         "versions": versions,
         "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "seeds": {"study": params.get("seed"),
-                  "phantom": params.get("phantom", {}).get("seed")},
+        "hardware": hardware(),
+        "seeds": {"study (`seed`: validation split, samples, previews)": params.get("seed"),
+                  "training (`seeds`: one model per seed)":
+                      ", ".join(map(str, params.get("seeds", []))),
+                  "phantom": params.get("phantom", {}).get("seed"),
+                  "pretrain source-task phantom": params.get("pretrain", {}).get("seed"),
+                  "bootstrap": (evaluate or {}).get("bootstrap", {}).get("seed")},
         "params_yaml": yaml.safe_dump(params, sort_keys=False),
     }
 
 
-def figures(folder: Path) -> list[dict[str, str]]:
-    """Every PNG/SVG in a folder, embedded, with a caption from its file name."""
-    if not folder.is_dir():
-        return []
-    files = sorted(p for p in folder.iterdir() if p.suffix in {".png", ".svg"})
-    return [{"name": p.stem, "caption": p.stem.replace("_", " "), "src": data_uri(p)}
-            for p in files]
-
-
-def trained_models(reports: Path) -> list[dict[str, Any]]:
-    """One row per training stage's metrics (validation only), with its learning curves."""
+def claim_checklist(stages_run: set[str], phantom: bool,
+                    path: Path = CLAIM_FILE) -> list[dict[str, Any]]:
+    """The CLAIM items with their status here; items needing a stage not yet run are pending."""
+    table = yaml.safe_load(path.read_text()) or {}
+    labels = table.get("sections", {})
     rows = []
-    for path in sorted((reports / "metrics").glob("train_*.json")):
-        metrics = _read_json(path) or {}
-        name = path.stem.removeprefix("train_")
-        curves = reports / "training" / name / "training_curves.png"
-        rows.append({"name": name, "metrics": metrics,
-                     "curves": data_uri(curves) if curves.is_file() else None})
+    for item in table.get("items", []):
+        row = {**item, **(item.get("real", {}) if not phantom else {})}
+        if row.get("status") not in CLAIM_STATUSES:
+            raise ValueError(f"{path}: item {item.get('id')} has status {row.get('status')!r}; "
+                             f"use one of {CLAIM_STATUSES}")
+        where = item.get("where", [])
+        unknown = [w for w in where if w not in labels]
+        if unknown:
+            raise ValueError(f"{path}: item {item.get('id')} names {unknown}, not under sections:")
+        missing = [s for s in item.get("needs", []) if s not in stages_run]
+        if missing:
+            row["status"] = "pending"
+            row["note"] = f"not yet run: dvc repro {' '.join(missing)}"
+            where = list(dict.fromkeys(w.split("-")[0] for w in where))
+        row["where"] = [{"anchor": w, "label": labels.get(w, w)} for w in where]
+        rows.append(row)
     return rows
 
 
 def context(root: Path, params: dict[str, Any]) -> dict[str, Any]:
     """Everything the template shows, read from the pipeline's outputs."""
     reports = root / "reports"
-    notebooks = sorted((reports / "notebooks").glob("*.html"))
-    audit = _read_json(reports / "metrics" / "data_audit.json")
+    audit = read_json(reports / "metrics" / "data_audit.json")
     counts = (audit or {}).get("counts", {})
     kinds = counts.get("findings_by_kind", {})
+    ev, ex = evaluation(reports), explanations(reports)
+    source = data_source(root, params)
+    executed = notebooks(reports)
+    stages_run = {name for name, found in (("evaluate", ev), ("explain", ex)) if found}
     return {
         "title": "Brain-tumour classification on MRI: a reproducible, explainable study",
-        "raw_dir": params.get("data", {}).get("raw_dir", "data/raw"),
-        "phantom": params.get("phantom", {}),
+        "source": source,
         "audit": audit,
         "audit_counts": counts.get("usable", {}),
         "audit_splits": [s for s in SPLITS if s in counts.get("usable_total", {})],
         "audit_kinds": kinds,
         "audit_total": sum(kinds.values()),
-        "eda": _read_json(reports / "metrics" / "eda.json"),
+        "eda": read_json(reports / "metrics" / "eda.json"),
         "eda_figures": figures(reports / "figures" / "eda"),
         "augment_figures": figures(reports / "figures" / "augment"),
-        "models": trained_models(reports),
-        "pretrain": _read_json(reports / "metrics" / "pretrain.json"),
-        "notebooks": [{"name": p.stem, "href": f"notebooks/{p.name}"} for p in notebooks],
-        "repro": reproducibility(root, params),
+        "augment": params.get("augment", {}),
+        "models": trained_models(reports, params),
+        "pretrain": read_json(reports / "metrics" / "pretrain.json"),
+        "train": params.get("train", {}),
+        "evaluation": ev,
+        "explanations": ex,
+        "headline": headline(ev, ex),
+        "claim": claim_checklist(stages_run, source["phantom"]),
+        "notebooks": executed,
+        "times": run_times(root, executed),
+        "repro": reproducibility(root, params, ev),
     }
+
+
+# ---- rendering -----------------------------------------------------------------------------
+def num(value: Any, digits: int = 3) -> str:
+    """A metric as the report shows it everywhere: fixed decimals, an en dash when absent."""
+    if value is None or isinstance(value, Undefined):
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{digits}f}"
+
+
+def interval(bounds: Any, digits: int = 3) -> str:
+    """A [lo, hi] confidence interval, or an en dash."""
+    if isinstance(bounds, Undefined) or not bounds or len(bounds) != 2:
+        return "–"
+    return f"{num(bounds[0], digits)}–{num(bounds[1], digits)}"
+
+
+def pvalue(value: Any) -> str:
+    if value is None or isinstance(value, Undefined):
+        return "–"
+    return "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def environment() -> Environment:
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
+                      trim_blocks=True, lstrip_blocks=True, undefined=ChainableUndefined)
+    env.filters.update(num=num, interval=interval, pvalue=pvalue)
+    return env
 
 
 def build(root: Path | None = None, params_path: Path | None = None,
@@ -145,13 +420,27 @@ def build(root: Path | None = None, params_path: Path | None = None,
     """Render reports/index.html from whatever the pipeline has produced so far."""
     root = root or repo_root()
     params = load_params(params_path or root / "params.yaml")
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
-                      trim_blocks=True, lstrip_blocks=True)
-    html = env.get_template("report.html.j2").render(**context(root, params))
+    html = environment().get_template("report.html.j2").render(**context(root, params))
     out = out or root / "reports" / "index.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(html)
+    size = out.stat().st_size
+    if size > MAX_HTML_BYTES:
+        print(f"warning: {out} is {size / 2**20:.1f} MB, over the {MAX_HTML_BYTES / 2**20:.0f} MB "
+              "budget; shrink the largest figures (dpi, number of panels)", file=sys.stderr)
     return out
+
+
+def timed(record: Path, stage: str, command: list[str]) -> int:
+    """Run a stage's command and record its wall time (python stages have no papermill clock)."""
+    start = time.perf_counter()
+    code = subprocess.run(command).returncode
+    if code == 0:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({
+            "stage": stage, "seconds": round(time.perf_counter() - start, 3),
+            "ended": datetime.now(UTC).isoformat(timespec="seconds")}, indent=2) + "\n")
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,11 +452,20 @@ def main(argv: list[str] | None = None) -> int:
     n = sub.add_parser("notebook", help="render an executed notebook to self-contained HTML")
     n.add_argument("ipynb", type=Path)
     n.add_argument("html", type=Path, nargs="?")
+    t = sub.add_parser("timed", help="run a command and write its run time for the report")
+    t.add_argument("stage")
+    t.add_argument("record", type=Path, help="e.g. reports/timings/<stage>.json")
+    t.add_argument("cmd", nargs=argparse.REMAINDER, help="-- the stage's command")
     args = parser.parse_args(argv)
     if args.command == "build":
         print(f"wrote {build(params_path=args.params, out=args.out)}")
-    else:
+    elif args.command == "notebook":
         print(f"wrote {render_notebook(args.ipynb, args.html)}")
+    else:
+        command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+        if not command:
+            parser.error("timed: give the command after --")
+        return timed(args.record, args.stage, command)
     return 0
 
 

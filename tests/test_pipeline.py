@@ -170,6 +170,12 @@ def test_evaluate_scores_every_model_on_the_test_split(study: dict) -> None:
     assert "confusion_transfer_s42.csv" in plots and "roc_transfer_s42.csv" in plots
 
 
+def test_report_is_self_contained_and_matches_metrics(study: dict) -> None:
+    from tests.test_report import check_report
+
+    check_report(study["clone"] / "reports")
+
+
 def test_forced_repro_reproduces_every_metric(study: dict) -> None:
     """Runs last in this module: it rewrites the outputs the other tests read."""
     clone = study["clone"]

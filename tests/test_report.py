@@ -1,77 +1,433 @@
-"""The report is one self-contained file: embedded figures, no links leaving the reports folder."""
+"""The report is one self-contained file that shows the metrics files' numbers, and nothing else.
+
+Unit tests build it from a hand-written reports tree (`outputs` fixture: small metrics files as the
+stages write them, tiny PNGs, executed-notebook stubs). `check_report` holds the invariants and is
+reusable on a real run (tests/test_pipeline.py). The browser test loads the page in headless
+Chromium: no console message, no network request, a screenshot that is not blank.
+"""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
-from PIL import Image
+import yaml
+from bs4 import BeautifulSoup
+from PIL import Image, ImageStat
 
 from lib import report
 from tests.conftest import REPO
 
+CLASSES = ["glioma", "meningioma", "notumor", "pituitary"]
+KEYS = ["scratch_batchnorm_s42", "transfer_s42"]
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+NO_BROWSER = ("no Chromium found: install it (Debian: `apt-get install chromium`) or set "
+              "CHROMIUM=/path/to/chrome; .ci/run installs it so CI always runs this test")
+
+
+# ---- a realistic reports tree ---------------------------------------------------------------
+def png(path: Path, colour: tuple[int, int, int] = (40, 90, 160)) -> None:
+    """A small non-blank PNG: a colour ramp, so each figure is a real image."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.new("RGB", (24, 16), colour)
+    for x in range(24):
+        img.putpixel((x, 8), (x * 10, 255 - x * 10, 128))
+    img.save(path)
+
+
+def dump(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True))
+
+
+def evaluate_json() -> dict[str, Any]:
+    """Two models in the schema lib.evaluate writes (numbers made up, rounded to 6 digits)."""
+    def model(name: str, f1: float, ece: float, null_auc: bool) -> dict[str, Any]:
+        per = {c: {"precision": round(f1 + 0.01 * i, 6), "recall": round(f1 - 0.01 * i, 6),
+                   "f1": round(f1 + 0.002 * i, 6), "support": 25} for i, c in enumerate(CLASSES)}
+        auc = {c: 0.81234 + 0.01 * i for i, c in enumerate(CLASSES)}
+        if null_auc:
+            auc["notumor"] = None
+        return {"model": name, "seed": 42, "accuracy": f1 + 0.0123, "balanced_accuracy": f1 + 0.01,
+                "kappa": f1 - 0.2, "macro": {"precision": f1 + 0.02, "recall": f1 - 0.01, "f1": f1},
+                "weighted": {"precision": f1 + 0.02, "recall": f1 - 0.01, "f1": f1 + 0.001},
+                "per_class": per,
+                "ci": {"accuracy": [f1 - 0.04, f1 + 0.05], "macro_f1": [f1 - 0.0514, f1 + 0.0487],
+                       "f1": {c: [f1 - 0.1, f1 + 0.1] for c in CLASSES}},
+                "roc_auc": {**auc, "macro": 0.834567}, "pr_auc": {**auc, "macro": 0.712345},
+                "calibration": {"temperature": 1.734,
+                                "before": {"ece": ece, "brier": 0.51, "nll": 1.2},
+                                "after": {"ece": round(ece / 3, 6), "brier": 0.49, "nll": 1.05}},
+                "confusion": [[20, 2, 2, 1], [3, 18, 2, 2], [2, 2, 19, 2], [1, 1, 1, 22]]}
+    return {"split": "test", "n_images": 100, "classes": CLASSES,
+            "bootstrap": {"resamples": 1000, "seed": 42, "level": 0.95},
+            "models": {KEYS[0]: model("scratch_batchnorm", 0.581474, 0.123456, False),
+                       KEYS[1]: model("transfer", 0.337183, 0.087654, True)},
+            "seeds": {"scratch_batchnorm": {"accuracy": {"mean": 0.5937, "sd": None, "n": 1},
+                                            "macro_f1": {"mean": 0.581474, "sd": None, "n": 1}},
+                      "transfer": {"accuracy": {"mean": 0.3495, "sd": None, "n": 1},
+                                   "macro_f1": {"mean": 0.337183, "sd": None, "n": 1}}},
+            "mcnemar": [{"a": KEYS[0], "b": KEYS[1], "a_only_correct": 31, "b_only_correct": 7,
+                         "p_value": 0.000104, "p_holm": 0.000104, "significant": True,
+                         "better": KEYS[0], "accuracy_difference": 0.244}],
+            "notes": ["pr_auc for notumor of transfer_s42 is null: made-up note for the test"],
+            "best_model": KEYS[0]}
+
+
+def explain_json() -> dict[str, Any]:
+    """The schema lib.explain writes; the transfer model's shortcut control is skipped."""
+    def scores(base: float) -> dict[str, Any]:
+        s = {name: {"value": round(base - 0.05 * i, 6), "ci": [round(base - 0.05 * i - 0.08, 6),
+                                                                 round(base - 0.05 * i + 0.07, 6)]}
+             for i, name in enumerate(report.LOCALISATION_SCORES)}
+        per_class = {c: {k: v["value"] for k, v in s.items()} | {"n": 25}
+                     for c in CLASSES if c != "notumor"}
+        return {**s, "n": 75, "per_class": per_class}
+
+    def model(layer: str, base: float, shortcut: dict[str, Any]) -> dict[str, Any]:
+        return {"layer": layer, "layer_grid": [4, 4], "randomised_layers": ["predictions"],
+                "localisation": {"gradcam": scores(base), "occlusion": scores(base - 0.05)},
+                "faithfulness": {
+                    "gradcam": {"deletion_auc": 0.21, "insertion_auc": 0.55, "n": 48},
+                    "occlusion": {"deletion_auc": 0.25, "insertion_auc": 0.5, "n": 48}},
+                "sanity": {"gradcam": {"spearman": 0.12, "passed": True},
+                           "occlusion": {"spearman": 0.93, "passed": False}},
+                "shortcut": shortcut}
+    return {"methods": ["gradcam", "occlusion"], "sample_size": 48, "n_tumour_images": 75,
+            "models": {KEYS[0]: model("block4_conv", 0.642857, {
+                "rate": 0.053333, "per_class": {"glioma": 0.08, "meningioma": 0.04,
+                                                "pituitary": 0.04}, "n": 75}),
+                KEYS[1]: model("activation_17", 0.413333,
+                               {"skipped": "made-up reason for the test"})},
+            "best_model": KEYS[0],
+            "target": {"pointing_game": 0.7, "shortcut_rate": 0.1, "best_pointing_game": 0.642857,
+                       "best_shortcut_rate": 0.053333, "met": False,
+                       "note": "made-up target note"},
+            "skipped": {"scorecam": "made-up reason for the test"}}
+
+
+def notebook(path: Path, seconds: float) -> None:
+    """An executed-notebook stub with papermill's metadata, and its rendered HTML beside it."""
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# stub")])
+    nb.metadata["papermill"] = {"duration": seconds, "end_time": "2026-11-23T13:18:07+00:00"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    path.with_suffix(".html").write_text("<html><body>stub</body></html>")
+
+
+def write_outputs(root: Path, evaluate: bool = True, explain: bool = True) -> None:
+    """What `dvc repro` leaves in a repository root, small; evaluate/explain optional."""
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    dump(root / "data" / "raw" / "phantom.json",
+         {"generator": "lib.phantom", "config": {"seed": 7, "image_size": 64, "shortcut": "none"}})
+    (root / "data.dvc").write_text(yaml.safe_dump({"outs": [
+        {"md5": "0" * 32 + ".dir", "size": 1000, "nfiles": 4, "hash": "md5", "path": "data/raw"}]}))
+    lock = {"schema": "2.0", "stages": {
+        stage: {"cmd": "x", "outs": [{"path": out, "md5": "a" * 32, "size": 10}]}
+        for stage, out in [("prepare", "data/processed/manifest.csv"), ("eda", "reports/eda"),
+                           ("pretrain", "models/pretrain"),
+                           ("train_scratch@batchnorm", "models/scratch_batchnorm"),
+                           ("train_transfer", "models/transfer"),
+                           ("report", "reports/index.html")]}}
+    (root / "dvc.lock").write_text(yaml.safe_dump(lock))
+    reports = root / "reports"
+    metrics = reports / "metrics"
+    audit = {"classes": CLASSES,
+             "counts": {"usable": {c: {"train": 34, "val": 6, "test": 25} for c in CLASSES},
+                        "usable_total": {"train": 136, "val": 24, "test": 100},
+                        "findings_by_kind": {"corrupt": 2}, "manifest_rows": 262,
+                        "status": {"ok": 260, "warn": 0, "excluded": 2}},
+             "duplicates": {"exact_duplicate_pairs": 0, "duplicate_pairs": 1,
+                            "phash_max_distance": 4},
+             "params": {"duplicates": "report", "val_fraction": 0.15},
+             "findings": [{"kind": "corrupt", "path": f"Training/glioma/bad{i}.png",
+                           "reason": "truncated image; excluded"} for i in range(2)]}
+    dump(metrics / "data_audit.json", audit)
+    dump(metrics / "eda.json", {"n_images": 260, "n_classes": 4, "lesion_share_of_head": {},
+                                "kruskal_mean_intensity": {"H": 1.5, "p": 0.2, "epsilon2": 0.01,
+                                                           "n": 260, "k": 4}})
+    dump(metrics / "pretrain.json", {"backbone": "MobileNetV3Small", "n_train": 640,
+                                     "task": "MRI sequence on a separate phantom",
+                                     "val": {"accuracy": 0.7625, "macro_f1": 0.771444}})
+    for name, extra in [("scratch_batchnorm", {"model": "scratch", "variant": "batchnorm"}),
+                        ("transfer", {"model": "transfer", "backbone": "MobileNetV3Small",
+                                      "weights": "pretrain", "weights_description":
+                                      "weights from the pretrain stage (made up)"})]:
+        dump(metrics / f"train_{name}.json", {
+            **extra, "image_size": 64, "params": 1234, "seeds": [42],
+            "per_seed": {"s42": {"best_epoch": 13, "epochs_run": 15}},
+            "val_accuracy": {"mean": 0.8125, "sd": None, "n": 1},
+            "val_macro_f1": {"mean": 0.7777, "sd": None, "n": 1}})
+        png(reports / "training" / name / "training_curves.png")
+    png(reports / "figures" / "eda" / "eda_counts.png")
+    png(reports / "figures" / "eda" / "eda_samples.png", (200, 30, 30))
+    png(reports / "figures" / "augment" / "augment_preview.png")
+    notebook(reports / "notebooks" / "01_eda.ipynb", 7.25)
+    notebook(reports / "notebooks" / "03_train_scratch_batchnorm.ipynb", 45.5)
+    if evaluate:
+        dump(metrics / "evaluate.json", evaluate_json())
+        for key in KEYS:
+            for kind in report.EVAL_FIGURES:
+                png(reports / "figures" / "evaluate" / f"{kind}_{key}.png")
+        png(reports / "figures" / "evaluate" / "comparison.png")
+        notebook(reports / "notebooks" / "05_evaluate.ipynb", 31.0)
+    if explain:
+        dump(metrics / "explain.json", explain_json())
+        for key in KEYS:
+            for kind in ("gradcam", "methods", "faithfulness"):
+                png(reports / "figures" / "explain" / f"{kind}_{key}.png")
+        png(reports / "figures" / "explain" / f"blocks_{KEYS[0]}.png")
+        png(reports / "figures" / "explain" / "localisation.png")
+
 
 @pytest.fixture()
 def outputs(tmp_path: Path) -> Path:
-    """A fake repository root holding the files the report reads, as the stages write them."""
-    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
-    metrics, figures = tmp_path / "reports" / "metrics", tmp_path / "reports" / "figures" / "eda"
-    metrics.mkdir(parents=True)
-    figures.mkdir(parents=True)
-    Image.new("L", (8, 8), 128).save(figures / "eda_counts.png")
-    audit = {"counts": {"usable": {"a": {"train": 3, "val": 1, "test": 2}},
-                        "usable_total": {"train": 3, "val": 1, "test": 2},
-                        "findings_by_kind": {"corrupt": 2}, "status": {"ok": 6}},
-             "params": {"duplicates": "report"}, "findings": []}
-    (metrics / "data_audit.json").write_text(json.dumps(audit))
-    eda = {"n_images": 6, "n_classes": 1, "lesion_share_of_head": {},
-           "kruskal_mean_intensity": {"H": 1.5, "p": 0.2, "epsilon2": 0.01, "n": 6, "k": 2}}
-    (metrics / "eda.json").write_text(json.dumps(eda))
+    write_outputs(tmp_path)
     return tmp_path
 
 
-def test_report_embeds_figures_and_numbers(outputs: Path) -> None:
-    html = report.build(root=outputs).read_text()
-    assert html.count('src="data:image/png;base64,') == 1
-    assert "6 usable images in 1 classes" in html
-    assert "<td>corrupt</td><td>2</td>" in html
-    assert "H = 1.50" in html
+def soup_of(path: Path) -> BeautifulSoup:
+    return BeautifulSoup(path.read_text(), "html.parser")
 
 
-def test_report_has_no_external_references(outputs: Path) -> None:
-    html = report.build(root=outputs).read_text()
-    refs = re.findall(r'(?:src|href)="([^"]*)"', html)
-    assert refs, "expected at least the embedded figure"
-    for ref in refs:
-        assert ref.startswith(("data:", "#", "notebooks/")), ref
+def text_of(tag: Any) -> str:
+    """What a reader sees, with whitespace collapsed."""
+    return " ".join(tag.get_text(" ").split())
 
 
-def test_report_shows_trained_models_with_their_validation_scores(outputs: Path) -> None:
-    metrics = {"model": "scratch", "variant": "batchnorm", "params": 1234, "seeds": [1, 2],
-               "val_accuracy": {"mean": 0.8125, "sd": 0.01, "n": 2},
-               "val_macro_f1": {"mean": 0.7777, "sd": 0.0123, "n": 2}}
-    (outputs / "reports" / "metrics" / "train_scratch_batchnorm.json").write_text(
-        json.dumps(metrics))
-    curves = outputs / "reports" / "training" / "scratch_batchnorm"
-    curves.mkdir(parents=True)
-    Image.new("L", (8, 8), 50).save(curves / "training_curves.png")
-    html = report.build(root=outputs).read_text()
-    assert "<td>scratch_batchnorm</td><td>1, 2</td><td>1234</td>" in html
-    assert "0.778 ± 0.012" in html and "0.812 ± 0.010" in html
-    assert "Learning curves" in html and html.count('src="data:image/png;base64,') == 2
-    assert "No training stage has run yet" not in html
+# ---- invariants, reusable on a real run ------------------------------------------------------
+def check_images(page: BeautifulSoup) -> int:
+    """Every <img> carries its own decodable PNG/SVG; returns how many there are."""
+    images = page.find_all("img")
+    for img in images:
+        match = re.fullmatch(r"data:image/(png|svg\+xml);base64,([A-Za-z0-9+/=]+)", img["src"])
+        assert match, f"image without embedded data: {img['src'][:80]}"
+        data = base64.b64decode(match.group(2), validate=True)
+        if match.group(1) == "png":
+            Image.open(io.BytesIO(data)).verify()
+        else:
+            assert b"<svg" in data
+    return len(images)
 
 
-def test_report_says_which_stages_have_not_run(tmp_path: Path) -> None:
+def check_links(index: Path, page: BeautifulSoup) -> None:
+    """Links are in-page anchors that exist or relative files inside the report's folder."""
+    ids = {tag["id"] for tag in page.find_all(id=True)}
+    folder = index.parent.resolve()
+    for tag in page.find_all(["a", "link", "script", "iframe", "object", "embed", "source"]):
+        ref = tag.get("href") or tag.get("src") or tag.get("data")
+        assert tag.name == "a", f"<{tag.name}> has no place in a self-contained report: {tag}"
+        if ref.startswith("#"):
+            assert ref[1:] in ids, f"in-page link to a missing section: {ref}"
+            continue
+        assert not re.match(r"^([a-z][a-z0-9+.-]*:|/)", ref, re.I), f"absolute link: {ref}"
+        target = (folder / ref).resolve()
+        assert target.is_relative_to(folder) and target.is_file(), f"link outside/missing: {ref}"
+    assert "url(" not in "".join(s.get_text() for s in page.find_all("style"))
+
+
+def expected_headline(evaluate: dict[str, Any], explain: dict[str, Any] | None,
+                      key: str) -> list[float]:
+    """The numbers a headline row must show, in column order, straight from the json."""
+    m = evaluate["models"][key]
+    numbers = [m["macro"]["f1"], *m["ci"]["macro_f1"], m["calibration"]["before"]["ece"],
+               m["calibration"]["after"]["ece"]]
+    expl = (explain or {}).get("models", {}).get(key, {})
+    pointing = expl.get("localisation", {}).get("gradcam", {}).get("pointing_game", {})
+    numbers += [pointing["value"]] if "value" in pointing else []
+    rate = expl.get("shortcut", {}).get("rate")
+    return [round(x, 3) for x in numbers + ([rate] if rate is not None else [])]
+
+
+def check_headline(page: BeautifulSoup, evaluate: dict[str, Any],
+                   explain: dict[str, Any] | None) -> None:
+    """Every number in the summary table equals the metrics files' (to the 3 decimals shown)."""
+    rows = page.find("table", id="headline").tbody.find_all("tr")
+    assert len(rows) == len(evaluate["models"])
+    for row, key in zip(rows, evaluate["models"], strict=True):
+        cells = [text_of(td) for td in row.find_all("td")]
+        assert cells[0].split()[0] == key
+        shown = [float(x) for cell in cells[1:] for x in re.findall(r"\d+(?:\.\d+)?", cell)]
+        assert shown == expected_headline(evaluate, explain, key), (key, cells)
+
+
+def check_report(reports: Path) -> None:
+    """The invariants of a built report: embedded images, internal links, headline = json."""
+    index = reports / "index.html"
+    page = soup_of(index)
+    check_images(page)
+    check_links(index, page)
+    evaluate = report.read_json(reports / "metrics" / "evaluate.json")
+    if evaluate:
+        check_headline(page, evaluate, report.read_json(reports / "metrics" / "explain.json"))
+    else:
+        assert page.find("table", id="headline") is None
+
+
+# ---- unit tests ----------------------------------------------------------------------------
+def test_full_report_embeds_every_figure_and_links_only_inside(outputs: Path) -> None:
+    index = report.build(root=outputs)
+    page = soup_of(index)
+    n_png = len(list((outputs / "reports").rglob("*.png")))
+    assert check_images(page) == n_png == 22
+    check_links(index, page)
+    assert page.find("a", href="notebooks/05_evaluate.html")
+    assert "not yet run" not in page.get_text().lower()
+
+
+def test_headline_numbers_equal_the_metrics_json(outputs: Path) -> None:
+    page = soup_of(report.build(root=outputs))
+    check_headline(page, evaluate_json(), explain_json())
+    best, other = page.find("table", id="headline").tbody.find_all("tr")
+    assert "best" in best["class"] and "(best)" in best.td.text
+    assert "skipped" in other.get_text() and other.find("span", title=True)
+    assert "0.581 0.530–0.630 0.123 → 0.041 0.643 0.053" in text_of(best)
+
+
+def test_headline_check_notices_a_wrong_number(outputs: Path) -> None:
+    page = soup_of(report.build(root=outputs))
+    wrong = evaluate_json()
+    wrong["models"][KEYS[1]]["calibration"]["after"]["ece"] = 0.5
+    with pytest.raises(AssertionError):
+        check_headline(page, wrong, explain_json())
+
+
+def test_sections_show_evaluation_and_explanation_tables(outputs: Path) -> None:
+    text = text_of(soup_of(report.build(root=outputs)))
+    assert "transfer_s42 0.349 [0.297–0.387] 0.337 [0.286–0.386]" in text  # value [CI]
+    assert "1.734 0.123 → 0.041" in text  # temperature, ECE before → after
+    assert "31 7 0.244 < 0.001 < 0.001 A better" in text
+    assert "FAILED: maps barely change" in text and "passed: maps change" in text
+    assert "skipped: made-up reason for the test" in text
+    assert "Skipped scorecam: made-up reason for the test" in text
+    assert "not met" in text and "made-up note for the test" in text
+    assert "block" in text and "He-normal" in text  # architecture line of the scratch model
+    assert "weights from the pretrain stage (made up) — not ImageNet" in text
+
+
+def test_explanations_without_masks_say_so(outputs: Path) -> None:
+    explain = explain_json()
+    explain["models"][KEYS[1]]["localisation"] = {"skipped": "no tumour masks in this dataset"}
+    dump(outputs / "reports" / "metrics" / "explain.json", explain)
+    page = soup_of(report.build(root=outputs))
+    check_headline(page, evaluate_json(), explain)
+    assert "transfer_s42 skipped: no tumour masks in this dataset" in text_of(page)
+    assert "Made-up target note." in text_of(page)
+
+
+def test_missing_stages_say_how_to_run_them(outputs: Path) -> None:
+    shutil.rmtree(outputs / "reports")
+    write_outputs(outputs, evaluate=False, explain=False)
+    index = report.build(root=outputs)
+    page = soup_of(index)
+    text = text_of(page)
+    assert text.count("Not yet run: dvc repro evaluate") == 2  # summary and evaluation
+    assert "Not yet run: dvc repro explain" in text
+    check_report(outputs / "reports")
+
+
+def test_evaluation_without_explanations_shows_dashes(outputs: Path) -> None:
+    (outputs / "reports" / "metrics" / "explain.json").unlink()
+    index = report.build(root=outputs)
+    page = soup_of(index)
+    check_report(outputs / "reports")
+    for row in page.find("table", id="headline").tbody.find_all("tr"):
+        assert [td.text for td in row.find_all("td")][-2:] == ["–", "–"]
+    assert "Explanation columns: not yet run" in text_of(page)
+
+
+def test_nothing_run_yet_still_builds(tmp_path: Path) -> None:
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
-    html = report.build(root=tmp_path).read_text()
-    assert "No training stage has run yet" in html
-    assert "The EDA stage has not run yet" in html
-    assert "The prepare stage has not run yet" in html
+    index = report.build(root=tmp_path)
+    text = text_of(soup_of(index))
+    assert "No training stage has run yet" in text
+    assert "The EDA stage has not run yet" in text
+    assert "The prepare stage has not run yet" in text
+    check_links(index, soup_of(index))
+
+
+def test_corrupt_metrics_file_is_a_clear_error(outputs: Path) -> None:
+    (outputs / "reports" / "metrics" / "evaluate.json").write_text("{not json")
+    with pytest.raises(ValueError, match="evaluate.json is not valid JSON.*dvc repro"):
+        report.build(root=outputs)
+
+
+def claim_rows(index: Path) -> list[list[str]]:
+    table = soup_of(index).find("table", id="claim-table")
+    return [[text_of(td) for td in tr.find_all("td")]
+            for tr in table.tbody.find_all("tr")]
+
+
+def test_claim_checklist_lists_every_item_with_links(outputs: Path) -> None:
+    items = yaml.safe_load(report.CLAIM_FILE.read_text())["items"]
+    assert [i["id"] for i in items] == list(range(1, 43))
+    rows = claim_rows(report.build(root=outputs))  # check_links above covers the anchors
+    assert [int(r[0]) for r in rows] == list(range(1, 43))
+    statuses = {r[3] for r in rows}
+    assert statuses <= set(report.CLAIM_STATUSES) and "cannot answer" in statuses
+    assert all(r[4] for r in rows), "every item says where it is answered"
+    assert rows[31][3] == "cannot answer" and "external" in rows[31][2]
+
+
+def test_claim_items_wait_for_their_stage_and_follow_the_data(outputs: Path) -> None:
+    (outputs / "reports" / "metrics" / "evaluate.json").unlink()
+    (outputs / "data" / "raw" / "phantom.json").unlink()
+    index = report.build(root=outputs)
+    rows = {int(r[0]): r for r in claim_rows(index)}
+    assert rows[28][3] == "pending" and "dvc repro evaluate" in rows[28][2]
+    assert rows[28][4] == "Evaluation"  # the section exists; its subsections do not yet
+    assert rows[12][3] == "cannot answer"  # de-identification: the phantom needs none
+    check_links(index, soup_of(index))
+
+
+def test_claim_status_must_be_known(tmp_path: Path) -> None:
+    bad = tmp_path / "claim.yaml"
+    item = "  - {id: 1, part: x, item: y, status: %s, where: [%s]}\n"
+    bad.write_text("sections: {summary: Summary}\nitems:\n" + item % ("done", "summary"))
+    with pytest.raises(ValueError, match="status 'done'"):
+        report.claim_checklist(set(), phantom=True, path=bad)
+    bad.write_text("sections: {summary: Summary}\nitems:\n" + item % ("answered", "nowhere"))
+    with pytest.raises(ValueError, match="nowhere"):
+        report.claim_checklist(set(), phantom=True, path=bad)
+
+
+def test_run_times_from_notebooks_and_timed_stages(outputs: Path) -> None:
+    record = outputs / "reports" / "timings" / "prepare.json"
+    assert report.main(["timed", "prepare", str(record), "--", sys.executable, "-c", "1"]) == 0
+    assert json.loads(record.read_text())["stage"] == "prepare"
+    assert report.main(["timed", "x", str(record.with_name("x.json")), "--", sys.executable,
+                        "-c", "raise SystemExit(3)"]) == 3
+    assert not record.with_name("x.json").exists()
+    page = soup_of(report.build(root=outputs))
+    times = text_of(page.find("h3", id="reproducibility-times").find_next("table"))
+    assert "eda 7.2" in times and "train_scratch@batchnorm 45.5" in times
+    assert "prepare" in times and "papermill metadata" in times
+    assert "No timing recorded for: pretrain, train_transfer" in text_of(page)
+
+
+def test_reproducibility_lists_hashes_seeds_and_versions(outputs: Path) -> None:
+    text = text_of(soup_of(report.build(root=outputs)))
+    assert f"data.dvc data/raw {'0' * 32}.dir 4 1000" in text
+    assert "train_transfer models/transfer" in text
+    assert "seed: bootstrap 42" in text and "jinja2" in text and "logical cores" in text
+
+
+def test_oversized_report_warns(outputs: Path, monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(report, "MAX_HTML_BYTES", 1000)
+    report.build(root=outputs)
+    assert "over the 0 MB budget" in capsys.readouterr().err
 
 
 def test_rendered_notebook_fetches_nothing_from_a_cdn(tmp_path: Path) -> None:
@@ -82,3 +438,73 @@ def test_rendered_notebook_fetches_nothing_from_a_cdn(tmp_path: Path) -> None:
     assert "<h1" in html
     assert not re.search(r'(?:src|href)="(?:https?:)?//', html)
     assert '<script src="">' not in html
+    assert not re.search(r'import\(\s*["\']https?://', html), "a script still imports from a CDN"
+
+
+# ---- in a real browser -----------------------------------------------------------------------
+@dataclass
+class Visit:
+    console: list[str]  # every console message (the report has no script, so any is a fault)
+    requests: list[str]  # network URLs the page asked for
+    screenshot: Path
+
+
+def find_browser() -> str | None:
+    if os.environ.get("CHROMIUM"):
+        return os.environ["CHROMIUM"]
+    return next(filter(None, map(shutil.which, BROWSERS)), None)
+
+
+@pytest.fixture(scope="module")
+def browser() -> str:
+    found = find_browser()
+    if found is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(NO_BROWSER)
+        pytest.skip(NO_BROWSER)
+    return found
+
+
+def visit(browser: str, page: Path, workdir: Path) -> Visit:
+    """Load a file in headless Chromium with name resolution off; read its log and net log."""
+    shot, netlog = workdir / "shot.png", workdir / "netlog.json"
+    cmd = [browser, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars",
+           "--enable-logging=stderr", "--v=0", "--host-resolver-rules=MAP * ~NOTFOUND",
+           "--disable-background-networking", "--no-first-run",
+           f"--user-data-dir={workdir / 'profile'}", f"--log-net-log={netlog}",
+           f"--screenshot={shot}", "--window-size=1280,2000", page.resolve().as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert shot.is_file(), f"no screenshot ({proc.returncode}):\n{proc.stderr[-3000:]}"
+    console = [line for line in proc.stderr.splitlines() if re.search(r":CONSOLE[:(]", line)]
+    events = json.loads(netlog.read_text()).get("events", []) if netlog.is_file() else []
+    requests = sorted({e["params"]["url"] for e in events
+                       if "file://" in str(e.get("params", {}).get("network_isolation_key"))
+                       and re.match(r"(https?|wss?|ftp)://", e["params"].get("url", ""))})
+    return Visit(console, requests, shot)
+
+
+def test_browser_check_catches_errors_and_fetches(browser: str, tmp_path: Path) -> None:
+    """The check itself must be able to fail: a script error and a CDN image are both seen."""
+    bad = tmp_path / "bad.html"
+    bad.write_text('<html><body><img src="https://cdn.example.invalid/x.png">'
+                   "<script>notDefined()</script></body></html>")
+    seen = visit(browser, bad, tmp_path)
+    assert any("notDefined" in line for line in seen.console), seen.console
+    assert seen.requests == ["https://cdn.example.invalid/x.png"]
+
+
+def test_report_opens_in_a_browser_without_errors(browser: str, outputs: Path) -> None:
+    index = report.build(root=outputs)
+    seen = visit(browser, index, outputs)
+    assert seen.console == [] and seen.requests == []
+    shot = ImageStat.Stat(Image.open(seen.screenshot).convert("L"))
+    assert shot.var[0] > 100, "blank screenshot"
+    assert shot.mean[0] < 250, "an almost all-white page"
+
+
+def test_rendered_notebook_opens_offline(browser: str, tmp_path: Path) -> None:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# t $x^2$"),
+                                         nbformat.v4.new_code_cell("1 + 1")])
+    nbformat.write(nb, tmp_path / "n.ipynb")
+    seen = visit(browser, report.render_notebook(tmp_path / "n.ipynb"), tmp_path)
+    assert seen.console == [] and seen.requests == []
