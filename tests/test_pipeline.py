@@ -23,7 +23,7 @@ TINY = {"n_train_per_class": 6, "n_test_per_class": 3, "image_size": 64}
 VARIANTS = ("none", "dropout", "batchnorm", "dropout_batchnorm")
 TRAINING_STAGES = ("augmentation", *(f"train_scratch@{v}" for v in VARIANTS), "pretrain",
                    "train_transfer")
-STUDY_STAGES = ("evaluate",)
+STUDY_STAGES = ("evaluate", "explain")
 MODEL_KEYS = (*(f"scratch_{v}_s42" for v in VARIANTS), "transfer_s42")
 
 
@@ -38,6 +38,8 @@ def tiny_params(params: dict) -> dict:
     params["train_transfer"].update(image_size=32, phase1_epochs=1, phase2_epochs=1,
                                     fine_tune_layers=5)
     params["evaluate"].update(bootstrap_resamples=200, gallery_per_pair=2)
+    params["explain"].update(sample_size=8, sanity_size=4, smooth_samples=4, score_cam_max_n=8,
+                             bootstrap_resamples=200, faithfulness_steps=5, gallery_per_class=2)
     return params
 
 
@@ -170,6 +172,19 @@ def test_evaluate_scores_every_model_on_the_test_split(study: dict) -> None:
     assert "confusion_transfer_s42.csv" in plots and "roc_transfer_s42.csv" in plots
 
 
+def test_explain_scores_every_model_against_the_masks(study: dict) -> None:
+    clone = study["clone"]
+    report = json.loads((clone / "reports" / "metrics" / "explain.json").read_text())
+    assert sorted(report["models"]) == sorted(MODEL_KEYS)
+    for key, model in report["models"].items():
+        gradcam = model["localisation"]["gradcam"]
+        assert 0.0 <= gradcam["pointing_game"]["value"] <= 1.0, key
+        assert "rate" in model["shortcut"], f"{key}: the phantom's healthy twins were not used"
+        assert (clone / "reports" / "figures" / "explain" / f"gradcam_{key}.png").is_file()
+    assert isinstance(report["target"]["met"], bool)
+    assert "explain.json" in run(["dvc", "metrics", "show", "--json"], clone).stdout
+
+
 def test_report_is_self_contained_and_matches_metrics(study: dict) -> None:
     from tests.test_report import check_report
 
@@ -180,7 +195,7 @@ def test_forced_repro_reproduces_every_metric(study: dict) -> None:
     """Runs last in this module: it rewrites the outputs the other tests read."""
     clone = study["clone"]
     before = metric_files(clone)
-    assert len(before) == 9  # data_audit, eda, 4 scratch variants, pretrain, transfer, evaluate
+    assert len(before) == 10  # data_audit, eda, 4 scratch, pretrain, transfer, evaluate, explain
     run(["dvc", "repro", "--force"], clone)
     after = metric_files(clone)
     assert after == before

@@ -1,24 +1,51 @@
-"""Build a stripped notebook in the repo's format from a python file with '# %%' cell markers."""
-import json, sys, re
-src, out = sys.argv[1], sys.argv[2]
-text = open(src).read()
-cells = []
-for i, chunk in enumerate(re.split(r"^# %%", text, flags=re.M)[1:]):
-    header, _, body = chunk.partition("\n")
-    body = body.strip("\n")
-    kind = "markdown" if "[markdown]" in header else "code"
-    if kind == "markdown":
-        body = "\n".join(l[2:] if l.startswith("# ") else l.lstrip("#") for l in body.splitlines())
-    lines = body.splitlines(keepends=True)
-    cell = {"cell_type": kind, "id": str(len(cells)), "metadata": {}, "source": lines}
-    if "parameters" in header:
-        cell["metadata"] = {"tags": ["parameters"]}
-    if kind == "code":
-        cell["execution_count"] = None
-        cell["outputs"] = []
-        cell = {"cell_type": "code", "execution_count": None, "id": cell["id"], "metadata": cell["metadata"], "outputs": [], "source": lines}
-    cells.append(cell)
-nb = {"cells": cells, "metadata": {"kernelspec": {"display_name": "Python 3.11 (brain-mri-study)", "language": "python", "name": "brain-mri-study"}, "language_info": {"name": "python"}}, "nbformat": 4, "nbformat_minor": 5}
-with open(out, "w") as f:
-    json.dump(nb, f, indent=1, ensure_ascii=False)
-    f.write("\n")
+"""Build a stripped notebook in the repo's format from a python file with '# %%' cell markers.
+
+    python tools/py2nb.py source.py notebooks/NN_name.ipynb
+
+`# %% [markdown]` starts a markdown cell (its lines lose their leading '# '), `# %% parameters`
+a code cell tagged `parameters` for papermill, `# %%` a plain code cell. Cell ids are 0, 1, ...
+so rebuilding an unchanged source gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+KERNEL = {"display_name": "Python 3.11 (brain-mri-study)", "language": "python",
+          "name": "brain-mri-study"}
+
+
+def _markdown(body: str) -> str:
+    return "\n".join(line[2:] if line.startswith("# ") else line.lstrip("#")
+                     for line in body.splitlines())
+
+
+def build(text: str) -> dict:
+    cells = []
+    for chunk in re.split(r"^# %%", text, flags=re.M)[1:]:
+        header, _, body = chunk.partition("\n")
+        body = body.strip("\n")
+        source = {"id": str(len(cells)), "metadata": {}}
+        if "[markdown]" in header:
+            cells.append({"cell_type": "markdown", **source,
+                          "source": _markdown(body).splitlines(keepends=True)})
+            continue
+        if "parameters" in header:
+            source["metadata"] = {"tags": ["parameters"]}
+        cells.append({"cell_type": "code", "execution_count": None, **source, "outputs": [],
+                      "source": body.splitlines(keepends=True)})
+    return {"cells": cells, "metadata": {"kernelspec": KERNEL, "language_info": {"name": "python"}},
+            "nbformat": 4, "nbformat_minor": 5}
+
+
+def main(argv: list[str]) -> int:
+    src, out = Path(argv[0]), Path(argv[1])
+    out.write_text(json.dumps(build(src.read_text()), indent=1, ensure_ascii=False) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

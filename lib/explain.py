@@ -1,0 +1,429 @@
+"""Saliency maps of trained classifiers: where each method says a model looked.
+
+Methods (METHODS): Grad-CAM, Grad-CAM++, Score-CAM and SmoothGrad through tf-keras-vis, and
+occlusion sensitivity (ours, batched). Every method returns one map per image at the model's
+input size, non-negative and scaled to [0, 1] per map, so lib.localise scores them alike.
+
+- The tf-keras-vis objects work on one *logits twin* of the model (a clone whose softmax is
+  replaced by a linear output, tf-keras-vis's ``ReplaceToLinear``): gradients of a saturated
+  softmax vanish, and Score-CAM applies its own softmax to what the model returns.
+- CAMs are taken at the target layer's resolution (``expand_cam=False``) and upsampled here with
+  half-pixel-centred bilinear interpolation (tf.image.resize): tf-keras-vis's own zoom aligns the
+  corners, which shifts an 8x8 map by up to half a cell, enough to miss a small lesion.
+- Occlusion and the faithfulness curves replace pixels with a *blurred* copy of the image (the
+  lesion is erased, the intensity level stays), not with black, which a scan never contains.
+
+The target layer (``target_layer``) is found automatically or given by name. "auto" is the
+rectified feature map the classifier head reads, as in the Grad-CAM paper: the last 4-D layer,
+stepping back over pooling and dropout. That is ``block<N>_relu`` for the scratch CNN and, for the
+flat transfer models, e.g. ``mixed10`` (InceptionV3), ``conv5_block3_out`` (ResNet50),
+``block5_conv3`` (VGG16), ``top_activation`` (EfficientNetV2), the final activation of
+MobileNetV3 and ``block14_sepconv2_act`` (Xception).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "scorecam", "smoothgrad", "occlusion")
+# One forward and backward pass per batch: cheap enough to explain every test image.
+CHEAP_METHODS: tuple[str, ...] = ("gradcam", "gradcam++")
+CLASS_TARGETS: tuple[str, ...] = ("predicted", "true")
+BLUR_SIGMA_FRACTION = 1 / 8  # Gaussian sigma of the blurred baseline, as a share of the side
+PREDICT_BATCH = 256
+OCCLUSION_COPIES = 2048  # occluded copies held in memory at once (a few predict batches)
+BLOCK_LAYER = re.compile(r"^block(\d+)_relu$")
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class SaliencyConfig:
+    """Knobs of the saliency methods (notebook parameters of 06_explain).
+
+    occlusion_patch / occlusion_stride: side and step of the occluding square (input pixels);
+    smooth_samples / smooth_noise: SmoothGrad's noisy copies and their sigma as a share of the
+    image's range; score_cam_max_n: channels Score-CAM keeps (Faster Score-CAM, highest variance);
+    batch_size: images per tf-keras-vis call; seed: SmoothGrad's noise.
+    """
+
+    occlusion_patch: int = 8
+    occlusion_stride: int = 4
+    smooth_samples: int = 20
+    smooth_noise: float = 0.2
+    score_cam_max_n: int = 32
+    batch_size: int = 64
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        for name in ("occlusion_patch", "occlusion_stride", "smooth_samples", "score_cam_max_n",
+                     "batch_size"):
+            _check_int(name, getattr(self, name), 1)
+        _check_int("seed", self.seed, 0)
+        noise = self.smooth_noise
+        if isinstance(noise, bool) or not isinstance(noise, int | float) or not 0 < noise <= 1:
+            raise ValueError(f"smooth_noise must be a number in (0, 1], got {noise!r}")
+
+
+def parse_methods(methods: str | Sequence[str]) -> list[str]:
+    """A comma string (DVC passes no lists) or a list of method names, checked and de-duplicated."""
+    items = methods.split(",") if isinstance(methods, str) else list(methods)
+    names = [str(m).strip().lower() for m in items if str(m).strip()]
+    unknown = [m for m in names if m not in METHODS]
+    if unknown or not names:
+        raise ValueError(f"unknown saliency method(s) {unknown or methods!r}; "
+                         f"choose from {', '.join(METHODS)} (comma-separated)")
+    return list(dict.fromkeys(names))
+
+
+def parse_class_index(value: Any, n_classes: int | None = None) -> str | int:
+    """"predicted", "true" or a class index (an int, or a string of digits from papermill)."""
+    if isinstance(value, str) and value.strip().lower() in CLASS_TARGETS:
+        return value.strip().lower()
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(f"class_index must be 'predicted', 'true' or a class number, "
+                         f"got {value!r}")
+    if value < 0 or (n_classes is not None and value >= n_classes):
+        top = f"0..{n_classes - 1}" if n_classes else ">= 0"
+        raise ValueError(f"class_index {value} is not a class number ({top})")
+    return int(value)
+
+
+def resolve_targets(class_index: str | int, labels: np.ndarray, predicted: np.ndarray,
+                    n_classes: int) -> np.ndarray:
+    """The class each image's map explains: its prediction, its true class, or one fixed class."""
+    choice = parse_class_index(class_index, n_classes)
+    if choice == "predicted":
+        return np.asarray(predicted, dtype=np.int64)
+    if choice == "true":
+        return np.asarray(labels, dtype=np.int64)
+    return np.full(len(labels), choice, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------------------------
+# Layers
+# --------------------------------------------------------------------------------------------
+def _producer(layer: Any) -> Any:
+    """The layer whose output feeds `layer` (flat functional models: one inbound tensor)."""
+    return layer.input._keras_history.operation
+
+
+def feature_layers(model: Any) -> list[str]:
+    """Names of the layers with a 4-D (spatial) output: the possible Grad-CAM targets."""
+    import keras
+
+    return [layer.name for layer in model.layers
+            if not isinstance(layer, keras.layers.InputLayer) and len(layer.output.shape) == 4]
+
+
+def target_layer(model: Any, layer: str = "auto") -> str:
+    """The layer whose feature maps the CAM methods weigh ("auto": see the module docstring)."""
+    import keras
+
+    from .models import last_feature_layer_name
+
+    if layer != "auto":
+        candidates = feature_layers(model)
+        if layer not in candidates:
+            raise ValueError(f"model {model.name!r} has no 4-D layer named {layer!r}; use 'auto' "
+                             f"or one of the last feature layers: {', '.join(candidates[-8:])}")
+        return layer
+    skip = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D, keras.layers.Dropout,
+            keras.layers.SpatialDropout2D)
+    current = model.get_layer(last_feature_layer_name(model))
+    while isinstance(current, skip):
+        current = _producer(current)
+    return current.name
+
+
+# --------------------------------------------------------------------------------------------
+# Array helpers shared by the methods and the scores
+# --------------------------------------------------------------------------------------------
+def upsample(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(N, h, w) maps to (N, *shape), bilinear with half-pixel centres (tf.image.resize)."""
+    import tensorflow as tf
+
+    maps = np.asarray(maps, dtype=np.float32)
+    if maps.shape[1:] == tuple(shape):
+        return maps
+    return tf.image.resize(maps[..., None], tuple(shape), method="bilinear").numpy()[..., 0]
+
+
+def normalise(maps: np.ndarray) -> np.ndarray:
+    """Each map scaled to [0, 1] (min to 0, max to 1); a constant map becomes all zeros."""
+    maps = np.asarray(maps, dtype=np.float32)
+    axes = tuple(range(1, maps.ndim))
+    lo, hi = maps.min(axis=axes, keepdims=True), maps.max(axis=axes, keepdims=True)
+    span = hi - lo
+    return np.where(span > 0, (maps - lo) / np.where(span > 0, span, 1), 0).astype(np.float32)
+
+
+def blur(images: np.ndarray, sigma_fraction: float = BLUR_SIGMA_FRACTION) -> np.ndarray:
+    """The blurred baseline (N, S, S, C): the lesion is gone, the local intensity stays."""
+    from scipy import ndimage as ndi
+
+    images = np.asarray(images, dtype=np.float32)
+    sigma = sigma_fraction * images.shape[1]
+    return ndi.gaussian_filter(images, sigma=(0, sigma, sigma, 0), mode="nearest")
+
+
+def to_model_input(images: Sequence[np.ndarray], size: int, channels: int) -> np.ndarray:
+    """uint8 grayscale images -> float32 (N, size, size, channels) as lib.data's pipeline makes.
+
+    Same resize (antialiased bilinear), clip and grey-to-RGB as ``lib.data.make_dataset``, for
+    images that exist only in memory (the phantom's healthy twins).
+    """
+    import tensorflow as tf
+
+    out = np.zeros((len(images), size, size, channels), dtype=np.float32)
+    for i, image in enumerate(images):
+        x = tf.cast(np.asarray(image)[..., None], tf.float32)
+        x = tf.clip_by_value(tf.image.resize(x, (size, size), antialias=True), 0.0, 255.0)
+        out[i] = np.repeat(x.numpy(), channels, axis=-1) if channels == 3 else x.numpy()
+    return out
+
+
+_FORWARD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _forward(model: Any) -> Any:
+    """The model's inference pass as one compiled tf.function per model (about 2x eager speed)."""
+    import tensorflow as tf
+
+    if model not in _FORWARD:
+        ref = weakref.ref(model)  # a strong reference here would keep the key alive forever
+        spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)  # one trace per model
+        _FORWARD[model] = tf.function(lambda x: ref()(x, training=False), input_signature=[spec])
+    return _FORWARD[model]
+
+
+def predict_probs(model: Any, images: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.ndarray:
+    """Softmax scores of many images, in inference mode, without Keras's progress output."""
+    forward = _forward(model)
+    out = [np.asarray(forward(np.asarray(images[i:i + batch_size], dtype=np.float32)))
+           for i in range(0, len(images), batch_size)]
+    n_out = int(model.output_shape[-1])
+    return np.concatenate(out).astype(np.float64) if out else np.zeros((0, n_out))
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """No progress bars from model.predict and no input-structure warnings from tf-keras-vis."""
+    import keras
+    import tensorflow as tf
+
+    was, level = keras.utils.is_interactive_logging_enabled(), tf.get_logger().level
+    keras.utils.disable_interactive_logging()
+    tf.get_logger().setLevel("ERROR")  # Score-CAM's predict calls retrace on new batch sizes
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The structure of `inputs`")
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            yield
+    finally:
+        tf.get_logger().setLevel(level)
+        if was:
+            keras.utils.enable_interactive_logging()
+
+
+@contextmanager
+def _numpy_seed(seed: int) -> Iterator[None]:
+    """tf-keras-vis draws SmoothGrad noise from numpy's global state: seed it, then restore it."""
+    state = np.random.get_state()  # noqa: NPY002  (the library reads the legacy global state)
+    np.random.seed(seed % 2**32)  # noqa: NPY002
+    try:
+        yield
+    finally:
+        np.random.set_state(state)  # noqa: NPY002
+
+
+# --------------------------------------------------------------------------------------------
+# Occlusion sensitivity (ours, batched)
+# --------------------------------------------------------------------------------------------
+def occlusion_starts(size: int, patch: int, stride: int) -> list[int]:
+    """Top-left offsets along one side; the last patch is moved in so the border is covered."""
+    if patch > size:
+        raise ValueError(f"occlusion_patch {patch} is larger than the {size}-pixel model input")
+    starts = list(range(0, size - patch + 1, stride))
+    if starts[-1] != size - patch:
+        starts.append(size - patch)
+    return starts
+
+
+def occlusion_maps(model: Any, images: np.ndarray, targets: np.ndarray, patch: int = 8,
+                   stride: int = 4, baseline: np.ndarray | None = None,
+                   max_copies: int = OCCLUSION_COPIES) -> np.ndarray:
+    """Drop of the target class's probability when a patch is replaced by the baseline.
+
+    Each pixel gets the mean drop over the patches covering it (Zeiler & Fergus 2014); negative
+    means (the patch was evidence *against* the class) are clipped to 0, as CAMs are. All
+    occluded copies of a group of images go through the model in a few predict calls.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    targets = np.asarray(targets, dtype=np.int64)
+    n, size = images.shape[0], images.shape[1]
+    starts = occlusion_starts(size, patch, stride)
+    cover = np.zeros((len(starts) ** 2, size, size), dtype=bool)
+    for k, (r, c) in enumerate((r, c) for r in starts for c in starts):
+        cover[k, r:r + patch, c:c + patch] = True
+    counts = cover.sum(axis=0)
+    baseline = blur(images) if baseline is None else np.asarray(baseline, dtype=np.float32)
+    base = predict_probs(model, images)[np.arange(n), targets]
+    per = max(1, max_copies // len(cover))
+    heat = np.zeros((n, size, size), dtype=np.float64)
+    for i in range(0, n, per):
+        x, b, t = images[i:i + per], baseline[i:i + per], targets[i:i + per]
+        copies = np.where(cover[None, :, :, :, None], b[:, None], x[:, None])
+        probs = predict_probs(model, copies.reshape(-1, *images.shape[1:]))
+        probs = probs.reshape(len(x), len(cover), -1)[np.arange(len(x)), :, t]
+        drop = base[i:i + per, None] - probs
+        heat[i:i + per] = np.tensordot(drop, cover, axes=(1, 0)) / np.maximum(counts, 1)
+    return normalise(np.maximum(heat, 0))
+
+
+# --------------------------------------------------------------------------------------------
+# tf-keras-vis methods
+# --------------------------------------------------------------------------------------------
+def logits_twin(model: Any) -> Any:
+    """A clone of `model` with the same weights whose output layer is linear (ReplaceToLinear)."""
+    import keras
+    from tf_keras_vis.utils.model_modifiers import ReplaceToLinear
+
+    twin = keras.models.clone_model(model)
+    twin.set_weights(model.get_weights())
+    ReplaceToLinear()(twin)
+    return twin
+
+
+class Explainer:
+    """Saliency maps of one model at one target layer.
+
+    Builds the logits twin and the tf-keras-vis objects once, then explains any number of
+    batches; ``maps(images, targets, method)`` is the one call the study makes.
+    """
+
+    def __init__(self, model: Any, layer: str = "auto", cfg: SaliencyConfig | None = None):
+        self.model = model
+        self.layer = target_layer(model, layer)
+        self.cfg = cfg or SaliencyConfig()
+        self.size = int(model.input_shape[1])
+        self._linear = logits_twin(model)
+        self._vis: dict[str, Any] = {}
+
+    def _visualiser(self, method: str) -> Any:
+        from tf_keras_vis.gradcam import Gradcam
+        from tf_keras_vis.gradcam_plus_plus import GradcamPlusPlus
+        from tf_keras_vis.saliency import Saliency
+        from tf_keras_vis.scorecam import Scorecam
+
+        kinds = {"gradcam": Gradcam, "gradcam++": GradcamPlusPlus, "scorecam": Scorecam,
+                 "smoothgrad": Saliency}
+        if method not in self._vis:
+            self._vis[method] = kinds[method](self._linear, clone=False)
+        return self._vis[method]
+
+    def maps(self, images: np.ndarray, targets: np.ndarray, method: str) -> np.ndarray:
+        """(N, S, S) maps in [0, 1] at input size S for the target class of each image."""
+        if method not in METHODS:
+            raise ValueError(f"unknown saliency method {method!r}; choose from {METHODS}")
+        images = np.asarray(images, dtype=np.float32)
+        targets = np.asarray(targets, dtype=np.int64)
+        if images.ndim != 4 or images.shape[1:] != tuple(self.model.input_shape[1:]):
+            raise ValueError(f"images of shape {images.shape} do not fit the model's input "
+                             f"{self.model.input_shape}")
+        if len(targets) != len(images):
+            raise ValueError(f"{len(targets)} targets for {len(images)} images")
+        if not len(images):
+            return np.zeros((0, self.size, self.size), dtype=np.float32)
+        if method == "occlusion":
+            return occlusion_maps(self.model, images, targets, self.cfg.occlusion_patch,
+                                  self.cfg.occlusion_stride)
+        # Score-CAM masks each image once per kept channel; tf-keras-vis keeps the union of the
+        # images' top channels, so small groups keep that union (and the copies) small.
+        step = max(1, 256 // self.cfg.score_cam_max_n) if method == "scorecam" \
+            else self.cfg.batch_size
+        return np.concatenate([self._batch(method, images[i:i + step], targets[i:i + step], i)
+                               for i in range(0, len(images), step)])
+
+    def _batch(self, method: str, x: np.ndarray, t: np.ndarray, offset: int) -> np.ndarray:
+        from tf_keras_vis.utils.scores import CategoricalScore
+
+        vis, score = self._visualiser(method), CategoricalScore(t.tolist())
+        with _quiet():
+            if method == "smoothgrad":
+                with _numpy_seed(self.cfg.seed * 1_000_003 + offset):
+                    grads = vis(score, x, smooth_samples=self.cfg.smooth_samples,
+                                smooth_noise=self.cfg.smooth_noise, normalize_map=False)
+                return normalise(grads)
+            options: dict[str, Any] = {"penultimate_layer": self.layer,
+                                       "seek_penultimate_conv_layer": False,
+                                       "expand_cam": False, "normalize_cam": False}
+            if method == "scorecam":
+                channels = int(self.model.get_layer(self.layer).output.shape[-1])
+                options["max_N"] = min(self.cfg.score_cam_max_n, channels)
+                options["batch_size"] = PREDICT_BATCH
+            cam = np.asarray(vis(score, x, **options), dtype=np.float32)
+        return normalise(upsample(np.maximum(cam, 0), (self.size, self.size)))
+
+
+# --------------------------------------------------------------------------------------------
+# Per-block activation maps (scratch CNN) and weight randomisation (sanity check)
+# --------------------------------------------------------------------------------------------
+def block_layers(model: Any) -> list[str]:
+    """The scratch CNN's ``block<i>_relu`` layers in depth order (empty for other models)."""
+    found = [(int(m.group(1)), layer.name) for layer in model.layers
+             if (m := BLOCK_LAYER.match(layer.name))]
+    return [name for _, name in sorted(found)]
+
+
+def block_maps(model: Any, images: np.ndarray) -> dict[str, np.ndarray]:
+    """Mean activation over channels of each block, at input size, each map in [0, 1].
+
+    What each depth responds to, class-independent: edges and tissue borders early, larger
+    structures (ideally the lesion) late.
+    """
+    import keras
+
+    names = block_layers(model)
+    if not names:
+        raise ValueError(f"model {model.name!r} has no block<i>_relu layers: per-block maps are "
+                         "for the scratch CNN")
+    probe = keras.Model(model.input, [model.get_layer(n).output for n in names])
+    size = int(model.input_shape[1])
+    outputs = probe(np.asarray(images, dtype=np.float32), training=False)
+    return {name: normalise(upsample(np.asarray(out).mean(axis=-1), (size, size)))
+            for name, out in zip(names, outputs, strict=True)}
+
+
+def randomised_copy(model: Any, n_layers: int, seed: int) -> tuple[Any, list[str]]:
+    """A copy whose top `n_layers` layers with weights are scrambled (cascading, from the output).
+
+    Each weight tensor's values are permuted at random (Adebayo et al. 2018 re-initialise; a
+    permutation keeps each tensor's scale, so a map cannot change merely because activations
+    blew up or vanished, and keeps BN variances positive). Returns the copy and the layer names.
+    """
+    import keras
+
+    _check_int("sanity_layers", n_layers, 1)
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    rng = np.random.default_rng(seed)
+    layers = [layer for layer in reversed(copy.layers) if layer.weights][:n_layers]
+    for layer in layers:
+        for weight in layer.weights:
+            values = np.asarray(weight.numpy())
+            weight.assign(rng.permutation(values.ravel()).reshape(values.shape))
+    return copy, [layer.name for layer in layers]

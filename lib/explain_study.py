@@ -1,0 +1,614 @@
+"""The explain stage: every trained model explained and measured on the test split.
+
+For each model (lib.predict.find_models): its test predictions, saliency maps by every method
+(lib.explain), their localisation against the lesion masks, faithfulness and sanity scores
+(lib.localise), the healthy-twin shortcut control and what the figures need; ``summary`` turns
+the results into ``reports/metrics/explain.json``.
+
+Which images each part uses (sized so that the default profile stays within minutes on 2 cores):
+- Grad-CAM and Grad-CAM++ (cheap): every tumour test image with a mask;
+- Score-CAM, SmoothGrad, occlusion and the faithfulness curves: a seeded sample of
+  ``sample_size`` of those images, stratified by class; every method's maps exist on the sample,
+  so methods compare like with like there; the sanity check re-explains ``sanity_size`` of them;
+- the shortcut control: the healthy twin of every tumour test image (phantom data only): same
+  anatomy, pose, sequence, bias and noise, no lesion. The share still called a tumour is the
+  shortcut rate; beside it, the share of real healthy test scans called a tumour, the rate a
+  lesion-reading model would also show on the twins (see ``shortcut_rate``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import localise
+from .data import (
+    DataError,
+    class_names,
+    load_arrays,
+    load_image,
+    load_manifest,
+    load_mask,
+    split_frame,
+)
+from .explain import (
+    CHEAP_METHODS,
+    METHODS,
+    Explainer,
+    SaliencyConfig,
+    block_layers,
+    block_maps,
+    blur,
+    parse_class_index,
+    parse_methods,
+    predict_probs,
+    randomised_copy,
+    resolve_targets,
+    to_model_input,
+)
+
+TARGET_POINTING_GAME = 0.7
+TARGET_SHORTCUT_RATE = 0.1
+TARGET_METHOD = "gradcam"
+EXCESS_MARGIN = 0.1  # twins called a tumour this much more often than healthy scans: a shortcut
+DIGITS = 4
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ExplainConfig:
+    """The notebook's parameters, checked (methods may be a comma string: DVC passes no lists)."""
+
+    methods: tuple[str, ...] = METHODS
+    method: str = "gradcam"  # the one shown in the per-class galleries
+    layer: str = "auto"
+    class_index: str | int = "predicted"  # predicted | true | a class number
+    sample_size: int = 48
+    sanity_size: int = 16  # images of the sample the sanity check re-explains
+    iou_threshold: float = 0.5
+    bootstrap_resamples: int = 1000
+    sanity_layers: int = 3
+    faithfulness_steps: int = 20
+    gallery_per_class: int = 4
+    seed: int = 42
+    saliency: SaliencyConfig = field(default_factory=SaliencyConfig)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "methods", tuple(parse_methods(self.methods)))
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        object.__setattr__(self, "class_index", parse_class_index(self.class_index))
+        if not isinstance(self.layer, str) or not self.layer.strip():
+            raise ValueError(f"layer must be 'auto' or a layer name, got {self.layer!r}")
+        for name, low in (("sample_size", 1), ("sanity_size", 1), ("bootstrap_resamples", 1),
+                          ("sanity_layers", 1),
+                          ("faithfulness_steps", 2), ("gallery_per_class", 1), ("seed", 0)):
+            _check_int(name, getattr(self, name), low)
+        t = self.iou_threshold
+        if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t < 1:
+            raise ValueError(f"iou_threshold must be a number in (0, 1), got {t!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# The test images, their masks and the sample
+# --------------------------------------------------------------------------------------------
+def stratified_sample(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Sorted positions of `size` items, classes taking turns (each shuffled with the seed)."""
+    rng = np.random.default_rng(seed)
+    queues = [list(rng.permutation(np.flatnonzero(labels == c))) for c in np.unique(labels)]
+    picked: list[int] = []
+    while len(picked) < min(size, len(labels)):
+        for queue in queues:
+            if queue and len(picked) < size:
+                picked.append(int(queue.pop(0)))
+    return np.sort(np.asarray(picked, dtype=np.int64))
+
+
+@dataclass
+class TestImages:
+    """The test split as the explanations need it: pixels, masks, tumour rows and the sample."""
+
+    frame: pd.DataFrame
+    names: list[str]
+    raw_dir: Path
+    images: list[np.ndarray]  # uint8 at file size, for the figures
+    masks: list[np.ndarray]  # bool at file size; all False without a lesion
+    tumour: np.ndarray  # rows with a non-empty mask
+    sample: np.ndarray  # rows of the seeded, stratified sample
+    skipped: dict[str, str]
+    _inputs: dict[tuple[int, int], np.ndarray] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def load(cls, manifest_path: Path | str, raw_dir: Path | str, sample_size: int,
+             seed: int) -> TestImages:
+        manifest = load_manifest(Path(manifest_path))
+        frame = split_frame(manifest, "test")
+        images = [load_image(Path(raw_dir), p) for p in frame["path"]]
+        masks = [load_mask(Path(raw_dir), m, img.shape) for m, img in zip(frame["mask"], images,
+                                                                           strict=True)]
+        tumour = np.flatnonzero([m.any() for m in masks])
+        skipped = {}
+        if not len(tumour):
+            skipped["localisation"] = (
+                "no test image has a non-empty lesion mask (<name>_mask.png beside the image), "
+                "so pointing game, energy-in-mask and IoU cannot be measured; faithfulness, "
+                "sanity and the galleries use all test images")
+        pool = tumour if len(tumour) else np.arange(len(frame))
+        sample = pool[stratified_sample(frame["label"].to_numpy()[pool], sample_size, seed)]
+        return cls(frame, class_names(manifest), Path(raw_dir), images, masks, tumour, sample,
+                   skipped)
+
+    def inputs(self, size: int, channels: int) -> np.ndarray:
+        """The exact model inputs (lib.data's pipeline), once per (size, channels)."""
+        if (size, channels) not in self._inputs:
+            self._inputs[(size, channels)] = load_arrays(
+                self.frame, self.raw_dir, image_size=size, n_classes=len(self.names),
+                channels=channels)[0]
+        return self._inputs[(size, channels)]
+
+
+# --------------------------------------------------------------------------------------------
+# Shortcut control: the phantom's healthy twins
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Twins:
+    """Healthy twins of the tumour test images (rows of TestImages.frame) and the healthy class."""
+
+    rows: np.ndarray
+    images: list[np.ndarray]
+    healthy: str
+
+
+def phantom_config(params_path: Path | str) -> Any:
+    """The PhantomConfig params.yaml describes (the data/raw a `make repro` generates)."""
+    from .config import load_params
+    from .phantom import PhantomConfig
+
+    return PhantomConfig.from_params(load_params(params_path)["phantom"])
+
+
+def _twin_index(path: str) -> int:
+    stem = Path(path).stem
+    try:
+        return int(stem.rsplit("_", 1)[1])
+    except (IndexError, ValueError) as err:
+        raise DataError(f"{path}: not a phantom file name (<class>_<index>.png)") from err
+
+
+def twin_check(test: TestImages, expected: Any) -> str | None:
+    """Why healthy twins cannot be made for this data (None when they can).
+
+    Twins are only the test images' twins when data/raw is the phantom generated with exactly
+    these parameters: its phantom.json must record them, and one tumour image must regenerate
+    bit for bit (the generator's code has not changed since).
+    """
+    from .phantom import CLASSES, MANIFEST, TUMOUR_CLASSES, render_case
+
+    if expected is None:
+        return "no phantom parameters given (params_path is None): twins need them"
+    provenance = test.raw_dir / MANIFEST
+    if not provenance.is_file():
+        return (f"{provenance} does not exist: the data is not the phantom, and real scans have "
+                "no healthy twins")
+    recorded = json.loads(provenance.read_text()).get("config", {})
+    wanted = {**asdict(expected), "lesion_fraction": list(expected.lesion_fraction)}
+    differ = sorted(k for k in wanted if recorded.get(k) != wanted[k])
+    if differ:
+        pairs = ", ".join(f"{k}={recorded.get(k)!r} (params: {wanted[k]!r})" for k in differ)
+        return f"{provenance} was generated with other parameters: {pairs}"
+    if set(test.names) - set(CLASSES):
+        return f"classes {test.names} are not the phantom's {list(CLASSES)}"
+    rows = [i for i, c in enumerate(test.frame["class"]) if c in TUMOUR_CLASSES]
+    if not rows:
+        return "no tumour test images"
+    row = test.frame.iloc[rows[0]]
+    image = render_case(expected, row["source_split"], row["class"], _twin_index(row["path"]))[0]
+    if image.shape != test.images[rows[0]].shape or not np.array_equal(image,
+                                                                     test.images[rows[0]]):
+        return (f"{row['path']} does not regenerate bit for bit from the phantom parameters "
+                "(lib.phantom changed since data/raw was generated): twins would not match")
+    return None
+
+
+def healthy_twins(test: TestImages, expected: Any) -> tuple[Twins | None, str | None]:
+    """(twins, None), or (None, the reason they cannot be made)."""
+    from .phantom import CLASSES, TUMOUR_CLASSES, healthy_twin
+
+    reason = twin_check(test, expected)
+    if reason:
+        return None, reason
+    rows = np.flatnonzero(test.frame["class"].isin(TUMOUR_CLASSES).to_numpy())
+    images = [healthy_twin(expected, test.frame.iloc[i]["source_split"],
+                           test.frame.iloc[i]["class"], _twin_index(test.frame.iloc[i]["path"]))
+              for i in rows]
+    healthy = next(c for c in CLASSES if c not in TUMOUR_CLASSES)
+    return Twins(rows, images, healthy), None
+
+
+def shortcut_rate(predicted: list[str], classes: list[str], healthy: str,
+                  healthy_predicted: list[str] | None = None) -> dict[str, Any]:
+    """Share of healthy twins called a tumour class, overall and by the original image's class.
+
+    With `healthy_predicted` (the predictions for the real healthy test images) also the share
+    of those called a tumour (`healthy_rate`) and the difference (`excess`). A model that reads
+    the lesion calls a twin a tumour about as often as a real healthy scan, since both are
+    lesion-free; one that reads a class-linked nuisance (slice level, image size) calls the
+    twins, which keep their tumour class's nuisance, a tumour far more often.
+    """
+    called = np.asarray([p != healthy for p in predicted], dtype=float)
+    frame = pd.DataFrame({"cls": classes, "called": called})
+    rate = float(called.mean()) if len(called) else 0.0
+    out: dict[str, Any] = {"rate": rate, "n": len(called),
+                           "per_class": {str(c): float(g["called"].mean())
+                                         for c, g in frame.groupby("cls", sort=True)}}
+    if healthy_predicted:
+        healthy_rate = float(np.mean([p != healthy for p in healthy_predicted]))
+        out.update(healthy_rate=healthy_rate, n_healthy=len(healthy_predicted),
+                   excess=rate - healthy_rate)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# One model
+# --------------------------------------------------------------------------------------------
+@dataclass
+class ModelExplanation:
+    """Everything measured for one model: `metrics` goes to the json, the rest to the figures."""
+
+    key: str
+    size: int  # model input side (pixels)
+    layer: str
+    accuracy: float
+    metrics: dict[str, Any]
+    predicted: np.ndarray
+    probs: np.ndarray
+    curves: dict[str, tuple[np.ndarray, np.ndarray]]
+    gallery: list[tuple[int, bool, np.ndarray]]  # (row, correct, map) per class in turn
+    showcase: np.ndarray  # rows shown under every method
+    showcase_maps: dict[str, np.ndarray]
+    blocks: dict[str, np.ndarray] | None
+    seconds: float
+
+
+def gallery_rows(labels: np.ndarray, predicted: np.ndarray, per_class: int, seed: int
+                 ) -> list[tuple[int, bool]]:
+    """Per class: up to half wrongly classified images, the rest correct (seeded choice)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for c in np.unique(labels):
+        right = np.flatnonzero((labels == c) & (predicted == c))
+        wrong = np.flatnonzero((labels == c) & (predicted != c))
+        n_wrong = min(len(wrong), max(per_class // 2, per_class - len(right)))
+        n_right = min(len(right), per_class - n_wrong)
+        out += [(int(i), True) for i in np.sort(rng.choice(right, n_right, replace=False))]
+        out += [(int(i), False) for i in np.sort(rng.choice(wrong, n_wrong, replace=False))]
+    return out
+
+
+def _faithfulness(model: Any, x: np.ndarray, targets: np.ndarray,
+                  maps: dict[str, np.ndarray], steps: int
+                  ) -> tuple[dict[str, Any], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    baseline = blur(x)
+    scores, curves = {}, {}
+    for method, m in maps.items():
+        deletion, insertion = localise.deletion_insertion(model, x, m, targets, baseline, steps)
+        scores[method] = {"deletion_auc": float(localise.curve_auc(deletion).mean()),
+                          "insertion_auc": float(localise.curve_auc(insertion).mean()),
+                          "n": len(x)}
+        curves[method] = (deletion.mean(axis=0), insertion.mean(axis=0))
+    return scores, curves
+
+
+def _maps_and_localisation(explainer: Explainer, x: np.ndarray, targets: np.ndarray,
+                           test: TestImages, cfg: ExplainConfig
+                           ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Every method's maps on the sample, and its localisation scores where masks exist."""
+    classes = test.frame["class"].to_numpy()
+    on_sample, localisation = {}, {}
+    for method in cfg.methods:
+        cheap = len(test.tumour) > 0 and method in CHEAP_METHODS
+        rows = test.tumour if cheap else test.sample
+        maps = explainer.maps(x[rows], targets[rows], method)
+        on_sample[method] = maps[np.searchsorted(rows, test.sample)]
+        if len(test.tumour):
+            table = localise.score_maps(maps, [test.masks[i] for i in rows], cfg.iou_threshold)
+            localisation[method] = localise.summarise(table, list(classes[rows]),
+                                                      cfg.bootstrap_resamples, cfg.seed)
+    return on_sample, localisation
+
+
+def _sanity(explainer: Explainer, x: np.ndarray, targets: np.ndarray, labels: np.ndarray,
+            on_sample: dict[str, np.ndarray], cfg: ExplainConfig
+            ) -> tuple[dict[str, Any], list[str]]:
+    """Trained vs top-layers-scrambled maps on `sanity_size` sample images (x etc. = sample)."""
+    randomised, scrambled = randomised_copy(explainer.model, cfg.sanity_layers, cfg.seed)
+    rand_explainer = Explainer(randomised, explainer.layer, cfg.saliency)
+    few = stratified_sample(labels, cfg.sanity_size, cfg.seed)
+    return {m: localise.sanity(maps[few], rand_explainer.maps(x[few], targets[few], m))
+            for m, maps in on_sample.items()}, scrambled
+
+
+def _shortcut(model: Any, test: TestImages, predicted: np.ndarray, twins: Twins | None,
+              twins_reason: str | None) -> dict[str, Any]:
+    if twins is None:
+        return {"skipped": twins_reason or "no healthy twins"}
+    from .predict import input_spec
+
+    names, classes = test.names, test.frame["class"].to_numpy()
+    on_twins = predict_probs(model, to_model_input(twins.images, *input_spec(model)))
+    return shortcut_rate([names[k] for k in on_twins.argmax(axis=1)], list(classes[twins.rows]),
+                         twins.healthy, [names[k] for k in predicted[classes == twins.healthy]])
+
+
+def explain_model(model: Any, key: str, test: TestImages, cfg: ExplainConfig,
+                  twins: Twins | None = None, twins_reason: str | None = None
+                  ) -> ModelExplanation:
+    """Predict, explain with every method, score the maps and run the controls for one model."""
+    from .predict import input_spec
+    from .train import seed_everything
+
+    start = time.perf_counter()
+    seed_everything(cfg.seed)
+    if int(model.output_shape[-1]) != len(test.names):
+        raise DataError(f"{key} predicts {model.output_shape[-1]} classes but the manifest has "
+                        f"{len(test.names)}; retrain it on this dataset")
+    size, channels = input_spec(model)
+    x = test.inputs(size, channels)
+    probs = predict_probs(model, x)
+    predicted, labels = probs.argmax(axis=1), test.frame["label"].to_numpy()
+    targets = resolve_targets(cfg.class_index, labels, predicted, len(test.names))
+    explainer = Explainer(model, cfg.layer, cfg.saliency)
+    on_sample, localisation = _maps_and_localisation(explainer, x, targets, test, cfg)
+    s = test.sample
+    faithfulness, curves = _faithfulness(model, x[s], targets[s], on_sample,
+                                         cfg.faithfulness_steps)
+    sanity, scrambled = _sanity(explainer, x[s], targets[s], labels[s], on_sample, cfg)
+
+    gallery = gallery_rows(labels, predicted, cfg.gallery_per_class, cfg.seed)
+    g_rows = np.asarray([r for r, _ in gallery], dtype=np.int64)
+    g_maps = explainer.maps(x[g_rows], targets[g_rows], cfg.method)
+    showcase = np.sort(pd.Series(s).groupby(labels[s]).first().to_numpy())  # one per class
+    metrics = {
+        "layer": explainer.layer,
+        "layer_grid": [int(d) for d in model.get_layer(explainer.layer).output.shape[1:3]],
+        "accuracy": float((predicted == labels).mean()),
+        "localisation": localisation or {"skipped": test.skipped.get("localisation", "")},
+        "faithfulness": faithfulness, "sanity": sanity, "randomised_layers": scrambled,
+        "shortcut": _shortcut(model, test, predicted, twins, twins_reason),
+    }
+    return ModelExplanation(
+        key, size, explainer.layer, metrics["accuracy"], metrics, predicted, probs, curves,
+        [(r, ok, m) for (r, ok), m in zip(gallery, g_maps, strict=True)], showcase,
+        {m: v[np.searchsorted(s, showcase)] for m, v in on_sample.items()},
+        block_maps(model, x[showcase]) if block_layers(model) else None,
+        time.perf_counter() - start)
+
+
+def explain_all(models: list[Any], test: TestImages, cfg: ExplainConfig,
+                twins: Twins | None, twins_reason: str | None, progress: bool = True
+                ) -> tuple[dict[str, ModelExplanation], dict[str, str]]:
+    """Every model (lib.predict.TrainedModel) explained; a model without the asked-for layer is
+    skipped with the reason (an error when no model has it)."""
+    from .predict import load
+
+    iterator: Any = models
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(models, desc="explain", unit="model")
+    results, skipped = {}, {}
+    for tm in iterator:
+        model = load(tm)
+        try:
+            results[tm.key] = explain_model(model, tm.key, test, cfg, twins, twins_reason)
+        except ValueError as err:
+            if cfg.layer == "auto" or f"named {cfg.layer!r}" not in str(err):
+                raise
+            skipped[tm.key] = str(err)
+    if not results:
+        raise ValueError(f"no model has a layer named {cfg.layer!r}: {skipped}")
+    return results, skipped
+
+
+# --------------------------------------------------------------------------------------------
+# The metrics json
+# --------------------------------------------------------------------------------------------
+def _rounded(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _rounded(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return round(float(value), DIGITS)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
+
+
+def target_check(best: ModelExplanation) -> dict[str, Any]:
+    """The study's target for the best model, met or not, with the measured numbers and why."""
+    loc = best.metrics["localisation"].get(TARGET_METHOD, {})
+    pg = loc.get("pointing_game", {}).get("value") if isinstance(loc, dict) else None
+    rate = best.metrics["shortcut"].get("rate")
+    notes = []
+    if pg is None:
+        notes.append("Grad-CAM's pointing game was not measured ("
+                     + (best.metrics["localisation"].get("skipped")
+                        or "gradcam is not among the methods") + ")")
+    elif pg < TARGET_POINTING_GAME:
+        h, w = best.metrics["layer_grid"]
+        notes.append(
+            f"Grad-CAM's maximum falls inside the lesion on {pg:.0%} of tumour test images "
+            f"(target {TARGET_POINTING_GAME:.0%}); likely reason: the best model (test accuracy "
+            f"{best.accuracy:.2f}) has not learnt to rely on the lesion, and its map at "
+            f"{best.layer} is a grid of {h}x{w} cells of {best.size // max(h, 1)} pixels "
+            "while lesions cover 1-10 % of the brain")
+    if rate is None:
+        notes.append(f"the shortcut control was skipped ({best.metrics['shortcut']['skipped']})")
+    elif rate > TARGET_SHORTCUT_RATE:
+        note = (f"{rate:.0%} of healthy twins are still called a tumour (target <= "
+                f"{TARGET_SHORTCUT_RATE:.0%})")
+        healthy = best.metrics["shortcut"].get("healthy_rate")
+        if healthy is not None and rate - healthy < EXCESS_MARGIN:
+            note += (f", about as many as real healthy test scans ({healthy:.0%}): the model "
+                     "rarely recognises a healthy brain, rather than reading a shortcut")
+        elif healthy is not None:
+            note += (f", {100 * (rate - healthy):.0f} percentage points more than real healthy "
+                     f"test scans ({healthy:.0%}): the model reads something other than the "
+                     "lesion (a shortcut)")
+        notes.append(note)
+    met = pg is not None and rate is not None and pg >= TARGET_POINTING_GAME \
+        and rate <= TARGET_SHORTCUT_RATE
+    return {"pointing_game": TARGET_POINTING_GAME, "shortcut_rate": TARGET_SHORTCUT_RATE,
+            "best_pointing_game": pg, "best_shortcut_rate": rate, "met": bool(met),
+            "note": "; ".join(notes) if notes else "met"}
+
+
+def summary(results: dict[str, ModelExplanation], test: TestImages, cfg: ExplainConfig,
+            skipped: dict[str, str], twins_reason: str | None = None) -> dict[str, Any]:
+    """The explain.json payload, floats rounded (lib.train.write_json sorts the keys)."""
+    best = max(results, key=lambda k: results[k].accuracy)  # the first of equals
+    skipped = {**test.skipped, **skipped}
+    if twins_reason:
+        skipped["shortcut"] = twins_reason
+    payload = {
+        "methods": list(cfg.methods), "method": cfg.method, "layer": cfg.layer,
+        "class_index": cfg.class_index, "sample_size": len(test.sample),
+        "sanity_size": min(cfg.sanity_size, len(test.sample)),
+        "n_tumour_images": len(test.tumour),
+        "models": {k: r.metrics for k, r in results.items()},
+        "best_model": best,
+        "target": target_check(results[best]),
+        "skipped": skipped,
+    }
+    return _rounded(payload)
+
+
+# --------------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------------
+def _target_words(cfg: ExplainConfig, names: list[str]) -> str:
+    if cfg.class_index in ("predicted", "true"):
+        return f"the {cfg.class_index} class"
+    return f"class '{names[int(cfg.class_index)]}'"
+
+
+def model_figures(res: ModelExplanation, test: TestImages, cfg: ExplainConfig
+                  ) -> dict[str, Any]:
+    """{file stem: Figure} for one model: gallery, methods, blocks (scratch) and faithfulness."""
+    from . import plots
+
+    names, labels = test.names, test.frame["label"].to_numpy()
+    rows = []
+    for c, cls in enumerate(names):
+        tiles = []
+        for r, ok, saliency in res.gallery:
+            if labels[r] != c:
+                continue
+            p = int(res.predicted[r])
+            caption = f"ok {res.probs[r, p]:.2f}" if ok else f"as {names[p]} {res.probs[r, p]:.2f}"
+            tiles += [(test.images[r], None, None, caption),
+                      (test.images[r], None, test.masks[r], "mask"),
+                      (test.images[r], saliency, test.masks[r], cfg.method)]
+        rows.append((cls, tiles))
+    target = _target_words(cfg, names)
+    figures = {f"{cfg.method.replace('+', 'p')}_{res.key}": plots.saliency_mosaic(
+        rows, title=f"{res.key}: {cfg.method} of {target} at {res.layer}; per image: scan, "
+                    "lesion mask (cyan), map. Correct first, then wrong")}
+    show = [(test.images[r], test.masks[r]) for r in res.showcase]
+    showcase_names = [names[labels[r]] for r in res.showcase]
+    methods = list(res.showcase_maps)
+    figures[f"methods_{res.key}"] = plots.saliency_mosaic(
+        [(cls, [(img, None, mask, "")] + [(img, res.showcase_maps[m][k], mask, "")
+                                          for m in methods])
+         for k, (cls, (img, mask)) in enumerate(zip(showcase_names, show, strict=True))],
+        col_titles=["scan", *methods], title=f"{res.key}: every method, {target}")
+    if res.blocks:
+        figures[f"blocks_{res.key}"] = plots.saliency_mosaic(
+            [(cls, [(img, None, mask, "")] + [(img, maps[k], mask, "")
+                                              for maps in res.blocks.values()])
+             for k, (cls, (img, mask)) in enumerate(zip(showcase_names, show, strict=True))],
+            col_titles=["scan", *res.blocks], title=f"{res.key}: mean activation per block")
+    faith = res.metrics["faithfulness"]
+    figures[f"faithfulness_{res.key}"] = plots.faithfulness_curves(
+        res.curves, {m: (v["deletion_auc"], v["insertion_auc"]) for m, v in faith.items()},
+        title=f"{res.key}: deletion and insertion ({len(test.sample)} sampled test images)")
+    return figures
+
+
+def localisation_table(results: dict[str, ModelExplanation], score: str = "pointing_game"
+                       ) -> pd.DataFrame:
+    """One row per (method, model): value and CI of a localisation score."""
+    rows = [{"method": method, "model": key, "value": s[score]["value"],
+             "lo": s[score]["ci"][0], "hi": s[score]["ci"][1], "n": s["n"]}
+            for key, r in results.items()
+            for method, s in r.metrics["localisation"].items() if method != "skipped"]
+    return pd.DataFrame(rows, columns=["method", "model", "value", "lo", "hi", "n"])
+
+
+def publish_figures(results: dict[str, ModelExplanation], test: TestImages, cfg: ExplainConfig,
+                    figures_dir: Path | str | None, show: str | None = None) -> list[str]:
+    """Save every model's figures (compact PNGs) and display those of `show`; returns names."""
+    import matplotlib.pyplot as plt
+
+    from . import plots
+
+    written = []
+    for key, res in results.items():
+        for name, fig in model_figures(res, test, cfg).items():
+            if key == show:
+                plots.publish_compact(fig, name, figures_dir)
+            else:
+                if figures_dir:
+                    plots.save_compact(fig, Path(figures_dir) / f"{name}.png")
+                plt.close(fig)
+            written.append(name)
+    table = localisation_table(results)
+    if len(table):
+        chance = float(np.mean([test.masks[i].mean() for i in test.tumour]))
+        plots.publish_compact(plots.localisation_scores(table, chance=chance,
+                                                        target=TARGET_POINTING_GAME),
+                              "localisation", figures_dir)
+        written.append("localisation")
+    return written
+
+
+# --------------------------------------------------------------------------------------------
+# Tables for the notebook
+# --------------------------------------------------------------------------------------------
+def tables(results: dict[str, ModelExplanation]) -> dict[str, pd.DataFrame]:
+    """Overview, localisation, faithfulness, sanity and shortcut tables (rows: model, method)."""
+    overview, loc, faith, sanity, shortcut = [], [], [], [], []
+    for key, r in results.items():
+        m = r.metrics
+        pg = m["localisation"].get(TARGET_METHOD, {}).get("pointing_game", {}).get("value")
+        overview.append({"model": key, "test accuracy": r.accuracy, "layer": r.layer,
+                         "grid": "x".join(map(str, m["layer_grid"])),
+                         "Grad-CAM pointing game": pg, "shortcut rate": m["shortcut"].get("rate"),
+                         "seconds": round(r.seconds, 1)})
+        for method, s in m["localisation"].items():
+            if method != "skipped":
+                loc.append({"model": key, "method": method, "n": s["n"],
+                            **{k: f"{s[k]['value']:.3f} [{s[k]['ci'][0]:.3f}, "
+                                  f"{s[k]['ci'][1]:.3f}]" for k in localise.SCORES}})
+        faith += [{"model": key, "method": k, **v} for k, v in m["faithfulness"].items()]
+        sanity += [{"model": key, "method": k, **v} for k, v in m["sanity"].items()]
+        shortcut.append({"model": key, **{k: v for k, v in m["shortcut"].items()
+                                          if k != "per_class"},
+                         **m["shortcut"].get("per_class", {})})
+    index = ["model", "method"]
+    return {"overview": pd.DataFrame(overview).set_index("model"),
+            "localisation": pd.DataFrame(loc).set_index(index) if loc else pd.DataFrame(),
+            "faithfulness": pd.DataFrame(faith).set_index(index),
+            "sanity": pd.DataFrame(sanity).set_index(index),
+            "shortcut": pd.DataFrame(shortcut).set_index("model")}

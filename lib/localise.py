@@ -1,0 +1,181 @@
+"""Scores of saliency maps: against lesion masks, against the model itself, and their spread.
+
+- Localisation (tumour images with a mask): the map, made at the model's input size, is resized
+  bilinearly to the mask's size first. Pointing game: the map's maximum lies inside the mask
+  (Zhang et al. 2018, standard definition, no tolerance; an all-zero map points nowhere).
+  Energy-in-mask: the share of the map's sum inside the mask (Wang et al. 2020, Score-CAM).
+  IoU of the map thresholded at Otsu's threshold and at a fixed one with the mask.
+- Faithfulness (Petsiuk et al. 2018, RISE): delete pixels from the image in saliency order (or
+  insert them into a blurred baseline) and follow the target class's probability; a faithful
+  map makes it fall fast (small deletion AUC) and rise fast (large insertion AUC).
+- Sanity (Adebayo et al. 2018): Spearman rank correlation between the maps of the trained model
+  and of a copy with its top layers randomised; maps that barely change do not explain the model.
+- Percentile bootstrap confidence intervals over images (scipy.stats.bootstrap), seeded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .explain import normalise, predict_probs, upsample
+
+SCORES: tuple[str, ...] = ("pointing_game", "energy_in_mask", "iou_otsu", "iou_fixed")
+SANITY_MAX_SPEARMAN = 0.5  # a method passes when its maps' rank correlation falls below this
+CI_LEVEL = 0.95
+
+
+# --------------------------------------------------------------------------------------------
+# Localisation against masks
+# --------------------------------------------------------------------------------------------
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold of a map's values: the cut that maximises the between-class variance."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        return hi
+    hist, edges = np.histogram(values, bins=bins, range=(lo, hi))
+    centres = (edges[:-1] + edges[1:]) / 2
+    weight0 = np.cumsum(hist)
+    weight1 = weight0[-1] - weight0
+    sum0 = np.cumsum(hist * centres)
+    mean0 = sum0 / np.maximum(weight0, 1)
+    mean1 = (sum0[-1] - sum0) / np.maximum(weight1, 1)
+    between = weight0 * weight1 * (mean0 - mean1) ** 2
+    return float(edges[1:][int(np.argmax(between[:-1]))])
+
+
+def pointing_game(saliency: np.ndarray, mask: np.ndarray) -> bool:
+    """Whether the map's (first) maximum lies inside the mask; a flat map never hits."""
+    if saliency.max() <= saliency.min():
+        return False
+    return bool(mask.ravel()[int(np.argmax(saliency))])
+
+
+def energy_in_mask(saliency: np.ndarray, mask: np.ndarray) -> float:
+    """Share of the (non-negative) map's sum that falls inside the mask; 0 for an empty map."""
+    total = float(saliency.sum())
+    return float(saliency[mask].sum()) / total if total > 0 else 0.0
+
+
+def iou(saliency: np.ndarray, mask: np.ndarray, threshold: float) -> float:
+    """Intersection over union of {map > threshold} with the mask."""
+    region = saliency > threshold
+    union = np.logical_or(region, mask).sum()
+    return float(np.logical_and(region, mask).sum()) / float(union) if union else 0.0
+
+
+def score_maps(maps: np.ndarray, masks: Sequence[np.ndarray], iou_threshold: float = 0.5
+               ) -> pd.DataFrame:
+    """One row of localisation scores per image; maps (N, S, S) in [0, 1], masks at image size."""
+    if len(maps) != len(masks):
+        raise ValueError(f"{len(maps)} maps for {len(masks)} masks")
+    if not 0 < iou_threshold < 1:
+        raise ValueError(f"iou_threshold must be in (0, 1), got {iou_threshold}")
+    rows = []
+    for saliency, mask in zip(maps, masks, strict=True):
+        mask = np.asarray(mask, dtype=bool)
+        if not mask.any():
+            raise ValueError("an empty mask cannot be scored: pass tumour images only")
+        big = upsample(saliency[None], mask.shape)[0]
+        rows.append({"pointing_game": float(pointing_game(big, mask)),
+                     "energy_in_mask": energy_in_mask(np.maximum(big, 0), mask),
+                     "iou_otsu": iou(big, mask, otsu_threshold(big)),
+                     "iou_fixed": iou(big, mask, iou_threshold)})
+    return pd.DataFrame(rows, columns=list(SCORES))
+
+
+def bootstrap_ci(values: np.ndarray, resamples: int, seed: int,
+                 level: float = CI_LEVEL) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean over images; a single value is its own interval."""
+    from scipy import stats
+
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        raise ValueError("no values to bootstrap")
+    if len(values) < 2 or np.ptp(values) == 0:
+        return float(values.mean()), float(values.mean())
+    res = stats.bootstrap((values,), np.mean, n_resamples=int(resamples), method="percentile",
+                          confidence_level=level, rng=np.random.default_rng(seed),
+                          vectorized=True)
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def summarise(table: pd.DataFrame, classes: Sequence[str], resamples: int, seed: int
+              ) -> dict[str, Any]:
+    """Mean and CI of each score, with per-class means: one method of one model, JSON-ready."""
+    if len(table) != len(classes):
+        raise ValueError(f"{len(table)} score rows for {len(classes)} class labels")
+    out: dict[str, Any] = {"n": len(table)}
+    for score in SCORES:
+        values = table[score].to_numpy()
+        out[score] = {"value": float(values.mean()),
+                      "ci": list(bootstrap_ci(values, resamples, seed))}
+    frame = table.assign(cls=list(classes))
+    out["per_class"] = {str(cls): {**{s: float(g[s].mean()) for s in SCORES}, "n": len(g)}
+                        for cls, g in frame.groupby("cls", sort=True)}
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Faithfulness: deletion and insertion curves
+# --------------------------------------------------------------------------------------------
+def deletion_insertion(model: Any, images: np.ndarray, maps: np.ndarray, targets: np.ndarray,
+                       baseline: np.ndarray, steps: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """(deletion, insertion) curves, each (N, steps + 1): target probability after each step.
+
+    Step k removes (deletion: image -> baseline) or restores (insertion: baseline -> image) the
+    k/steps share of pixels the map ranks highest; ties keep raster order (stable sort).
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+        raise ValueError(f"faithfulness_steps must be an integer >= 2, got {steps!r}")
+    images = np.asarray(images, dtype=np.float32)
+    n, size = images.shape[0], images.shape[1]
+    if maps.shape != (n, size, size):
+        raise ValueError(f"maps {maps.shape} do not match images {images.shape[:3]}")
+    ranks = np.empty((n, size * size), dtype=np.int64)
+    order = np.argsort(-maps.reshape(n, -1), axis=1, kind="stable")
+    np.put_along_axis(ranks, order, np.arange(size * size)[None].repeat(n, 0), axis=1)
+    fractions = np.arange(steps + 1) / steps
+    # (N, steps+1, S, S): True where the pixel is among the top `fraction` of the map.
+    top = ranks.reshape(n, 1, size, size) < (fractions * size * size)[None, :, None, None]
+    curves = []
+    for start, end in ((images, baseline), (baseline, images)):
+        mixed = np.where(top[..., None], end[:, None], start[:, None])
+        probs = predict_probs(model, mixed.reshape(-1, *images.shape[1:]))
+        probs = probs.reshape(n, steps + 1, -1)
+        curves.append(np.take_along_axis(probs, targets[:, None, None], axis=2)[..., 0])
+    return curves[0], curves[1]
+
+
+def curve_auc(curves: np.ndarray) -> np.ndarray:
+    """Area under each curve over the removed/inserted share 0..1 (trapezoid rule)."""
+    curves = np.asarray(curves, dtype=np.float64)
+    x = np.linspace(0, 1, curves.shape[1])
+    return np.trapezoid(curves, x, axis=1)
+
+
+# --------------------------------------------------------------------------------------------
+# Sanity: do the maps depend on the weights?
+# --------------------------------------------------------------------------------------------
+def map_spearman(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Spearman correlation of each pair of maps; a constant map shares no ranking (0)."""
+    from scipy import stats
+
+    if first.shape != second.shape:
+        raise ValueError(f"map shapes differ: {first.shape} vs {second.shape}")
+    out = np.zeros(len(first))
+    for i, (a, b) in enumerate(zip(first, second, strict=True)):
+        if np.ptp(a) > 0 and np.ptp(b) > 0:
+            out[i] = stats.spearmanr(a.ravel(), b.ravel()).statistic
+    return out
+
+
+def sanity(trained: np.ndarray, randomised: np.ndarray,
+           max_spearman: float = SANITY_MAX_SPEARMAN) -> dict[str, Any]:
+    """Mean Spearman correlation over images and whether it is low enough to pass."""
+    rho = float(map_spearman(normalise(trained), normalise(randomised)).mean())
+    return {"spearman": rho, "passed": bool(rho < max_spearman), "n": len(trained)}

@@ -1,0 +1,517 @@
+"""Explanations that are measured: saliency methods, their scores and the shortcut control.
+
+The core fixture is a small CNN trained in seconds to find a bright square in noise: there the
+right answer is known, so Grad-CAM must point inside the square, occlusion must agree, deletion
+must hurt faster than insertion helps, and the maps must change when the weights are scrambled.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lib import explain, localise
+from lib import explain_study as es
+from tests.conftest import REPO
+
+SIZE = 32
+SQUARE = 6
+
+
+def square_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Noise images; every second one has a bright SQUARE-pixel square at a random place."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 120, size=(n, SIZE, SIZE, 1)).astype(np.float32)
+    y = np.arange(n) % 2
+    masks = np.zeros((n, SIZE, SIZE), dtype=bool)
+    for i in np.flatnonzero(y):
+        r, c = rng.integers(0, SIZE - SQUARE + 1, size=2)
+        x[i, r:r + SQUARE, c:c + SQUARE, 0] = 255.0
+        masks[i, r:r + SQUARE, c:c + SQUARE] = True
+    return x, y, masks
+
+
+@pytest.fixture(scope="module")
+def square():
+    """(model, images with a square, their masks): a 2-block scratch CNN, seeded, ~3 s."""
+    import keras
+
+    from lib.models import ScratchConfig, build_scratch
+    from lib.train import seed_everything
+
+    seed_everything(0)
+    x, y, _ = square_images(512, seed=0)
+    model = build_scratch((SIZE, SIZE, 1), 2, ScratchConfig(blocks=2, filters=8, dense_units=16))
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    model.fit(x, y, batch_size=32, epochs=4, verbose=0)
+    xt, yt, mt = square_images(64, seed=1)
+    assert (explain.predict_probs(model, xt).argmax(axis=1) == yt).mean() >= 0.95
+    return model, xt[yt == 1], mt[yt == 1]
+
+
+def ones(x: np.ndarray) -> np.ndarray:
+    return np.ones(len(x), dtype=np.int64)
+
+
+# ---- the bright square ---------------------------------------------------------------------
+def test_gradcam_points_inside_the_square(square):
+    model, x, masks = square
+    maps = explain.Explainer(model).maps(x, ones(x), "gradcam")
+    scores = localise.score_maps(maps, masks)
+    assert scores["pointing_game"].mean() == 1.0
+    assert scores["energy_in_mask"].mean() > 0.5
+    assert scores["iou_otsu"].mean() > 0.2
+
+
+def test_occlusion_agrees(square):
+    """A patch the size of the square; a smaller one leaves the max-pooled detector enough of
+    the square to fire on, a larger one spreads the drop over the square's surroundings."""
+    model, x, masks = square
+    cfg = explain.SaliencyConfig(occlusion_patch=SQUARE, occlusion_stride=2)
+    maps = explain.Explainer(model, cfg=cfg).maps(x, ones(x), "occlusion")
+    scores = localise.score_maps(maps, masks)
+    assert scores["pointing_game"].mean() >= 0.8
+    assert scores["energy_in_mask"].mean() > 0.5
+
+
+def test_deletion_hurts_faster_than_insertion_helps(square):
+    model, x, _ = square
+    maps = explain.Explainer(model).maps(x, ones(x), "gradcam")
+    deletion, insertion = localise.deletion_insertion(model, x, maps, ones(x), explain.blur(x),
+                                                      steps=10)
+    assert deletion.shape == insertion.shape == (len(x), 11)
+    assert localise.curve_auc(deletion).mean() + 0.2 < localise.curve_auc(insertion).mean()
+    # the end points are the image itself and the baseline, whatever the map
+    np.testing.assert_allclose(deletion[:, 0], insertion[:, -1], atol=1e-5)
+    np.testing.assert_allclose(deletion[:, -1], insertion[:, 0], atol=1e-5)
+
+
+def test_maps_change_when_the_top_layers_are_randomised(square):
+    model, x, _ = square
+    trained = explain.Explainer(model)
+    maps = trained.maps(x, ones(x), "gradcam")
+    # down to the convolution that feeds the target layer: with only the head scrambled a CAM
+    # still follows the activations the square causes (why the study reports, not assumes)
+    copy, names = explain.randomised_copy(model, 3, seed=0)
+    assert names == ["predictions", "head_dense", "block2_conv"]
+    scrambled = explain.Explainer(copy, trained.layer).maps(x, ones(x), "gradcam")
+    verdict = localise.sanity(maps, scrambled)
+    assert verdict["passed"] and verdict["spearman"] < localise.SANITY_MAX_SPEARMAN
+    # the check can fail: maps of an unchanged model correlate perfectly
+    same = localise.sanity(maps, explain.Explainer(model).maps(x, ones(x), "gradcam"))
+    assert not same["passed"] and same["spearman"] > 0.99
+    # the original model is untouched
+    np.testing.assert_array_equal(maps, trained.maps(x, ones(x), "gradcam"))
+
+
+def occlusion_reference(model, image, target, patch, stride, baseline):
+    """The textbook loop: one occluded copy, one prediction at a time."""
+    size = image.shape[0]
+    starts = explain.occlusion_starts(size, patch, stride)
+    base = float(model(image[None], training=False)[0, target])
+    total, count = np.zeros((size, size)), np.zeros((size, size))
+    for r in starts:
+        for c in starts:
+            copy = image.copy()
+            copy[r:r + patch, c:c + patch] = baseline[r:r + patch, c:c + patch]
+            drop = base - float(model(copy[None], training=False)[0, target])
+            total[r:r + patch, c:c + patch] += drop
+            count[r:r + patch, c:c + patch] += 1
+    return explain.normalise(np.maximum(total / np.maximum(count, 1), 0)[None])[0]
+
+
+def test_batched_occlusion_equals_the_per_image_reference(square):
+    model, x, _ = square
+    x = x[:3]
+    targets = np.array([1, 0, 1])
+    baseline = explain.blur(x)
+    batched = explain.occlusion_maps(model, x, targets, patch=8, stride=6, baseline=baseline,
+                                     max_copies=40)  # several predict calls per image group
+    for i in range(len(x)):
+        ref = occlusion_reference(model, x[i], targets[i], 8, 6, baseline[i])
+        np.testing.assert_allclose(batched[i], ref, atol=1e-4)
+
+
+def test_every_method_gives_unit_maps_at_input_size(square):
+    model, x, _ = square
+    cfg = explain.SaliencyConfig(smooth_samples=4, score_cam_max_n=8, batch_size=5)
+    explainer = explain.Explainer(model, cfg=cfg)
+    for method in explain.METHODS:
+        maps = explainer.maps(x[:6], ones(x[:6]), method)
+        assert maps.shape == (6, SIZE, SIZE), method
+        assert np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1, method
+    first = explainer.maps(x[:6], ones(x[:6]), "smoothgrad")
+    np.testing.assert_array_equal(first, explainer.maps(x[:6], ones(x[:6]), "smoothgrad"))
+    assert explainer.maps(x[:0], ones(x[:0]), "gradcam").shape == (0, SIZE, SIZE)
+    with pytest.raises(ValueError, match="unknown saliency method"):
+        explainer.maps(x[:2], ones(x[:2]), "lime")
+    with pytest.raises(ValueError, match="do not fit"):
+        explainer.maps(x[:2, :16, :16], ones(x[:2]), "gradcam")
+
+
+def test_block_maps_of_the_scratch_cnn(square):
+    model, x, _ = square
+    maps = explain.block_maps(model, x[:3])
+    assert list(maps) == ["block1_relu", "block2_relu"]
+    assert all(m.shape == (3, SIZE, SIZE) for m in maps.values())
+
+
+# ---- target layers -------------------------------------------------------------------------
+def test_target_layer_auto_and_by_name(square):
+    model, _, _ = square
+    assert explain.target_layer(model) == "block2_relu"  # rectified map, not the pooled one
+    assert explain.target_layer(model, "block1_conv") == "block1_conv"
+    with pytest.raises(ValueError, match="no 4-D layer named 'mixed10'.*block2_relu"):
+        explain.target_layer(model, "mixed10")
+    with pytest.raises(ValueError, match="no 4-D layer named 'predictions'"):
+        explain.target_layer(model, "predictions")
+
+
+@pytest.mark.parametrize("backbone, layer", [
+    ("MobileNetV3Small", None),  # Keras numbers its activations: the last one, checked below
+    ("EfficientNetV2B0", "top_activation"),
+    ("ResNet50", "conv5_block3_out"),
+    ("VGG16", "block5_conv3"),
+    ("InceptionV3", "mixed10"),
+    ("Xception", "block14_sepconv2_act"),
+])
+def test_target_layer_and_gradcam_for_transfer_backbones(backbone, layer):
+    from lib.models import BACKBONES, NO_WEIGHTS, build_transfer
+
+    size = max(BACKBONES[backbone].min_size, 32)
+    model = build_transfer(backbone, (size, size, 3), 4, NO_WEIGHTS)
+    found = explain.target_layer(model)
+    if layer is None:
+        assert found.startswith("activation") and model.layers[-3].input is \
+            model.get_layer(found).output
+    else:
+        assert found == layer
+    x = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype(np.float32)
+    maps = explain.Explainer(model).maps(x, np.array([0, 3]), "gradcam")
+    assert maps.shape == (2, size, size) and np.isfinite(maps).all()
+
+
+# ---- scores --------------------------------------------------------------------------------
+def test_pointing_energy_and_iou_by_hand():
+    mask = np.zeros((8, 8), dtype=bool)
+    mask[2:4, 2:4] = True
+    sal = np.zeros((8, 8))
+    sal[3, 3], sal[6, 6] = 1.0, 0.5
+    assert localise.pointing_game(sal, mask)
+    assert not localise.pointing_game(np.zeros((8, 8)), mask)  # a flat map points nowhere
+    assert localise.energy_in_mask(sal, mask) == pytest.approx(1 / 1.5)
+    assert localise.iou(sal, mask, 0.7) == pytest.approx(1 / 4)
+    assert localise.iou(np.zeros((8, 8)), np.zeros((8, 8), bool), 0.5) == 0.0
+
+
+def test_otsu_splits_two_populations():
+    values = np.r_[np.full(50, 0.1), np.full(50, 0.8)]
+    assert 0.1 <= localise.otsu_threshold(values) < 0.8
+    assert localise.otsu_threshold(np.full(10, 0.3)) == 0.3
+
+
+def test_score_maps_resizes_maps_to_the_mask():
+    maps = np.zeros((1, 4, 4), dtype=np.float32)
+    maps[0, 0, 0] = 1.0  # top-left cell of a 4x4 map = top-left 4x4 block of a 16x16 mask
+    mask = np.zeros((16, 16), dtype=bool)
+    mask[:4, :4] = True
+    row = localise.score_maps(maps, [mask]).iloc[0]
+    assert row["pointing_game"] == 1.0 and row["energy_in_mask"] > 0.5
+    with pytest.raises(ValueError, match="empty mask"):
+        localise.score_maps(maps, [np.zeros((16, 16), bool)])
+    with pytest.raises(ValueError, match="iou_threshold"):
+        localise.score_maps(maps, [mask], iou_threshold=1.5)
+
+
+def test_bootstrap_ci_and_summary():
+    values = np.r_[np.zeros(30), np.ones(70)]
+    lo, hi = localise.bootstrap_ci(values, 500, seed=3)
+    assert lo < 0.7 < hi and (lo, hi) == localise.bootstrap_ci(values, 500, seed=3)
+    assert localise.bootstrap_ci(np.ones(5), 500, 0) == (1.0, 1.0)
+    table = pd.DataFrame({s: values for s in localise.SCORES})
+    out = localise.summarise(table, ["a"] * 50 + ["b"] * 50, 200, 0)
+    assert out["n"] == 100 and out["pointing_game"]["value"] == pytest.approx(0.7)
+    assert out["per_class"]["a"]["pointing_game"] == pytest.approx(0.4)
+    assert out["per_class"]["b"] == {**{s: 1.0 for s in localise.SCORES}, "n": 50}
+
+
+def test_curve_auc_and_spearman():
+    assert localise.curve_auc(np.full((2, 11), 0.5)) == pytest.approx([0.5, 0.5])
+    a = np.random.default_rng(0).random((3, 5, 5))
+    assert localise.map_spearman(a, a) == pytest.approx([1, 1, 1])
+    assert localise.map_spearman(a, np.zeros_like(a)).tolist() == [0, 0, 0]
+
+
+# ---- parameters ----------------------------------------------------------------------------
+def test_parameters_are_checked():
+    assert explain.parse_methods("gradcam, Occlusion,gradcam") == ["gradcam", "occlusion"]
+    with pytest.raises(ValueError, match="lime"):
+        explain.parse_methods("gradcam,lime")
+    assert explain.parse_class_index("predicted") == "predicted"
+    assert explain.parse_class_index("2", 4) == 2
+    with pytest.raises(ValueError, match="not a class number"):
+        explain.parse_class_index(4, 4)
+    labels, predicted = np.array([0, 1]), np.array([1, 1])
+    assert explain.resolve_targets("true", labels, predicted, 2).tolist() == [0, 1]
+    assert explain.resolve_targets("predicted", labels, predicted, 2).tolist() == [1, 1]
+    assert explain.resolve_targets(0, labels, predicted, 2).tolist() == [0, 0]
+    assert explain.occlusion_starts(32, 8, 6) == [0, 6, 12, 18, 24]
+    with pytest.raises(ValueError, match="larger than"):
+        explain.occlusion_starts(8, 16, 4)
+    with pytest.raises(ValueError, match="smooth_noise"):
+        explain.SaliencyConfig(smooth_noise=0)
+    for bad in ({"method": "lime"}, {"class_index": "best"}, {"sample_size": 0},
+                {"iou_threshold": 1.0}, {"faithfulness_steps": 1}, {"layer": ""}):
+        with pytest.raises(ValueError):
+            es.ExplainConfig(**bad)
+    assert es.ExplainConfig(methods="gradcam,occlusion").methods == ("gradcam", "occlusion")
+
+
+def test_stratified_sample_and_gallery_rows():
+    labels = np.r_[np.zeros(10), np.ones(3), np.full(10, 2)].astype(int)
+    picked = es.stratified_sample(labels, 9, seed=0)
+    assert np.bincount(labels[picked]).tolist() == [3, 3, 3]
+    assert es.stratified_sample(labels, 9, 0).tolist() == picked.tolist()
+    assert len(es.stratified_sample(labels, 100, 0)) == len(labels)
+    predicted = labels.copy()
+    predicted[:2] = 1  # two wrong in class 0
+    rows = es.gallery_rows(labels, predicted, 4, seed=0)
+    by_class = pd.DataFrame(rows, columns=["row", "ok"]).assign(c=lambda d: labels[d["row"]])
+    assert by_class.groupby("c").size().tolist() == [4, 3, 4]
+    assert by_class[by_class["c"] == 0]["ok"].tolist() == [True, True, False, False]
+
+
+# ---- data, twins and the shortcut control --------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from lib.tiny import tiny_dataset
+
+    return tiny_dataset(per_class=4, image_size=64, seed=3,
+                        workdir=tmp_path_factory.mktemp("tiny"))
+
+
+def tiny_config():
+    from lib.phantom import PhantomConfig
+
+    return PhantomConfig(seed=3, n_train_per_class=4, n_test_per_class=2, image_size=64)
+
+
+def test_to_model_input_matches_the_data_pipeline(tiny):
+    test = es.TestImages.load(tiny.manifest_path, tiny.raw_dir, 4, 0)
+    for size, channels in ((32, 1), (48, 3)):
+        np.testing.assert_allclose(explain.to_model_input(test.images, size, channels),
+                                   test.inputs(size, channels), atol=1e-3)
+
+
+def test_test_images_masks_and_sample(tiny):
+    test = es.TestImages.load(tiny.manifest_path, tiny.raw_dir, 4, 0)
+    classes = test.frame["class"].to_numpy()
+    assert set(classes[test.tumour]) == {"glioma", "meningioma", "pituitary"}
+    assert set(test.sample) <= set(test.tumour) and len(test.sample) == 4
+    assert not test.skipped
+
+
+def test_twins_need_the_phantom_with_these_parameters(tiny, tmp_path):
+    from dataclasses import replace
+
+    test = es.TestImages.load(tiny.manifest_path, tiny.raw_dir, 4, 0)
+    twins, reason = es.healthy_twins(test, tiny_config())
+    assert reason is None and twins.healthy == "notumor"
+    assert len(twins.images) == len(test.tumour) == 6
+    row = twins.rows[0]
+    differs = twins.images[0] != test.images[row]
+    assert differs.mean() < 0.1 and differs[test.masks[row]].mean() > 0.5  # only the lesion
+    assert "params_path" in es.twin_check(test, None)
+    assert "noise=0.04 (params: 0.05)" in es.twin_check(test, replace(tiny_config(), noise=0.05))
+    moved = tmp_path / "raw"
+    shutil.copytree(tiny.raw_dir, moved)
+    (moved / "phantom.json").unlink()
+    other = es.TestImages.load(tiny.manifest_path, moved, 4, 0)
+    assert "real scans have no healthy twins" in es.twin_check(other, tiny_config())
+    provenance = json.loads((tiny.raw_dir / "phantom.json").read_text())
+    (moved / "phantom.json").write_text(json.dumps(provenance))
+    (moved / test.frame["path"][twins.rows[0]]).write_bytes(
+        (moved / test.frame["path"][twins.rows[1]]).read_bytes())
+    assert "bit for bit" in es.twin_check(es.TestImages.load(tiny.manifest_path, moved, 4, 0),
+                                          tiny_config())
+
+
+def test_shortcut_rate_counts_tumour_calls():
+    out = es.shortcut_rate(["glioma", "notumor", "pituitary", "notumor"],
+                           ["glioma", "glioma", "pituitary", "pituitary"], "notumor",
+                           ["notumor", "glioma"])
+    assert out["rate"] == 0.5 and out["per_class"] == {"glioma": 0.5, "pituitary": 0.5}
+    assert out["healthy_rate"] == 0.5 and out["excess"] == 0.0 and out["n_healthy"] == 2
+
+
+def test_target_note_tells_a_shortcut_from_a_weak_healthy_recall():
+    def best(pg: float, shortcut: dict) -> es.ModelExplanation:
+        metrics = {"layer_grid": [8, 8], "shortcut": shortcut,
+                   "localisation": {"gradcam": {"pointing_game": {"value": pg}}}}
+        return es.ModelExplanation("m_s0", 64, "block4_relu", 0.6, metrics, np.zeros(1),
+                                   np.zeros((1, 4)), {}, [], np.zeros(0), {}, None, 0.0)
+
+    met = es.target_check(best(0.8, {"rate": 0.05, "healthy_rate": 0.04}))
+    assert met["met"] and met["note"] == "met"
+    weak = es.target_check(best(0.8, {"rate": 0.6, "healthy_rate": 0.55}))
+    assert not weak["met"] and "rarely recognises a healthy brain" in weak["note"]
+    cheat = es.target_check(best(0.2, {"rate": 0.9, "healthy_rate": 0.1}))
+    assert "80 percentage points more" in cheat["note"] and "(a shortcut)" in cheat["note"]
+    assert "falls inside the lesion on 20%" in cheat["note"] and "8x8 cells" in cheat["note"]
+    skipped = es.target_check(best(0.8, {"skipped": "no twins here"}))
+    assert not skipped["met"] and "no twins here" in skipped["note"]
+
+
+def shortcut_run(root: Path, shortcut: str) -> dict:
+    """Phantom with `shortcut`, a small scratch CNN trained on it, the control on its twins."""
+    import keras
+
+    from lib.data import PrepareConfig, load_arrays, prepare
+    from lib.models import ScratchConfig, build_scratch
+    from lib.phantom import PhantomConfig, generate
+    from lib.train import TrainingData, seed_everything
+
+    cfg = PhantomConfig(seed=1, n_train_per_class=60, n_test_per_class=20, image_size=64,
+                        shortcut=shortcut)
+    generate(cfg, root / "raw", progress=False)
+    prepare(root / "raw", root / "processed", root / "reports", PrepareConfig(val_fraction=0.1),
+            progress=False)
+    data = TrainingData.from_manifest(root / "processed" / "manifest.csv", root / "raw", 64)
+    x, y = load_arrays(data.train, data.raw_dir, image_size=64, n_classes=4)
+    seed_everything(0)
+    model = build_scratch((64, 64, 1), 4, ScratchConfig(blocks=2, filters=8, dense_units=16))
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
+    model.fit(x, y, batch_size=32, epochs=30, verbose=0)
+    test = es.TestImages.load(root / "processed" / "manifest.csv", root / "raw", 8, 0)
+    twins, reason = es.healthy_twins(test, cfg)
+    assert reason is None
+    names, classes = test.names, test.frame["class"].to_numpy()
+    on_twins = explain.predict_probs(model, explain.to_model_input(twins.images, 64, 1))
+    on_test = explain.predict_probs(model, test.inputs(64, 1))
+    return es.shortcut_rate([names[k] for k in on_twins.argmax(axis=1)],
+                            list(classes[twins.rows]), twins.healthy,
+                            [names[k] for k in on_test.argmax(axis=1)[classes == "notumor"]])
+
+
+def test_shortcut_control_exposes_the_size_shortcut(tmp_path):
+    """shortcut="size" writes notumor scans larger: after resizing they are smoother, and a model
+    that learns that calls the (tumour-sized) twins a tumour while real healthy scans are not."""
+    with_shortcut = shortcut_run(tmp_path / "size", "size")
+    without = shortcut_run(tmp_path / "none", "none")
+    assert with_shortcut["rate"] >= 0.5
+    assert with_shortcut["excess"] >= 0.3
+    assert with_shortcut["excess"] >= without["excess"] + 0.3
+
+
+def small_config() -> es.ExplainConfig:
+    return es.ExplainConfig(sample_size=6, sanity_size=3, bootstrap_resamples=50,
+                            faithfulness_steps=4, gallery_per_class=2,
+                            saliency=explain.SaliencyConfig(smooth_samples=2, score_cam_max_n=4))
+
+
+def untrained_model():
+    from lib.models import ScratchConfig, build_scratch
+    from lib.train import seed_everything
+
+    seed_everything(0)
+    return build_scratch((32, 32, 1), 4, ScratchConfig(blocks=2, filters=4, dense_units=8))
+
+
+def test_explain_model_gives_the_documented_json_and_figures(tiny, tmp_path):
+    test = es.TestImages.load(tiny.manifest_path, tiny.raw_dir, 6, 0)
+    twins, reason = es.healthy_twins(test, tiny_config())
+    cfg, key = small_config(), "scratch_tiny_s0"
+    res = es.explain_model(untrained_model(), key, test, cfg, twins, reason)
+    payload = es.summary({key: res}, test, cfg, {}, reason)
+    assert payload["methods"] == list(explain.METHODS) and payload["best_model"] == key
+    assert payload["sample_size"] == 6 and payload["n_tumour_images"] == 6
+    assert payload["sanity_size"] == 3
+    m = payload["models"][key]
+    assert m["layer"] == "block2_relu" and m["layer_grid"] == [16, 16]
+    for method in explain.METHODS:
+        loc = m["localisation"][method]
+        assert set(loc) == {*localise.SCORES, "n", "per_class"}
+        assert loc["n"] == 6  # every tumour image (cheap methods) or the sample: both 6 here
+        assert len(loc["pointing_game"]["ci"]) == 2
+        assert set(loc["per_class"]) == {"glioma", "meningioma", "pituitary"}
+        assert set(m["faithfulness"][method]) == {"deletion_auc", "insertion_auc", "n"}
+        assert set(m["sanity"][method]) == {"spearman", "passed", "n"}
+    assert set(m["shortcut"]) >= {"rate", "per_class", "n", "healthy_rate", "excess"}
+    target = payload["target"]
+    assert target["met"] is False and "pointing game" not in target["note"]
+    assert target["best_pointing_game"] == m["localisation"]["gradcam"]["pointing_game"]["value"]
+    json.dumps(payload)  # plain types only
+    figures = es.model_figures(res, test, cfg)
+    assert set(figures) == {f"{k}_{key}" for k in ("gradcam", "methods", "blocks",
+                                                    "faithfulness")}
+    written = es.publish_figures({key: res}, test, cfg, tmp_path, show=None)
+    assert set(written) == {*figures, "localisation"}
+    sizes = {p.stem: p.stat().st_size for p in tmp_path.glob("*.png")}
+    assert set(sizes) == set(written) and max(sizes.values()) < 150_000
+    assert set(es.tables({key: res})) == {"overview", "localisation", "faithfulness", "sanity",
+                                          "shortcut"}
+
+
+def test_data_without_masks_or_twins_is_skipped_with_reasons(tiny, tmp_path):
+    raw = tmp_path / "raw"
+    shutil.copytree(tiny.raw_dir, raw)
+    from PIL import Image
+
+    for mask in raw.rglob("*_mask.png"):
+        Image.fromarray(np.zeros_like(np.asarray(Image.open(mask)))).save(mask)
+    (raw / "phantom.json").unlink()
+    test = es.TestImages.load(tiny.manifest_path, raw, 6, 0)
+    assert "no test image has a non-empty lesion mask" in test.skipped["localisation"]
+    assert len(test.tumour) == 0 and len(test.sample) == 6  # sampled from all test images
+    twins, reason = es.healthy_twins(test, tiny_config())
+    assert twins is None and "phantom.json" in reason
+    res = es.explain_model(untrained_model(), "m_s0", test, small_config(), twins, reason)
+    payload = es.summary({"m_s0": res}, test, small_config(), {}, reason)
+    m = payload["models"]["m_s0"]
+    assert set(m["localisation"]) == {"skipped"} and m["shortcut"] == {"skipped": reason}
+    assert m["faithfulness"]["gradcam"]["n"] == 6
+    assert set(payload["skipped"]) == {"localisation", "shortcut"}
+    assert payload["target"]["best_pointing_game"] is None and not payload["target"]["met"]
+
+
+def test_a_model_without_the_named_layer_is_skipped(tiny, tmp_path):
+    from dataclasses import replace
+
+    from lib.models import NO_WEIGHTS, build_transfer
+    from lib.predict import find_models
+
+    for folder in ("scratch_tiny", "transfer"):
+        (tmp_path / folder).mkdir()
+    untrained_model().save(tmp_path / "scratch_tiny" / "seed0.keras")
+    build_transfer("MobileNetV3Small", (32, 32, 3), 4, NO_WEIGHTS).save(
+        tmp_path / "transfer" / "seed0.keras")
+    test = es.TestImages.load(tiny.manifest_path, tiny.raw_dir, 6, 0)
+    cfg = replace(small_config(), methods=("gradcam",), layer="block1_relu")
+    results, skipped = es.explain_all(find_models(tmp_path), test, cfg, None, "no twins",
+                                      progress=False)
+    assert list(results) == ["scratch_tiny_s0"] and results["scratch_tiny_s0"].layer == \
+        "block1_relu"
+    assert "no 4-D layer named 'block1_relu'" in skipped["transfer_s0"]
+    with pytest.raises(ValueError, match="no model has a layer named 'block9_relu'"):
+        es.explain_all(find_models(tmp_path), test, replace(cfg, layer="block9_relu"), None,
+                       "no twins", progress=False)
+
+
+# ---- the notebook --------------------------------------------------------------------------
+def test_notebook_parameters_match_the_documented_interface():
+    nb = json.loads((REPO / "notebooks" / "06_explain.ipynb").read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
+    names = {line.split("=")[0].strip() for line in "".join(cell["source"]).splitlines()
+             if "=" in line and not line.startswith("#")}
+    assert {"raw_dir", "manifest_path", "models_dir", "figures_dir", "metrics_path",
+            "params_path", "methods", "method", "layer", "class_index", "sample_size",
+            "sanity_size", "occlusion_patch", "occlusion_stride", "smooth_samples",
+            "smooth_noise", "score_cam_max_n", "iou_threshold", "bootstrap_resamples",
+            "sanity_layers", "faithfulness_steps", "gallery_per_class", "seed"} <= names
+    assert all(not c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code")
