@@ -53,7 +53,8 @@ report: setup
 	$(BIN)/dvc repro --single-item report
 
 test: setup
-	$(BIN)/python -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env tests notebooks
+	$(BIN)/python -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env --durations=8 \
+	  tests notebooks
 
 lab: setup
 	$(BIN)/jupyter lab notebooks

@@ -28,3 +28,9 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
             f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"
         )
     return proc
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    """Slow files first: with `-n 2 --dist loadfile` the real tiny `dvc repro` starts at once on
+    one worker while the other takes everything else, instead of starting last and running alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
