@@ -1,9 +1,12 @@
 """Speed and memory budgets as measured figures: `make bench` prints each with its ratio to budget.
 
 Runs in a temp copy of the checkout at the default profile of params.yaml, so it measures what
-`make repro` does on a fresh clone without touching this working tree: every stage is timed on its
-own (`dvc repro --single-item`, under GNU time for its peak memory), so the slowest is obvious.
-Then the input-pipeline throughput ratio (bench/throughput.py) runs on the same copy.
+`make repro` does on a fresh clone without touching this working tree: one `dvc repro` of every
+stage, under GNU time for the peak memory of its largest process. Each stage's own time comes
+from the run's records (papermill's per-notebook clock, reports/timings/*.json for the python
+stages: lib.report.run_times, the table the report shows), so the slowest is obvious; the
+difference to the total is DVC's and the kernels' start-up. Then the input-pipeline throughput
+ratio (bench/throughput.py) and the Grad-CAM figures (bench/gradcam.py) run on the same copy.
 Ratios below 1 are in budget.
 """
 
@@ -27,11 +30,11 @@ from tests.test_pipeline import copy_checkout  # noqa: E402
 TRAINING = ("augmentation", "train_scratch@none", "train_scratch@dropout",
             "train_scratch@batchnorm", "train_scratch@dropout_batchnorm", "pretrain",
             "train_transfer")
-STAGES = ("prepare", "eda", *TRAINING, "evaluate", "explain", "report")
-BUDGETS_S = {"generate phantom": 60, "prepare": 60, "dvc repro (issue-2 stages)": 180,
-             "dvc repro (issue-3 stages)": 480, "stage evaluate": 60, "stage explain": 180,
+ISSUE2 = ("prepare", "eda")
+BUDGETS_S = {"generate phantom": 60, "stage prepare": 60, "issue-2 stages": 180,
+             "issue-3 stages": 480, "stage evaluate": 60, "stage explain": 180,
              "make report": 20, "dvc repro (all stages)": 600, "no-op dvc repro": 5,
-             "make test": 360}
+             "make test": 480}
 MEMORY_BUDGET_GIB = 4.0
 REPORT_BUDGET_MB = 15.0
 GNU_TIME = Path("/usr/bin/time")
@@ -53,6 +56,18 @@ def timed(label: str, cmd: list[str], cwd: Path, results: dict[str, float],
     print(f"  {label:<40} {results[label]:7.1f} s{peak}", flush=True)
 
 
+def stage_times(work: Path) -> dict[str, float]:
+    """Each stage's own seconds, from the records the report reads (papermill, timings json)."""
+    from lib.report import notebooks, run_times
+
+    times = run_times(work, notebooks(work / "reports"))
+    for stage in times["rows"]:
+        print(f"    {stage['stage']:<38} {stage['seconds']:7.1f} s  ({stage['source']})")
+    if times["untimed"]:
+        print(f"    no record for: {', '.join(times['untimed'])}")
+    return {f"stage {row['stage']}": float(row["seconds"]) for row in times["rows"]}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--with-tests", action="store_true", help="also time the test suite")
@@ -67,14 +82,10 @@ def main() -> int:
         print(f"benchmark copy: {work}")
         timed("generate phantom", [sys.executable, "-m", "lib.phantom", "--params", "params.yaml",
                                    "--out", "data/raw"], work, results)
-        for stage in STAGES:
-            timed(f"stage {stage}", ["dvc", "repro", "--single-item", stage], work, results,
-                  peaks)
-        results["prepare"] = results["stage prepare"]
-        results["dvc repro (issue-2 stages)"] = sum(results[f"stage {s}"]
-                                                     for s in ("prepare", "eda", "report"))
-        results["dvc repro (issue-3 stages)"] = sum(results[f"stage {s}"] for s in TRAINING)
-        results["dvc repro (all stages)"] = sum(results[f"stage {s}"] for s in STAGES)
+        timed("dvc repro (all stages)", ["dvc", "repro"], work, results, peaks)
+        results.update(stage_times(work))
+        results["issue-2 stages"] = sum(results.get(f"stage {s}", 0) for s in ISSUE2)
+        results["issue-3 stages"] = sum(results.get(f"stage {s}", 0) for s in TRAINING)
         timed("no-op dvc repro", ["dvc", "repro"], work, results)
         timed("make report", ["dvc", "repro", "--force", "--single-item", "report"], work,
               results)
@@ -104,12 +115,11 @@ def main() -> int:
         print(f"{'report size, index.html':<32} {report_mb:7.2f}M {REPORT_BUDGET_MB:5.1f}M "
               f"{ratio:6.2f}")
     if peaks:
-        label, peak = max(((k, v) for k, v in peaks.items()
-                           if k.removeprefix("stage ") in TRAINING), key=lambda kv: kv[1])
+        peak = peaks["dvc repro (all stages)"]
         ratio = peak / MEMORY_BUDGET_GIB
         failed |= ratio > 1
-        print(f"{'peak memory, training stage':<32} {peak:7.2f}G {MEMORY_BUDGET_GIB:5.1f}G "
-              f"{ratio:6.2f}  ({label})")
+        print(f"{'peak memory, largest process':<32} {peak:7.2f}G {MEMORY_BUDGET_GIB:5.1f}G "
+              f"{ratio:6.2f}  (any stage, training included)")
     return 1 if failed else 0
 
 
