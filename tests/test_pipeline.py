@@ -38,8 +38,11 @@ def tiny_params(params: dict) -> dict:
     params["train_transfer"].update(image_size=32, phase1_epochs=1, phase2_epochs=1,
                                     fine_tune_layers=5)
     params["evaluate"].update(bootstrap_resamples=200, gallery_per_pair=2)
-    params["explain"].update(sample_size=8, sanity_size=4, smooth_samples=4, score_cam_max_n=8,
-                             bootstrap_resamples=200, faithfulness_steps=5, gallery_per_class=2)
+    # Two methods keep the stage's plumbing under test; every method is covered by
+    # tests/test_explain.py and the nbval run of 06_explain.
+    params["explain"].update(methods="gradcam,occlusion", sample_size=8, sanity_size=4,
+                             smooth_samples=4, score_cam_max_n=8, bootstrap_resamples=200,
+                             faithfulness_steps=5, gallery_per_class=2)
     return params
 
 
