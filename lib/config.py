@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import os
 from pathlib import Path
 from typing import Any
@@ -42,3 +43,12 @@ def section(params: dict[str, Any], name: str) -> dict[str, Any]:
     if name not in params or not isinstance(params[name], dict):
         raise KeyError(f"params.yaml has no '{name}:' group; see the committed params.yaml")
     return params[name]
+
+
+def check_int(name: str, value: Any, minimum: int) -> None:
+    """Raise a ValueError naming the parameter unless `value` is an integer >= `minimum`.
+
+    numpy integers count (they register as numbers.Integral); booleans do not.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")

@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from .config import check_int
+
 METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "scorecam", "smoothgrad", "occlusion")
 # One forward and backward pass per batch: cheap enough to explain every test image.
 CHEAP_METHODS: tuple[str, ...] = ("gradcam", "gradcam++")
@@ -41,11 +43,6 @@ BLUR_SIGMA_FRACTION = 1 / 8  # Gaussian sigma of the blurred baseline, as a shar
 PREDICT_BATCH = 256
 OCCLUSION_COPIES = 2048  # occluded copies held in memory at once (a few predict batches)
 BLOCK_LAYER = re.compile(r"^block(\d+)_relu$")
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -69,8 +66,8 @@ class SaliencyConfig:
     def __post_init__(self) -> None:
         for name in ("occlusion_patch", "occlusion_stride", "smooth_samples", "score_cam_max_n",
                      "batch_size"):
-            _check_int(name, getattr(self, name), 1)
-        _check_int("seed", self.seed, 0)
+            check_int(name, getattr(self, name), 1)
+        check_int("seed", self.seed, 0)
         noise = self.smooth_noise
         if isinstance(noise, bool) or not isinstance(noise, int | float) or not 0 < noise <= 1:
             raise ValueError(f"smooth_noise must be a number in (0, 1], got {noise!r}")
@@ -417,7 +414,7 @@ def randomised_copy(model: Any, n_layers: int, seed: int) -> tuple[Any, list[str
     """
     import keras
 
-    _check_int("sanity_layers", n_layers, 1)
+    check_int("sanity_layers", n_layers, 1)
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     rng = np.random.default_rng(seed)

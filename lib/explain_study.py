@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from . import localise
+from .config import check_int
 from .data import (
     DataError,
     class_names,
@@ -60,11 +61,6 @@ EXCESS_MARGIN = 0.1  # twins called a tumour this much more often than healthy s
 DIGITS = 4
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
 @dataclass(frozen=True)
 class ExplainConfig:
     """The notebook's parameters, checked (methods may be a comma string: DVC passes no lists)."""
@@ -93,7 +89,7 @@ class ExplainConfig:
         for name, low in (("sample_size", 1), ("sanity_size", 1), ("bootstrap_resamples", 1),
                           ("sanity_layers", 1),
                           ("faithfulness_steps", 2), ("gallery_per_class", 1), ("seed", 0)):
-            _check_int(name, getattr(self, name), low)
+            check_int(name, getattr(self, name), low)
         t = self.iou_threshold
         if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t < 1:
             raise ValueError(f"iou_threshold must be a number in (0, 1), got {t!r}")

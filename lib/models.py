@@ -35,6 +35,7 @@ import numpy as np
 from keras import layers
 
 from .audit import file_md5
+from .config import check_int
 
 # ----------------------------------------------------------------------------------------------
 # Scratch CNN
@@ -51,12 +52,6 @@ SCRATCH_VARIANTS: dict[str, tuple[bool, bool]] = {
 
 INPUT_NAME = "image"
 CONV_LAYER_TYPES = (layers.Conv2D, layers.DepthwiseConv2D, layers.SeparableConv2D)
-
-
-def _check_int(key: str, value: Any, minimum: int) -> None:
-    """Raise a ValueError naming the params.yaml key unless `value` is an int >= `minimum`."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{key} must be an integer >= {minimum}, got {value!r}")
 
 
 # Keras's default BN momentum (0.99) needs ~500 steps before the moving statistics used at
@@ -90,10 +85,10 @@ class ScratchConfig:
     use_batchnorm: bool = False
 
     def __post_init__(self) -> None:
-        _check_int("train_scratch.blocks", self.blocks, 1)
-        _check_int("train_scratch.filters", self.filters, 1)
-        _check_int("train_scratch.kernel_size", self.kernel_size, 1)
-        _check_int("train_scratch.dense_units", self.dense_units, 0)
+        check_int("train_scratch.blocks", self.blocks, 1)
+        check_int("train_scratch.filters", self.filters, 1)
+        check_int("train_scratch.kernel_size", self.kernel_size, 1)
+        check_int("train_scratch.dense_units", self.dense_units, 0)
         if (isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float))
                 or not 0.0 <= self.dropout < 1.0):
             raise ValueError(
@@ -471,7 +466,7 @@ def build_transfer(backbone: str, input_shape: tuple[int, int, int], n_classes: 
         )
     if not 0.0 <= head_dropout < 1.0:
         raise ValueError(f"train_transfer.head_dropout must be in [0, 1), got {head_dropout!r}")
-    _check_int("train_transfer.dense_units", dense_units, 0)
+    check_int("train_transfer.dense_units", dense_units, 0)
 
     inputs = keras.Input(shape=tuple(input_shape), name=INPUT_NAME)
     x = BackbonePreprocess(spec.mode, backbone=backbone, name="preprocess")(inputs)
@@ -548,7 +543,7 @@ def unfreeze_top(model: keras.Model, n: int) -> int:
     from wrecking the pretrained statistics. `n` counts BN layers among the top layers. Returns
     how many backbone layers now have trainable weights. Re-compile the model afterwards.
     """
-    _check_int("train_transfer.fine_tune_layers", n, 0)
+    check_int("train_transfer.fine_tune_layers", n, 0)
     freeze_backbone(model)
     with_weights = [layer for layer in backbone_layers(model) if layer.weights]
     for layer in with_weights[max(0, len(with_weights) - n):] if n else []:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -323,22 +324,37 @@ def error_gallery(rows: Sequence[tuple[str, Sequence[np.ndarray], Sequence[np.nd
             if mask is not None and np.any(mask):
                 outline[y0:y0 + tile, x0:x0 + tile] = _thumbnail(np.asarray(mask), tile, True)
             labels.append((x0 + tile / 2, y0 - 2, caption))
-    left_in, top_in = 1.1, 0.3 if title else 0.05
+    row_labels = [(r * (tile + gap_y) + gap_y + tile / 2, row_title)
+                  for r, (row_title, *_rest) in enumerate(rows)]
+    fig, _ = _mosaic_figure(mosaic, outline, labels, row_labels, dpi=dpi, left_in=1.1,
+                            title=title, image_kw={"cmap": "gray", "vmin": 0, "vmax": 255},
+                            outline_kw={"colors": "red", "linewidths": 0.5})
+    return fig
+
+
+def _mosaic_figure(mosaic: np.ndarray, outline: np.ndarray,
+                   labels: Sequence[tuple[float, float, str]],
+                   row_labels: Sequence[tuple[float, str]], *, dpi: int, left_in: float,
+                   title: str, image_kw: dict[str, Any], outline_kw: dict[str, Any]
+                   ) -> tuple[Figure, Any]:
+    """One pixel-exact image of tiles (each tile pixel one screen pixel at `dpi`), mask outlines
+    drawn as contours, tile captions above each tile and row titles in a left margin."""
+    height, width = mosaic.shape[:2]
+    top_in = 0.3 if title else 0.05
     fig = plt.figure(figsize=(width / dpi + left_in, height / dpi + top_in), dpi=dpi)
     ax = fig.add_axes((left_in / fig.get_figwidth(), 0, width / dpi / fig.get_figwidth(),
                        height / dpi / fig.get_figheight()))
-    ax.imshow(mosaic, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax.imshow(mosaic, interpolation="nearest", **image_kw)
     if outline.any():
-        ax.contour(outline.astype(float), levels=[0.5], colors="red", linewidths=0.5)
+        ax.contour(outline.astype(float), levels=[0.5], **outline_kw)
     for x, y, caption in labels:
         ax.text(x, y, caption, ha="center", va="bottom", fontsize=5)
-    for r, (row_title, *_rest) in enumerate(rows):
-        ax.text(-6, r * (tile + gap_y) + gap_y + tile / 2, row_title, ha="right",
-                va="center", fontsize=6)
+    for y, row_title in row_labels:
+        ax.text(-6, y, row_title, ha="right", va="center", fontsize=6)
     ax.set_axis_off()
     if title:
         fig.suptitle(title, fontsize=8, y=1 - 0.04 / fig.get_figheight(), va="top")
-    return fig
+    return fig, ax
 
 
 def compact_png(fig: Figure, dpi: int = EVAL_DPI, colors: int = 128) -> bytes:
@@ -469,24 +485,14 @@ def saliency_mosaic(rows: Sequence[tuple[str, Sequence[tuple[np.ndarray, np.ndar
             if mask is not None and np.any(mask):
                 outline[y0:y0 + tile, x0:x0 + tile] = _thumbnail(np.asarray(mask), tile, True)
             labels.append((x0 + tile / 2, y0 - 2, caption))
-    left_in, top_in = 1.0, 0.3 if title else 0.05
-    fig = plt.figure(figsize=(width / dpi + left_in, height / dpi + top_in), dpi=dpi)
-    ax = fig.add_axes((left_in / fig.get_figwidth(), 0, width / dpi / fig.get_figwidth(),
-                       height / dpi / fig.get_figheight()))
-    ax.imshow(mosaic, interpolation="nearest")
-    if outline.any():
-        ax.contour(outline.astype(float), levels=[0.5], colors=MASK_OUTLINE, linewidths=0.6)
-    for x, y, caption in labels:
-        ax.text(x, y, caption, ha="center", va="bottom", fontsize=5)
+    row_labels = [(head + r * (tile + gap_y) + gap_y + tile / 2, row_title)
+                  for r, (row_title, _) in enumerate(rows)]
+    fig, ax = _mosaic_figure(mosaic, outline, labels, row_labels, dpi=dpi, left_in=1.0,
+                             title=title, image_kw={},
+                             outline_kw={"colors": MASK_OUTLINE, "linewidths": 0.6})
     for c, name in enumerate(col_titles or []):
         ax.text(c * (tile + gap_x) + tile / 2, 2, name, ha="center", va="top", fontsize=6.5,
                 weight="bold")
-    for r, (row_title, _) in enumerate(rows):
-        ax.text(-6, head + r * (tile + gap_y) + gap_y + tile / 2, row_title, ha="right",
-                va="center", fontsize=6)
-    ax.set_axis_off()
-    if title:
-        fig.suptitle(title, fontsize=8, y=1 - 0.04 / fig.get_figheight(), va="top")
     return fig
 
 

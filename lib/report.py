@@ -180,41 +180,40 @@ def headline(evaluate: dict[str, Any] | None,
 
 def evaluation(reports: Path) -> dict[str, Any] | None:
     """Test-split metrics and figures per model, or None when the evaluate stage has not run."""
-    ev = read_json(reports / "metrics" / "evaluate.json")
-    if ev is None:
-        return None
-    folder = reports / "figures" / "evaluate"
     captions = {"confusion": "Confusion matrix (counts and row-normalised)",
                 "roc_pr": "One-vs-rest ROC and precision–recall curves",
                 "reliability": "Reliability diagram before and after temperature scaling",
                 "errors": "Misclassified test images, least confident first"}
-    models = ev.get("models") or {}
-    named = {f"{kind}_{key}.png" for kind in EVAL_FIGURES for key in models} | {"comparison.png"}
-    return {**ev, "models": models, "per_model_figures": {
-        key: per_model_figures(folder, key, EVAL_FIGURES, captions) for key in models},
-        "comparison": figure(folder / "comparison.png",
-                             "Test accuracy and macro-F1 per model, with 95 % bootstrap CIs"),
+    return stage_section(reports, "evaluate", EVAL_FIGURES, captions, "comparison",
+                         "comparison.png",
+                         "Test accuracy and macro-F1 per model, with 95 % bootstrap CIs")
+
+
+def stage_section(reports: Path, stage: str, kinds: tuple[str, ...], captions: dict[str, str],
+                  summary_key: str, summary_file: str, summary_caption: str
+                  ) -> dict[str, Any] | None:
+    """A stage's metrics json with its figures: per model (`<kind>_<key>.png`), one summary
+    figure, and any other figure in its folder; None when the stage has not run."""
+    metrics = read_json(reports / "metrics" / f"{stage}.json")
+    if metrics is None:
+        return None
+    folder = reports / "figures" / stage
+    models = metrics.get("models") or {}
+    named = {f"{kind}_{key}.png" for kind in kinds for key in models} | {summary_file}
+    return {**metrics, "models": models, "per_model_figures": {
+        key: per_model_figures(folder, key, kinds, captions) for key in models},
+        summary_key: figure(folder / summary_file, summary_caption),
         "other_figures": figures(folder, exclude=named)}
 
 
 def explanations(reports: Path) -> dict[str, Any] | None:
     """Saliency scores and figures per model, or None when the explain stage has not run."""
-    ex = read_json(reports / "metrics" / "explain.json")
-    if ex is None:
-        return None
-    folder = reports / "figures" / "explain"
     captions = {"gradcam": "Grad-CAM per class: image, mask outline, overlay",
                 "methods": "The same images under every saliency method",
                 "blocks": "Activation maps per convolutional block",
                 "faithfulness": "Deletion and insertion curves"}
-    models = ex.get("models") or {}
-    named = ({f"{kind}_{key}.png" for kind in EXPLAIN_FIGURES for key in models}
-             | {"localisation.png"})
-    return {**ex, "models": models, "per_model_figures": {
-        key: per_model_figures(folder, key, EXPLAIN_FIGURES, captions) for key in models},
-        "localisation_figure": figure(folder / "localisation.png",
-                                      "Pointing game per method and model, with 95 % CIs"),
-        "other_figures": figures(folder, exclude=named)}
+    return stage_section(reports, "explain", EXPLAIN_FIGURES, captions, "localisation_figure",
+                         "localisation.png", "Pointing game per method and model, with 95 % CIs")
 
 
 def stage_of(notebook: str) -> str:
