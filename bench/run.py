@@ -6,13 +6,16 @@ stage, under GNU time for the peak memory of its largest process. Each stage's o
 from the run's records (papermill's per-notebook clock, reports/timings/*.json for the python
 stages: lib.report.run_times, the table the report shows), so the slowest is obvious; the
 difference to the total is DVC's and the kernels' start-up. Then the input-pipeline throughput
-ratio (bench/throughput.py) and the Grad-CAM figures (bench/gradcam.py) run on the same copy.
-Ratios below 1 are in budget.
+ratio (bench/throughput.py), the Grad-CAM figures (bench/gradcam.py) and a peer side by side
+(bench/peer.py: the keras-io from-scratch recipe for the same seconds as our best scratch
+variant, test macro-F1 ratio ours / peer, target >= 1) run on the same copy.
+Ratios below 1 are in budget (the peer ratio is a target, printed apart).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shutil
 import subprocess
@@ -76,6 +79,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="brain-mri-bench-"))
     results: dict[str, float] = {}
     peaks: dict[str, float] = {}
+    peer: dict | None = None
     try:
         copy_checkout(work)
         run(["git", "init", "-q"], work)
@@ -94,6 +98,11 @@ def main() -> int:
         subprocess.run([sys.executable, "bench/throughput.py"], cwd=work, check=False)
         print("\nGrad-CAM (bench/gradcam.py):", flush=True)
         subprocess.run([sys.executable, "bench/gradcam.py"], cwd=work, check=False)
+        print("\npeer side by side (bench/peer.py):", flush=True)
+        peer_json = work / "bench_peer.json"
+        subprocess.run([sys.executable, "bench/peer.py", "--params", "params.yaml",
+                        "--variant", "best", "--out", str(peer_json)], cwd=work, check=False)
+        peer = json.loads(peer_json.read_text()) if peer_json.is_file() else None
         if args.with_tests:
             timed("make test", ["make", "test"], REPO, results)
     finally:
@@ -120,6 +129,14 @@ def main() -> int:
         failed |= ratio > 1
         print(f"{'peak memory, largest process':<32} {peak:7.2f}G {MEMORY_BUDGET_GIB:5.1f}G "
               f"{ratio:6.2f}  (any stage, training included)")
+    if peer:
+        ours, other = peer["ours"], peer["peer"]
+        peer_ratio = "n/a" if peer["ratio"] is None else f"{peer['ratio']:.2f}"
+        print(f"\npeer, same split and {peer['budget_s']:.0f} s of training: test macro-F1 "
+              f"{ours['model']} {ours['macro_f1']:.3f} ({ours['epochs']} epochs), "
+              f"{other['model']} {other['macro_f1']:.3f} ({other['epochs']} epochs); "
+              f"ratio ours / peer {peer_ratio} (target >= 1: "
+              f"{'met' if peer['target_met'] else 'NOT met'})")
     return 1 if failed else 0
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -12,9 +14,15 @@ from PIL import Image
 from scipy import ndimage, stats
 from tqdm.auto import tqdm
 
+from lib import phantom
 from lib.data import load_image, load_mask
 
 SPLIT_ORDER = ("train", "val", "test")
+UNKNOWN_SEQUENCE = "unknown"  # real data: the MRI sequence of a file is not recorded anywhere
+# The ring of tissue a lesion is compared with: 3 px at 128 px (5.6 mm of the phantom's 240 mm
+# field of view), scaled with the image side so it covers the same anatomy at any resolution.
+RING_PX_AT_128 = 3
+VISIBLE = 1.0  # conspicuity below this: the lesion differs from its ring by less than the ring's sd
 
 
 def otsu_threshold(image: np.ndarray) -> float:
@@ -121,20 +129,164 @@ def audit_findings(audit: dict[str, Any]) -> pd.DataFrame:
 
 
 def load_samples(sample: pd.DataFrame, raw_dir: Path) -> tuple[list, list, list[str]]:
-    """Images, masks and titles of sampled manifest rows, ready for plots.image_grid."""
+    """Images, masks and titles (class, sequence when known, file) of sampled manifest rows,
+    ready for plots.image_grid."""
     images = [load_image(raw_dir, p) for p in sample["path"]]
     masks = [load_mask(raw_dir, m or None, im.shape)
              for m, im in zip(sample["mask"].fillna(""), images, strict=True)]
-    titles = [f"{c}\n{Path(p).name}" for c, p in zip(sample["class"], sample["path"], strict=True)]
+    sequences = image_sequences(sample, raw_dir)
+    titles = [f"{c}{'' if s == UNKNOWN_SEQUENCE else f' · {s}'}\n{Path(p).name}"
+              for c, s, p in zip(sample["class"], sequences, sample["path"], strict=True)]
     return images, masks, titles
 
 
-def summary(manifest: pd.DataFrame, stats_df: pd.DataFrame, audit: dict[str, Any]) -> dict:
-    """The numbers eda.json keeps for DVC and the report: stable keys, rounded for stable diffs."""
+# --------------------------------------------------------------------------------------------
+# Lesion conspicuity: can a reader see the lesion at all?
+# --------------------------------------------------------------------------------------------
+def ring_width(image_side: int) -> int:
+    """Ring width in pixels for an image side: RING_PX_AT_128 scaled, at least 2 px so the ring
+    has enough pixels for a standard deviation on small images."""
+    return max(2, int(round(RING_PX_AT_128 * image_side / 128)))
+
+
+def lesion_ring(mask: np.ndarray, head: np.ndarray, ring_px: int) -> np.ndarray:
+    """Pixels within `ring_px` (Euclidean) of the lesion, outside it and inside the head: the
+    tissue a reader compares the lesion with. Air outside the head would inflate the contrast."""
+    mask = np.asarray(mask, dtype=bool)
+    outside = ~mask
+    return (ndimage.distance_transform_edt(outside) <= ring_px) & outside & head
+
+
+def conspicuity(image: np.ndarray, mask: np.ndarray, ring_px: int | None = None,
+                head: np.ndarray | None = None) -> float:
+    """|mean(lesion) - mean(ring)| / sd(ring): the lesion's contrast in units of the variation of
+    the tissue around it. Below 1 a reader cannot tell the lesion from its surroundings.
+
+    `ring_px` defaults to ring_width of the image side, `head` to head_mask(image). NaN when there
+    is no lesion, fewer than 2 ring pixels, or a perfectly flat ring (the ratio is undefined).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if not mask.any():
+        return float("nan")
+    ring_px = ring_width(min(image.shape[:2])) if ring_px is None else ring_px
+    head = head_mask(image) if head is None else head
+    ring = lesion_ring(mask, head, ring_px)
+    if ring.sum() < 2:
+        return float("nan")
+    values = image.astype(np.float64)
+    sd = float(values[ring].std())
+    if sd == 0.0:
+        return float("nan")
+    return abs(float(values[mask].mean()) - float(values[ring].mean())) / sd
+
+
+def phantom_config(raw_dir: Path) -> phantom.PhantomConfig | None:
+    """The generator's config from raw_dir/phantom.json, or None for data we did not generate."""
+    path = Path(raw_dir) / phantom.MANIFEST
+    if not path.is_file():
+        return None
+    info = json.loads(path.read_text())
+    if info.get("generator") != "lib.phantom":
+        return None
+    return phantom.PhantomConfig.from_params(info["config"])
+
+
+def image_sequences(manifest: pd.DataFrame, raw_dir: Path) -> pd.Series:
+    """The MRI sequence of each manifest row: redrawn from the phantom generator's config (each
+    image is regenerated from its split, class and index), or "unknown" for real data."""
+    cfg = phantom_config(raw_dir)
+    if cfg is None:
+        return pd.Series(UNKNOWN_SEQUENCE, index=manifest.index, dtype=object)
+
+    def one(rel_path: str) -> str:
+        parts = PurePosixPath(rel_path).parts
+        if len(parts) != 3 or parts[0] not in phantom.SPLITS or parts[1] not in phantom.CLASSES:
+            return UNKNOWN_SEQUENCE
+        split, cls, name = parts
+        match = re.fullmatch(rf"{re.escape(cls)}_(\d+)\.png", name)
+        if not match:
+            return UNKNOWN_SEQUENCE
+        return phantom.draw_case(cfg, split, cls, int(match.group(1))).sequence
+
+    return pd.Series([one(p) for p in manifest["path"]], index=manifest.index, dtype=object)
+
+
+def lesion_conspicuity(manifest: pd.DataFrame, raw_dir: Path, ring_px: int | None = None,
+                       progress: bool = True) -> pd.DataFrame:
+    """Conspicuity of every image with a non-empty lesion mask, in all splits: it checks the data
+    (is each lesion visible?), not a model, so the test split is no more precious here than the
+    rest, and more lesions give steadier medians. One row per lesion image."""
+    columns = ["path", "class", "split", "sequence", "ring_px", "conspicuity"]
+    has_mask = manifest["mask"].fillna("").astype(str) != ""
+    tumours = manifest[has_mask]
+    sequences = image_sequences(tumours, raw_dir)
+    rows = []
+    for rec, seq in tqdm(zip(tumours.to_dict("records"), sequences, strict=True),
+                         total=len(tumours), disable=not progress, desc="conspicuity", unit="img"):
+        img = load_image(raw_dir, rec["path"])
+        mask = load_mask(raw_dir, rec["mask"], img.shape)
+        if not mask.any():
+            continue  # a no-tumour image with its empty mask
+        px = ring_width(min(img.shape)) if ring_px is None else ring_px
+        rows.append({"path": rec["path"], "class": rec["class"], "split": rec["split"],
+                     "sequence": seq, "ring_px": px,
+                     "conspicuity": conspicuity(img, mask, px)})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def sequence_order(sequences: pd.Series) -> list[str]:
+    """Sequences in the generator's order (T1, T1c, T2, FLAIR), then any others, then unknown."""
+    seen = set(sequences)
+    rest = sorted(seen - set(phantom.SEQUENCES) - {UNKNOWN_SEQUENCE})
+    return ([s for s in phantom.SEQUENCES if s in seen] + rest
+            + ([UNKNOWN_SEQUENCE] if UNKNOWN_SEQUENCE in seen else []))
+
+
+def conspicuity_table(per_image: pd.DataFrame) -> pd.DataFrame:
+    """Per class × sequence: lesions, median conspicuity, quartiles, IQR and the share below
+    VISIBLE (lesions a reader cannot see)."""
+    columns = ["n", "median", "q25", "q75", "iqr", "share_below_1"]
+    data = per_image.dropna(subset=["conspicuity"])
+    if data.empty:
+        index = pd.MultiIndex.from_arrays([[], []], names=["class", "sequence"])
+        return pd.DataFrame(columns=columns, index=index)
+    grouped = data.groupby(["class", "sequence"])["conspicuity"]
+    table = pd.DataFrame({
+        "n": grouped.size(),
+        "median": grouped.median(),
+        "q25": grouped.quantile(0.25),
+        "q75": grouped.quantile(0.75),
+        "share_below_1": grouped.apply(lambda c: float((c < VISIBLE).mean())),
+    })
+    table["iqr"] = table["q75"] - table["q25"]
+    order = sequence_order(data["sequence"])
+    table = table.reset_index()
+    table["sequence"] = pd.Categorical(table["sequence"], categories=order, ordered=True)
+    table = table.sort_values(["class", "sequence"]).astype({"sequence": str})
+    return table.set_index(["class", "sequence"])[columns]
+
+
+def conspicuity_summary(table: pd.DataFrame) -> dict[str, dict[str, dict[str, float]]]:
+    """conspicuity_table as {class: {sequence: numbers}}, rounded for stable diffs."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for (cls, seq), row in table.iterrows():
+        out.setdefault(str(cls), {})[str(seq)] = {
+            "n": int(row["n"]), "median": round(float(row["median"]), 2),
+            "q25": round(float(row["q25"]), 2), "q75": round(float(row["q75"]), 2),
+            "iqr": round(float(row["iqr"]), 2),
+            "share_below_1": round(float(row["share_below_1"]), 3),
+        }
+    return out
+
+
+def summary(manifest: pd.DataFrame, stats_df: pd.DataFrame, audit: dict[str, Any],
+            lesions: pd.DataFrame | None = None) -> dict:
+    """The numbers eda.json keeps for DVC and the report: stable keys, rounded for stable diffs.
+    `lesions` is a conspicuity_table; it is kept under "conspicuity" when given."""
     counts = counts_table(manifest)
     lesion = stats_df.dropna(subset=["lesion_share"])
     lesion = lesion[lesion["lesion_share"] > 0]
-    return {
+    out = {
         "n_images": int(len(manifest)),
         "n_classes": int(manifest["class"].nunique()),
         "counts": {cls: {col: int(v) for col, v in row.items()} for cls, row in counts.iterrows()},
@@ -155,6 +307,10 @@ def summary(manifest: pd.DataFrame, stats_df: pd.DataFrame, audit: dict[str, Any
         },
         "audit_findings": int(sum(audit.get("counts", {}).get("findings_by_kind", {}).values())),
     }
+    if lesions is not None:
+        out["conspicuity"] = {"ring_px_at_128": RING_PX_AT_128, "splits": "all",
+                              "by_class_sequence": conspicuity_summary(lesions)}
+    return out
 
 
 def _rounded(d: dict[str, float]) -> dict[str, float]:

@@ -27,7 +27,7 @@ import re
 import shutil
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,16 +68,56 @@ _TISSUE: dict[str, np.ndarray] = {
     "fat": np.array([1.45, 1.45, 1.90, 1.30]),  # diploic marrow and scalp fat
     "muscle": np.array([0.60, 0.60, 0.80, 0.65]),  # galea/temporalis and skin
 }
+# Normal structures without a blood-brain barrier, which enhance on every real T1c scan
+# (Smirniotopoulos et al., RadioGraphics 2007;27:525-551, "Patterns of contrast enhancement in
+# the brain and meninges"; Radiology Assistant, "Enhancement patterns in CNS disease": dura,
+# dural venous sinuses, choroid plexus, pituitary gland and stalk, vessels). Before contrast,
+# venous sinuses are flow voids on spin-echo T1/T2/FLAIR, the choroid plexus is a little darker
+# than grey matter on T1 and darker than the CSF around it on T2, and the stalk is iso to grey
+# matter. On T1c they are the brightest intracranial tissue after fat (1.5-1.7 x white matter).
+# A real tumour classifier must learn not to call these a tumour; the pretext task of the
+# pretrain stage (T1 vs T1c) needs them too, as a slice without a lesion otherwise looks the same.
+_NORMAL_ENHANCING: dict[str, np.ndarray] = {
+    "sinus": np.array([0.35, 1.70, 0.30, 0.30]),  # superior sagittal and transverse sinuses
+    "choroid": np.array([0.75, 1.60, 1.60, 0.80]),  # glomus in the atrium of each ventricle
+    "stalk": np.array([0.82, 1.60, 1.30, 1.10]),  # infundibulum in the suprasellar cistern
+}
 # Lesion tissues before gadolinium; T1c adds `enhancement` on top (solid tumour only).
+# T2/FLAIR: gliomas and their vasogenic edema have T2 ~1.5-2.5 x that of white matter (T2
+# mapping of diffuse gliomas, Gu et al., QIMS 2022; edema ~200 ms vs WM ~80 ms), so at a
+# clinical TE they are brighter than grey matter and darker than CSF on T2, and the brightest
+# parenchyma on FLAIR, where real gliomas are most conspicuous.
 _LESION: dict[str, np.ndarray] = {
-    "glioma": np.array([0.72, 0.72, 1.75, 1.45]),  # solid tumour: T1 dark, T2/FLAIR bright
-    "necrosis": np.array([0.45, 0.45, 2.60, 0.95]),  # T1 dark, T2 bright, no enhancement
-    "edema": np.array([0.86, 0.86, 1.85, 1.50]),  # vasogenic: T2/FLAIR bright, T1 a bit dark
+    "glioma": np.array([0.72, 0.72, 2.10, 1.60]),  # solid tumour: T1 dark, T2/FLAIR bright
+    # Non-enhancing (low-grade) glioma: long T1 and T2 from its high water content, so clearly
+    # dark on T1/T1c and bright on T2/FLAIR. The public T1c sets' tumours were outlined on T1c
+    # (Cheng et al. 2015), so every glioma in them is visible there: a non-enhancing one shows
+    # as a hypointense mass, not as nothing.
+    "glioma_lowgrade": np.array([0.62, 0.62, 2.20, 1.70]),
+    "necrosis": np.array([0.45, 0.45, 2.80, 0.95]),  # T1 dark, T2 bright, no enhancement
+    "edema": np.array([0.86, 0.86, 2.40, 1.70]),  # vasogenic: T2/FLAIR bright, T1 a bit dark
     "meningioma": np.array([0.86, 0.86, 1.65, 1.30]),  # ~iso to GM on T1, iso/hyper on T2
     "pituitary": np.array([0.82, 0.82, 1.45, 1.18]),
 }
-# 8-bit units per unit signal, so the brightest common tissue sits near 190 at gain 1.
-_TO_8BIT = np.array([190 / 1.45, 190 / 1.45, 190 / 3.16, 190 / 1.30])
+# Share of gliomas with an enhancing solid part. The public sets mix high- and low-grade
+# gliomas about 3:1 (BraTS 2018: 210 HGG, 75 LGG); nearly all high-grade gliomas enhance and
+# most low-grade ones do not, so ~80 % of glioma slices show enhancement.
+GLIOMA_ENHANCING_SHARE = 0.8
+# Enhancing tumour on T1c: solid tumour T1 (0.72) + this, i.e. ~1.3-1.7 x white matter, the
+# range of the post/pre-contrast signal ratio of enhancing glioma (a clear, unmistakable
+# enhancement; Smirniotopoulos 2007). Non-enhancing gliomas get none: hypointense on T1/T1c.
+GLIOMA_ENHANCEMENT: tuple[float, float] = (0.6, 1.0)
+# Per-lesion variation of the relaxation contrast (scales the deviation from white matter):
+# measured tumour T2/T1 vary by roughly +-15 % around their means (Gu et al. 2022), so a lesion
+# keeps at least 3/4 of its tissue's contrast; lower draws made T2 gliomas vanish.
+CONTRAST_RANGE: tuple[float, float] = (0.75, 1.0)
+# 8-bit units per unit signal, so the brightest common tissue sits near 190 at gain 1
+# (T2: CSF; FLAIR: edema, which must not clip at the highest gain).
+_TO_8BIT = np.array([190 / 1.45, 190 / 1.45, 190 / 3.16, 190 / 1.60])
+# The study's default sequence mix: the tumour slices of the public sets it stands for are
+# contrast-enhanced T1 only (figshare set of Cheng et al., PLoS One 2015;10:e0140381, from which
+# the Kaggle "Brain Tumor MRI Dataset" takes its tumour classes). Harder mixes are experiments.
+DEFAULT_SEQUENCES: dict[str, float] = {"T1": 0.0, "T1c": 1.0, "T2": 0.0, "FLAIR": 0.0}
 
 
 # --------------------------------------------------------------------------------------------
@@ -96,6 +136,7 @@ class PhantomConfig:
     bias_field: float = 0.2
     max_rotation_deg: float = 12.0
     shortcut: str = "none"
+    sequences: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SEQUENCES))
 
     def __post_init__(self) -> None:
         for name in ("seed", "n_train_per_class", "n_test_per_class", "image_size"):
@@ -132,6 +173,15 @@ class PhantomConfig:
             raise ValueError(
                 f"phantom.shortcut must be one of {list(SHORTCUTS)}, got {self.shortcut!r}"
             )
+        object.__setattr__(self, "sequences", _check_sequences(self.sequences))
+
+    def sequence_weights(self) -> np.ndarray:
+        """Probabilities of SEQUENCES, shared by every class (no sequence shortcut)."""
+        w = np.array([self.sequences[s] for s in SEQUENCES], dtype=np.float64)
+        return w / w.sum()
+
+    def __hash__(self) -> int:  # the dict field is not hashable; its sorted items are
+        return hash(tuple((f.name, repr(getattr(self, f.name))) for f in fields(self)))
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> PhantomConfig:
@@ -143,6 +193,26 @@ class PhantomConfig:
         if unknown:
             raise ValueError(f"unknown phantom parameter(s) {unknown}; allowed: {allowed}")
         return cls(**params)
+
+
+def _check_sequences(value: Any) -> dict[str, float]:
+    """{sequence: weight} over SEQUENCES (missing ones weigh 0); weights >= 0, not all 0."""
+    if not isinstance(value, dict):
+        raise ValueError(f"phantom.sequences must be a mapping like {DEFAULT_SEQUENCES}, "
+                         f"got {value!r}")
+    unknown = sorted(set(map(str, value)) - set(SEQUENCES))
+    if unknown:
+        raise ValueError(f"phantom.sequences has unknown sequence(s) {unknown}; "
+                         f"known: {list(SEQUENCES)}")
+    out = {}
+    for seq in SEQUENCES:
+        w = value.get(seq, 0.0)
+        if not _is_number(w) or not math.isfinite(float(w)) or float(w) < 0:
+            raise ValueError(f"phantom.sequences.{seq} must be a number >= 0, got {w!r}")
+        out[seq] = float(w)
+    if sum(out.values()) <= 0:
+        raise ValueError("phantom.sequences needs at least one sequence with a weight > 0")
+    return out
 
 
 def _is_number(value: Any) -> bool:
@@ -296,6 +366,11 @@ class Draws:
         )
 
 
+def _pick(weights: np.ndarray, u: float) -> int:
+    """Index drawn from `weights` (summing to 1) by one uniform number (inverse CDF)."""
+    return min(int(np.searchsorted(np.cumsum(weights), u, side="right")), len(weights) - 1)
+
+
 def _level_range(cfg: PhantomConfig, cls: str) -> tuple[float, float]:
     lo, hi = LEVEL_RANGE_MM
     if cfg.shortcut == "level":
@@ -336,7 +411,7 @@ def _draw(cfg: PhantomConfig, split: str, cls: str, index: int) -> Draws:
         cls=cls,
         index=int(index),
         level_mm=float(level),
-        sequence=SEQUENCES[min(int(u[1] * len(SEQUENCES)), len(SEQUENCES) - 1)],
+        sequence=SEQUENCES[_pick(cfg.sequence_weights(), float(u[1]))],
         rotation_deg=float(cfg.max_rotation_deg * (2 * u[2] - 1)),
         scale=float(SCALE_RANGE[0] + (SCALE_RANGE[1] - SCALE_RANGE[0]) * u[3]),
         shift_px=(
@@ -377,7 +452,7 @@ def _draw_lesion(cfg: PhantomConfig, rng: np.random.Generator, cls: str, level: 
     frac = float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
     target = max(int(round(frac * brain.sum())), 1)
     r0 = math.sqrt(target / math.pi)
-    contrast = float(rng.uniform(0.55, 1.0))
+    contrast = float(rng.uniform(*CONTRAST_RANGE))
     angle = float(rng.uniform(0, 180))
     pick = float(rng.random())
     jitter = rng.uniform(-0.5, 0.5, 2)
@@ -392,13 +467,19 @@ def _draw_lesion(cfg: PhantomConfig, rng: np.random.Generator, cls: str, level: 
         aspect = float(rng.uniform(0.7, 1.0))
         harm = _harmonics(rng, 0.22)
         core = float(rng.uniform(0.0, 0.7))
+        edema = float(rng.uniform(1.3, 2.3))
+        enhancing = bool(rng.random() < GLIOMA_ENHANCING_SHARE)
+        e = float(rng.uniform(*GLIOMA_ENHANCEMENT))
+        # High grade: enhancing solid tumour, necrotic core, vasogenic edema. Low grade (not
+        # enhancing): a solid infiltrative mass, T1/T1c dark and T2/FLAIR bright, with little
+        # edema and no necrosis (Smirniotopoulos 2007).
         extra = dict(
-            core_fraction=core if core >= 0.25 else 0.0,
+            core_fraction=core if enhancing and core >= 0.25 else 0.0,
             core_harmonics=_harmonics(rng, 0.25),
-            edema_scale=float(rng.uniform(1.3, 2.3)),
+            edema_scale=edema if enhancing else 1.0 + 0.3 * (edema - 1.3),
             edema_harmonics=_harmonics(rng, 0.3),
         )
-        enhancement = float(rng.uniform(0.05, 0.95))  # low grade barely, high grade strongly
+        enhancement = e if enhancing else 0.0
     elif cls == "meningioma":
         # Extra-axial, dural based: centre just inside the outline, pushed in along the normal.
         ring = brain & (sl.sdf_brain > -1.5)
@@ -530,7 +611,52 @@ def _anatomy(d: Draws, sl: _Slice, seq: int) -> tuple[np.ndarray, np.ndarray]:
     # Dura: a thin layer on the inner table (enhances on T1c).
     dura = np.exp(-0.5 * ((dist - edges[0] + 0.5) / 0.5) ** 2) * outside
     img = img * (1 - dura) + dura * t["dura"]
+    for name, weight in _normal_structures(sl, d.level_mm, csf).items():
+        img = img * (1 - weight) + weight * _NORMAL_ENHANCING[name][seq]
     return img, brain
+
+
+def _disk(centre: tuple[float, float], radius: float) -> np.ndarray:
+    """Soft disk on the 1 mm grid (partial volume at the edge)."""
+    xs, ys = _grid_mm()
+    return _step(radius - np.hypot(xs - centre[0], ys - centre[1]))
+
+
+def _normal_structures(sl: _Slice, level: float, csf: np.ndarray) -> dict[str, np.ndarray]:
+    """Partial-volume maps (1 mm grid) of the normally enhancing structures at this level.
+
+    Placed by anatomy, not drawn at random, so they are the same for every class and in a
+    tumour image's healthy twin: superior sagittal sinus where the midline meets the inner table
+    (front and back); transverse sinuses along the posterior inner table below the torcular
+    (MNI z < -5 mm); the choroid plexus glomus in the atrium of each lateral ventricle (the
+    posterior deep CSF of each hemisphere); the pituitary stalk in the midline suprasellar
+    cistern (MNI z < -6 mm), where a pituitary macroadenoma also lies.
+    """
+    xs, ys = _grid_mm()
+    hull = sl.sdf_hull
+    midline = np.abs(xs[:, 0]).argmin()
+    inside = np.flatnonzero(hull[midline] < 0)
+    out: dict[str, np.ndarray] = {}
+    if inside.size:
+        front, back = ys[midline, inside.max()], ys[midline, inside.min()]
+        out["sinus"] = np.maximum(_disk((0.0, front), 2.0), _disk((0.0, back), 3.0))
+        fade = float(np.clip((-5.0 - level) / 8.0, 0.0, 1.0))
+        if fade > 0:
+            band = _step(1.5 - np.abs(hull + 0.5)) * (ys < back + 35.0) * (np.abs(xs) > 8.0)
+            out["sinus"] = np.maximum(out["sinus"], fade * band * (np.abs(xs) < 55.0))
+    ventricle = (csf > 0.5) & (sl.sdf_brain < -10.0) & (ys < -15.0) & (np.abs(xs) > 6.0)
+    plexus = np.zeros_like(csf)
+    for side in (-1.0, 1.0):
+        atrium = ventricle & (np.sign(xs) == side)
+        if atrium.sum() >= 20:
+            centre = (float(xs[atrium].mean()), float(ys[atrium].mean()))
+            plexus = np.maximum(plexus, _disk(centre, 4.5) * np.clip(csf, 0, 1))
+    if plexus.any():
+        out["choroid"] = plexus
+    fade = float(np.clip((-6.0 - level) / 6.0, 0.0, 1.0))
+    if fade > 0:
+        out["stalk"] = fade * _disk((0.0, 0.0), 2.0)
+    return out
 
 
 def _lesion_signal(
@@ -564,7 +690,7 @@ def _lesion_signal(
             tissue = np.clip(sl.wm + 0.4 * sl.gm, 0, 1)  # edema tracks white matter
             beta = np.clip((er - rho_e) / 3.0, 0, 1) * tissue * brain_soft
             img = img * (1 - beta) + beta * look("edema")
-        tumour = (look("glioma") + enh) * tex
+        tumour = (look("glioma" if les.enhancement > 0 else "glioma_lowgrade") + enh) * tex
         if les.core_fraction > 0:
             cr = les.core_fraction * r
             rho_c = _blob_rho(

@@ -92,6 +92,53 @@ def image_grid(images: Sequence[np.ndarray], masks: Sequence[np.ndarray | None],
     return fig
 
 
+def conspicuity_by_class(per_image: pd.DataFrame, sequence_order: Sequence[str] | None = None,
+                         visible: float = 1.0) -> Figure:
+    """Lesion conspicuity per class (x) and sequence (colour), one dot per lesion; below the
+    dashed line a reader cannot tell the lesion from the tissue around it."""
+    data = per_image.dropna(subset=["conspicuity"])
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    if data.empty:
+        ax.text(0.5, 0.5, "no lesion masks in this dataset", ha="center", va="center")
+        ax.set_axis_off()
+        return fig
+    order = sorted(data["class"].unique())
+    hue_order = list(sequence_order) if sequence_order else sorted(data["sequence"].unique())
+    sns.boxplot(data, x="class", y="conspicuity", hue="sequence", order=order,
+                hue_order=hue_order, ax=ax, showfliers=False, fill=False, legend=False)
+    sns.stripplot(data, x="class", y="conspicuity", hue="sequence", order=order,
+                  hue_order=hue_order, ax=ax, dodge=True, size=2.5, alpha=0.6, jitter=0.2)
+    ax.axhline(visible, color="black", linestyle="--", linewidth=1)
+    ax.text(1.0, visible, f" {visible:g}", transform=ax.get_yaxis_transform(), va="center",
+            fontsize=7)
+    ax.set_ylim(bottom=0)
+    ax.set(title="Lesion conspicuity: |lesion − ring| / sd(ring)", xlabel="",
+           ylabel="conspicuity")
+    ax.legend(title="sequence", fontsize=7, title_fontsize=7, loc="upper left",
+              bbox_to_anchor=(1.02, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def lesion_ring(image: np.ndarray, mask: np.ndarray, ring: np.ndarray, title: str = "") -> Figure:
+    """One image as a reader sees it, and again with the lesion (red) and the ring of tissue it is
+    compared with (yellow) outlined: what a conspicuity number measures."""
+    fig, axes = plt.subplots(1, 2, figsize=(5.0, 2.7))
+    for ax in axes:
+        ax.imshow(image, cmap="gray", vmin=0, vmax=255)
+        ax.set_axis_off()
+    yellow = np.zeros((*ring.shape, 4))
+    yellow[ring] = (1.0, 0.9, 0.0, 0.55)
+    axes[1].imshow(yellow)
+    axes[1].contour(mask.astype(float), levels=[0.5], colors="red", linewidths=0.8)
+    axes[0].set_title("as a reader sees it", fontsize=8)
+    axes[1].set_title("lesion (red), ring (yellow)", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def mean_images(means: dict[str, np.ndarray]) -> Figure:
     """Mean image per class and its difference from the all-class mean."""
     classes = list(means)

@@ -42,7 +42,8 @@ CDN_SCRIPT = re.compile(r'<script type="module">(?:(?!</script>).)*?https?://(?:
 MAX_HTML_BYTES = 15 * 2**20  # the issue's budget at the default profile
 EVAL_FIGURES = ("confusion", "roc_pr", "reliability", "errors")
 EXPLAIN_FIGURES = ("gradcam", "methods", "blocks", "faithfulness")
-LOCALISATION_SCORES = ("pointing_game", "energy_in_mask", "iou_otsu", "iou_fixed")
+LOCALISATION_SCORES = ("pointing_game", "pointing_game_tol", "energy_in_mask", "iou_otsu",
+                       "iou_fixed")
 
 
 # ---- files ---------------------------------------------------------------------------------
@@ -91,6 +92,25 @@ def figures(folder: Path, exclude: set[str] = frozenset()) -> list[dict[str, str
     files = sorted(p for p in folder.iterdir()
                    if p.suffix in {".png", ".svg"} and p.name not in exclude)
     return [figure(p) for p in files]
+
+
+# The notebook's reading order: raw samples before the same slices outlined, then conspicuity.
+EDA_FIGURES = ("eda_counts", "eda_sizes", "eda_intensity", "eda_samples_plain", "eda_samples",
+               "eda_conspicuity", "eda_mean_images", "eda_lesion_share")
+EDA_CAPTIONS = {
+    "eda_samples_plain": "Sample slices as a reader meets them: can you find each tumour?",
+    "eda_samples": "The same slices with the tumour mask outlined in red",
+    "eda_conspicuity": "Lesion conspicuity |mean(lesion) − mean(ring)| / sd(ring) per class and "
+                       "sequence; below the dashed line (1) a reader cannot see the lesion",
+}
+
+
+def eda_figures(folder: Path) -> list[dict[str, str]]:
+    """The EDA figures in EDA_FIGURES order (any others after, by name), so a reader sees the
+    plain samples before the outlined ones; captions from EDA_CAPTIONS where they say more."""
+    rank = {name: k for k, name in enumerate(EDA_FIGURES)}
+    found = sorted(figures(folder), key=lambda f: (rank.get(f["name"], len(rank)), f["name"]))
+    return [{**f, "caption": EDA_CAPTIONS.get(f["name"], f["caption"])} for f in found]
 
 
 def per_model_figures(folder: Path, key: str, kinds: tuple[str, ...],
@@ -159,6 +179,7 @@ def headline(evaluate: dict[str, Any] | None,
     if not evaluate:
         return []
     explained = (explain or {}).get("models", {})
+    method = headline_method(explain)
     rows = []
     for key, m in evaluate.get("models", {}).items():
         calib = m.get("calibration", {})
@@ -170,7 +191,7 @@ def headline(evaluate: dict[str, Any] | None,
             "macro_f1_ci": m.get("ci", {}).get("macro_f1"),
             "ece_before": calib.get("before", {}).get("ece"),
             "ece_after": calib.get("after", {}).get("ece"),
-            "pointing_game": (expl.get("localisation", {}).get("gradcam", {})
+            "pointing_game": (expl.get("localisation", {}).get(method, {})
                               .get("pointing_game", {}).get("value")),
             "shortcut_rate": shortcut.get("rate"),
             "shortcut_skipped": shortcut.get("skipped"),
@@ -206,14 +227,25 @@ def stage_section(reports: Path, stage: str, kinds: tuple[str, ...], captions: d
         "other_figures": figures(folder, exclude=named)}
 
 
+def headline_method(explain: dict[str, Any] | None) -> str:
+    """The saliency method the summary reports: chosen on validation by the explain stage
+    (Grad-CAM in explain.json files written before that choice existed)."""
+    return (explain or {}).get("headline_method") or "gradcam"
+
+
 def explanations(reports: Path) -> dict[str, Any] | None:
     """Saliency scores and figures per model, or None when the explain stage has not run."""
     captions = {"gradcam": "Grad-CAM per class: image, mask outline, overlay",
                 "methods": "The same images under every saliency method",
                 "blocks": "Activation maps per convolutional block",
                 "faithfulness": "Deletion and insertion curves"}
-    return stage_section(reports, "explain", EXPLAIN_FIGURES, captions, "localisation_figure",
-                         "localisation.png", "Pointing game per method and model, with 95 % CIs")
+    section = stage_section(reports, "explain", EXPLAIN_FIGURES, captions, "localisation_figure",
+                            "localisation.png",
+                            "Strict pointing game per method and model, with 95 % CIs")
+    if section is None:
+        return None
+    return {**section, "headline_method": headline_method(section),
+            "scores": LOCALISATION_SCORES}
 
 
 def stage_of(notebook: str) -> str:
@@ -366,7 +398,7 @@ def context(root: Path, params: dict[str, Any]) -> dict[str, Any]:
         "audit_kinds": kinds,
         "audit_total": sum(kinds.values()),
         "eda": read_json(reports / "metrics" / "eda.json"),
-        "eda_figures": figures(reports / "figures" / "eda"),
+        "eda_figures": eda_figures(reports / "figures" / "eda"),
         "augment_figures": figures(reports / "figures" / "augment"),
         "augment": params.get("augment", {}),
         "models": trained_models(reports, params),

@@ -250,6 +250,70 @@ def test_sequences_have_their_contrast() -> None:
     assert ratios["T2"] > 1.5 and ratios["T1"] < 0.8 and ratios["FLAIR"] < 0.5, ratios
 
 
+def test_default_mix_is_t1c_and_weights_are_shared_by_every_class() -> None:
+    """The default mirrors the figshare set (T1c only); a mix is drawn alike for every class."""
+    assert {P.draw_case(P.PhantomConfig(), "Training", c, i).sequence
+            for c in P.CLASSES for i in range(30)} == {"T1c"}
+    even = P.PhantomConfig(sequences={"T1": 1, "T1c": 1, "T2": 1, "FLAIR": 1})
+    for cls in P.CLASSES:
+        seqs = [P.draw_case(even, "Training", cls, i).sequence for i in range(400)]
+        shares = np.array([seqs.count(s) for s in P.SEQUENCES]) / len(seqs)
+        assert np.all(np.abs(shares - 0.25) < 0.06), (cls, shares)
+    # the same uniform draw picks the same sequence whatever the class (no sequence shortcut)
+    x, _ = nuisance_matrix(even, n=60)
+    assert x[:, 1:5].sum(axis=1).tolist() == [1.0] * len(x)
+    half = P.PhantomConfig(sequences={"T1c": 3, "FLAIR": 1})  # missing sequences weigh 0
+    seqs = [P.draw_case(half, "Testing", "glioma", i).sequence for i in range(400)]
+    assert set(seqs) == {"T1c", "FLAIR"} and 0.65 < seqs.count("T1c") / 400 < 0.85
+
+
+@pytest.mark.parametrize("value", [{"T3": 1}, {"T1c": -1}, {"T1c": 0}, [1, 0, 0, 0],
+                                   {"T1c": "a lot"}])
+def test_bad_sequence_weights_are_refused(value: object) -> None:
+    with pytest.raises(ValueError, match="phantom.sequences"):
+        P.PhantomConfig.from_params({**asdict(P.PhantomConfig()), "sequences": value})
+
+
+def test_gliomas_enhance_clearly_or_are_dark_on_t1c_and_bright_on_flair() -> None:
+    """Enhancing gliomas are clearly brighter than the tissue around them on T1c; the others
+    (low grade) are darker than it on T1c and brighter on FLAIR: never invisible everywhere."""
+    draws = [P.draw_case(MID, "Testing", "glioma", i) for i in range(60)]
+    enhancing = [d for d in draws if d.lesion.enhancement > 0]
+    assert 0.65 <= len(enhancing) / len(draws) <= 0.95
+    assert min(d.lesion.enhancement for d in enhancing) >= P.GLIOMA_ENHANCEMENT[0]
+    for d in draws[:24]:
+        ring_of = {}
+        for seq in ("T1c", "FLAIR"):
+            image, mask = P.render(MID, replace(d, sequence=seq))
+            ring = ndi.binary_dilation(mask, iterations=3) & ~mask & P.brain_mask_for(MID, d)
+            # the brightest tenth: an enhancing rim around a necrotic core counts
+            ring_of[seq] = (float(np.percentile(image[mask], 90)), float(image[ring].mean()))
+        lesion, around = ring_of["T1c"]
+        if d.lesion.enhancement > 0:
+            assert lesion > around * 1.2, (d.index, ring_of)
+        else:
+            assert float(np.median(P.render(MID, d)[0][P.render(MID, d)[1]])) < around, d.index
+            assert ring_of["FLAIR"][0] > ring_of["FLAIR"][1] * 1.15, (d.index, ring_of)
+
+
+def test_normal_structures_enhance_on_t1c_in_every_class_and_in_twins() -> None:
+    """Choroid plexus, sinuses and the stalk are brighter on T1c than on T1 in a healthy scan,
+    and they are anatomy: a tumour image's twin has them too (they are not a class cue)."""
+    base = replace(P.draw_case(MID, "Training", "notumor", 0), level_mm=-12.0, bias_amp=0.0,
+                   noise_sigma=0.0, rotation_deg=0.0)
+    t1 = P.render(MID, replace(base, sequence="T1"))[0].astype(float)
+    t1c = P.render(MID, replace(base, sequence="T1c"))[0].astype(float)
+    gain = t1c - t1
+    assert (gain > 60).sum() >= 20  # structures light up (sinus band, stalk, plexus)
+    structures = P._normal_structures(P._slice_at(-12.0), -12.0,
+                                      np.ones_like(P._slice_at(-12.0).gm))
+    assert {"sinus", "stalk"} <= set(structures)
+    d = P.draw_case(MID, "Training", "glioma", 3)
+    twin = P.render(MID, d, lesion=False)[0]
+    notumor_like = P.render(MID, replace(d, lesion=None))[0]
+    assert np.array_equal(twin, notumor_like)
+
+
 def test_sequence_task_is_balanced_reproducible_and_separately_seeded() -> None:
     images, labels = P.generate_sequence_task(TINY, n_per_sequence=3, seed=99)
     assert images.shape == (12, 64, 64) and images.dtype == np.uint8

@@ -96,24 +96,49 @@ def explain_json() -> dict[str, Any]:
         return {**s, "n": 75, "per_class": per_class}
 
     def model(layer: str, base: float, shortcut: dict[str, Any]) -> dict[str, Any]:
-        return {"layer": layer, "layer_grid": [4, 4], "randomised_layers": ["predictions"],
-                "localisation": {"gradcam": scores(base), "occlusion": scores(base - 0.05)},
+        return {"layer": layer, "layer_grid": [16, 16], "randomised_layers": ["predictions"],
+                "layer_reason": "the map the head reads (16x16 >= min_grid 8)",
+                "localisation": {"gradcam": scores(base), "hirescam": scores(base + 0.05),
+                                 "occlusion": scores(base - 0.05)},
                 "faithfulness": {
                     "gradcam": {"deletion_auc": 0.21, "insertion_auc": 0.55, "n": 48},
                     "occlusion": {"deletion_auc": 0.25, "insertion_auc": 0.5, "n": 48}},
                 "sanity": {"gradcam": {"spearman": 0.12, "passed": True},
                            "occlusion": {"spearman": 0.93, "passed": False}},
                 "shortcut": shortcut}
-    return {"methods": ["gradcam", "occlusion"], "sample_size": 48, "n_tumour_images": 75,
+    def check(target: float, measured: Any, met: bool, **more: Any) -> dict[str, Any]:
+        return {"target": target, "measured": measured, "met": met, **more}
+
+    checks = {"headline_pointing_game": check(0.8, 0.692857, False, method="hirescam",
+                                              note="made-up target note"),
+              "gradcam_pointing_game": check(0.6, 0.642857, True, method="gradcam"),
+              "shortcut_rate": check(0.1, 0.053333, True),
+              "shortcut_excess": check(0.05, 0.02, True),
+              "sanity": check(0.5, {"gradcam": 0.12, "hirescam": 0.2, "occlusion": 0.93}, False,
+                              failed=["occlusion"])}
+    return {"methods": ["gradcam", "hirescam", "occlusion"], "sample_size": 48,
+            "n_tumour_images": 75, "min_grid": 8, "headline_method": "hirescam",
+            "pointing_tolerance": {"fraction_of_side": 0.067, "image_sides": [128],
+                                   "pixels": [8.5714], "reference": "made up"},
+            "validation": {"split": "val", "model": KEYS[0], "n": 32, "layer": "block4_conv",
+                           "criterion": "pointing_game", "headline_method": "hirescam",
+                           "scores": {"gradcam": {"pointing_game": 0.59375,
+                                                  "pointing_game_tol": 0.71875},
+                                      "hirescam": {"pointing_game": 0.65625,
+                                                   "pointing_game_tol": 0.75},
+                                      "occlusion": {"pointing_game": 0.5,
+                                                    "pointing_game_tol": 0.625}}},
             "models": {KEYS[0]: model("block4_conv", 0.642857, {
                 "rate": 0.053333, "per_class": {"glioma": 0.08, "meningioma": 0.04,
                                                 "pituitary": 0.04}, "n": 75}),
                 KEYS[1]: model("activation_17", 0.413333,
                                {"skipped": "made-up reason for the test"})},
             "best_model": KEYS[0],
-            "target": {"pointing_game": 0.7, "shortcut_rate": 0.1, "best_pointing_game": 0.642857,
-                       "best_shortcut_rate": 0.053333, "met": False,
-                       "note": "made-up target note"},
+            "target": {"method": "hirescam", "pointing_game": 0.8, "gradcam_pointing_game": 0.6,
+                       "shortcut_rate": 0.1, "shortcut_excess": 0.05,
+                       "best_pointing_game": 0.692857, "best_shortcut_rate": 0.053333,
+                       "checks": checks, "met": False,
+                       "note": "made-up target note; the sanity check failed for occlusion"},
             "skipped": {"scorecam": "made-up reason for the test"}}
 
 
@@ -244,7 +269,8 @@ def expected_headline(evaluate: dict[str, Any], explain: dict[str, Any] | None,
     numbers = [m["macro"]["f1"], *m["ci"]["macro_f1"], m["calibration"]["before"]["ece"],
                m["calibration"]["after"]["ece"]]
     expl = (explain or {}).get("models", {}).get(key, {})
-    pointing = expl.get("localisation", {}).get("gradcam", {}).get("pointing_game", {})
+    method = (explain or {}).get("headline_method", "gradcam")
+    pointing = expl.get("localisation", {}).get(method, {}).get("pointing_game", {})
     numbers += [pointing["value"]] if "value" in pointing else []
     rate = expl.get("shortcut", {}).get("rate")
     return [round(x, 3) for x in numbers + ([rate] if rate is not None else [])]
@@ -292,7 +318,9 @@ def test_headline_numbers_equal_the_metrics_json(outputs: Path) -> None:
     best, other = page.find("table", id="headline").tbody.find_all("tr")
     assert "best" in best["class"] and "(best)" in best.td.text
     assert "skipped" in other.get_text() and other.find("span", title=True)
-    assert "0.581 0.530–0.630 0.123 → 0.041 0.643 0.053" in text_of(best)
+    assert "0.581 0.530–0.630 0.123 → 0.041 0.693 0.053" in text_of(best)  # hirescam's
+    header = text_of(page.find("table", id="headline").thead)
+    assert "pointing game (hirescam)" in header
 
 
 def test_headline_check_notices_a_wrong_number(outputs: Path) -> None:
@@ -312,6 +340,16 @@ def test_sections_show_evaluation_and_explanation_tables(outputs: Path) -> None:
     assert "skipped: made-up reason for the test" in text
     assert "Skipped scorecam: made-up reason for the test" in text
     assert "not met" in text and "made-up note for the test" in text
+    # explanations: the headline method chosen on validation, the targets one by one, tolerance
+    assert "Headline method: hirescam , chosen on validation images, never on test" in text
+    assert "hirescam 0.656 0.750 yes" in text and "occlusion 0.500 0.625" in text
+    assert "hirescam strict pointing game on test ≥ 0.80: measured 0.693: missed . Made-up " \
+        "target note." in text
+    assert "Grad-CAM strict pointing game on test ≥ 0.60: measured 0.643: met ." in text
+    assert "excess over real healthy test scans ≤ 0.05: measured 0.020: met ." in text
+    assert "(Spearman ρ < 0.50): failed: occlusion: missed ." in text
+    assert "within 0.0670 of the image side of the mask (8.6 px at 128 px)" in text
+    assert "the map the head reads (16x16 >= min_grid 8)" in text
     assert "block" in text and "He-normal" in text  # architecture line of the scratch model
     assert "weights from the pretrain stage (made up) — not ImageNet" in text
 
