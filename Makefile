@@ -15,6 +15,7 @@ export MPLBACKEND := Agg
 help:
 	@echo "make repro   set up .venv, make sure data/raw exists, run the whole study (dvc repro)"
 	@echo "make test    set up .venv, run the whole test suite (unit, notebooks, real dvc repro)"
+	@echo "make test-fast  unit tests only, for the edit loop (make test before you push)"
 	@echo "make lab     open the notebooks in JupyterLab with the project kernel"
 	@echo "make bench   print the speed budgets as measured figures"
 	@echo "make report  rebuild only the HTML report from existing outputs"
@@ -55,6 +56,10 @@ report: setup
 test: setup
 	$(BIN)/python -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env --durations=8 \
 	  tests notebooks
+
+# The edit loop: unit tests only (no real dvc repro, no notebooks), a minute or two on 2 cores.
+test-fast: setup
+	$(BIN)/python -m pytest -n 2 -m "not slow" -q tests
 
 lab: setup
 	$(BIN)/jupyter lab notebooks

@@ -12,8 +12,9 @@ Which images each part uses (sized so that the default profile stays within minu
   so methods compare like with like there; the sanity check re-explains ``sanity_size`` of them;
 - the headline method (``validate``): the best model (highest test accuracy) explained by every
   method on a seeded, class-stratified sample of ``sample_size`` *validation* tumour images; the
-  method with the highest strict pointing game there is the headline (ties: the earlier, cheaper
-  one in lib.explain.METHODS). The test split is never used to choose it;
+  method with the highest strict pointing game there, among the methods that pass the sanity
+  check on the same images, is the headline (ties: the earlier, cheaper one in
+  lib.explain.METHODS). The test split is never used to choose it;
 - the shortcut control: the healthy twin of every tumour test image (phantom data only): same
   anatomy, pose, sequence, bias and noise, no lesion. The share still called a tumour is the
   shortcut rate; beside it, the share of real healthy test scans called a tumour, the rate a
@@ -465,8 +466,10 @@ def choose_headline(model: Any, key: str, val: SplitImages | None, cfg: ExplainC
                     reason: str | None = None) -> dict[str, Any]:
     """Every configured method on the validation sample, scored by the strict pointing game.
 
-    The headline method is the argmax (``pick_headline``): chosen on validation images so that
-    the test numbers the report heads with are not the best of several tries on test.
+    The headline method is the argmax (``pick_headline``) over the methods that pass the
+    randomisation sanity check on the same images: chosen on validation images so that the test
+    numbers the report heads with are not the best of several tries on test, and never a method
+    whose maps do not depend on the model.
     """
     from .predict import input_spec
     from .train import seed_everything
@@ -482,14 +485,24 @@ def choose_headline(model: Any, key: str, val: SplitImages | None, cfg: ExplainC
     targets = resolve_targets(cfg.class_index, labels, predicted, len(val.names))
     explainer = Explainer(model, cfg.layer, cfg.saliency, cfg.min_grid)
     masks = [val.masks[i] for i in rows]
-    scores: dict[str, dict[str, float]] = {}
+    scores: dict[str, dict[str, Any]] = {}
+    maps: dict[str, np.ndarray] = {}
     for method in cfg.methods:
-        table = localise.score_maps(explainer.maps(x, targets, method), masks, cfg.iou_threshold)
+        maps[method] = explainer.maps(x, targets, method)
+        table = localise.score_maps(maps[method], masks, cfg.iou_threshold)
         scores[method] = {"pointing_game": float(table["pointing_game"].mean()),
                           "pointing_game_tol": float(table["pointing_game_tol"].mean())}
-    headline = pick_headline({m: v["pointing_game"] for m, v in scores.items()})
+    # A method whose maps hardly change when the model is scrambled shows the image, not the
+    # model (Adebayo et al. 2018): it may not head the report, however well it points.
+    sanity, _ = _sanity(explainer, x, targets, labels, maps, cfg)
+    for method, result in sanity.items():
+        scores[method].update(sanity_spearman=result["spearman"], sanity_passed=result["passed"])
+    eligible = {m: v["pointing_game"] for m, v in scores.items() if v["sanity_passed"]}
+    headline = pick_headline(eligible or {m: v["pointing_game"] for m, v in scores.items()})
     return {"split": val.split, "model": key, "n": len(rows), "layer": explainer.layer,
-            "criterion": "pointing_game", "scores": scores, "headline_method": headline}
+            "criterion": "pointing_game of the methods that pass the sanity check"
+                         if eligible else "pointing_game (no method passed the sanity check)",
+            "scores": scores, "headline_method": headline}
 
 
 def validate(models: list[Any], results: dict[str, ModelExplanation], val: SplitImages | None,
@@ -778,7 +791,8 @@ def tables(results: dict[str, ModelExplanation], validation: dict[str, Any] | No
     scores = (validation or {}).get("scores", {})
     chosen = pd.DataFrame([{"method": k, **v, "headline": k == headline}
                            for k, v in scores.items()],
-                          columns=["method", *localise.SCORES[:2], "headline"]).set_index("method")
+                          columns=["method", *localise.SCORES[:2], "sanity_spearman",
+                                   "sanity_passed", "headline"]).set_index("method")
     return {"overview": pd.DataFrame(overview).set_index("model"), "validation": chosen,
             "localisation": pd.DataFrame(loc).set_index(index) if loc else pd.DataFrame(),
             "faithfulness": pd.DataFrame(faith).set_index(index),

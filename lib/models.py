@@ -533,21 +533,25 @@ def freeze_backbone(model: keras.Model) -> None:
         layer.trainable = False
 
 
-def unfreeze_top(model: keras.Model, n: int) -> int:
-    """Phase 2: the top `n` backbone layers with weights train, except BatchNormalization.
+def unfreeze_top(model: keras.Model, n: int, train_bn: bool = False) -> int:
+    """Phase 2: the top `n` backbone layers with weights train (BatchNormalization only if asked).
 
     Everything else in the backbone is frozen first, so the result does not depend on earlier
-    calls. BN layers stay ``trainable=False``: in Keras 3 that also makes them run in inference
-    mode (moving statistics are used and not updated; BatchNormalization.call only uses batch
-    statistics when ``training and self.trainable``), which keeps the small fine-tuning batches
-    from wrecking the pretrained statistics. `n` counts BN layers among the top layers. Returns
-    how many backbone layers now have trainable weights. Re-compile the model afterwards.
+    calls. By default BN layers stay ``trainable=False``: in Keras 3 that also makes them run in
+    inference mode (moving statistics are used and not updated; BatchNormalization.call only
+    uses batch statistics when ``training and self.trainable``), which keeps the small
+    fine-tuning batches from wrecking statistics learnt on another domain (ImageNet).
+    ``train_bn=True`` lets them learn (set their momentum with ``set_bn_momentum``): needed when
+    the statistics come from random initialisation (``weights: none``, measured: chance with BN
+    frozen) and harmless when the source task used the same images (the pretrain stage).
+    `n` counts BN layers among the top layers. Returns how many backbone layers now have
+    trainable weights. Re-compile the model afterwards.
     """
     check_int("train_transfer.fine_tune_layers", n, 0)
     freeze_backbone(model)
     with_weights = [layer for layer in backbone_layers(model) if layer.weights]
     for layer in with_weights[max(0, len(with_weights) - n):] if n else []:
-        if not isinstance(layer, layers.BatchNormalization):
+        if train_bn or not isinstance(layer, layers.BatchNormalization):
             layer.trainable = True
     return sum(1 for layer in backbone_layers(model) if layer.trainable_weights)
 

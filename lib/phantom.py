@@ -77,7 +77,13 @@ _TISSUE: dict[str, np.ndarray] = {
 # matter. On T1c they are the brightest intracranial tissue after fat (1.5-1.7 x white matter).
 # A real tumour classifier must learn not to call these a tumour; the pretext task of the
 # pretrain stage (T1 vs T1c) needs them too, as a slice without a lesion otherwise looks the same.
+# Cortical arteries and veins in the superficial sulci: flow voids before contrast, bright on
+# T1c (gadolinium in the blood pool); VESSEL_* place them (fixed pattern, not a draw).
+VESSEL_SEED = 152
+VESSEL_THRESHOLD = 1.0  # in sd of the smooth field: ~16 % of it, as strands of 1-3 mm
+VESSEL_DEPTH_MM = 15.0  # sulcal CSF within this depth of the brain surface
 _NORMAL_ENHANCING: dict[str, np.ndarray] = {
+    "vessel": np.array([0.30, 1.50, 0.30, 0.30]),
     "sinus": np.array([0.35, 1.70, 0.30, 0.30]),  # superior sagittal and transverse sinuses
     "choroid": np.array([0.75, 1.60, 1.60, 0.80]),  # glomus in the atrium of each ventricle
     "stalk": np.array([0.82, 1.60, 1.30, 1.10]),  # infundibulum in the suprasellar cistern
@@ -107,6 +113,17 @@ GLIOMA_ENHANCING_SHARE = 0.8
 # range of the post/pre-contrast signal ratio of enhancing glioma (a clear, unmistakable
 # enhancement; Smirniotopoulos 2007). Non-enhancing gliomas get none: hypointense on T1/T1c.
 GLIOMA_ENHANCEMENT: tuple[float, float] = (0.6, 1.0)
+# Heterogeneity inside the lesion: (amplitude, grain in mm). Glioblastoma enhances irregularly
+# and heterogeneously in patches of several mm; meningioma and pituitary adenoma enhance avidly
+# and homogeneously (Smirniotopoulos et al. 2007). A 2 mm grain vanished at the study's 64 px
+# input (3.75 mm pixels), which left solid gliomas looking like meningiomas.
+LESION_TEXTURE: dict[str, tuple[float, float]] = {
+    "glioma": (0.15, 4.0), "meningioma": (0.04, 2.0), "pituitary": (0.04, 2.0)}
+# Smallest lesion share of a non-enhancing glioma's slice. Diffuse low-grade gliomas are found
+# late, when they are several centimetres across (mean diameter ~5 cm at diagnosis; Mandonnet
+# et al., Ann Neurol 2003;53:524-528, on their slow continuous growth), so a slice through one
+# shows a mass of >= ~3 % of the brain, not a dot a reader could never find without enhancement.
+LOWGRADE_MIN_FRACTION = 0.03
 # Per-lesion variation of the relaxation contrast (scales the deviation from white matter):
 # measured tumour T2/T1 vary by roughly +-15 % around their means (Gu et al. 2022), so a lesion
 # keeps at least 3/4 of its tissue's contrast; lower draws made T2 gliomas vanish.
@@ -230,6 +247,7 @@ class _Slice:
     wm: np.ndarray
     sdf_brain: np.ndarray  # signed distance to the (hole-filled) brain outline, mm, < 0 inside
     sdf_hull: np.ndarray  # same for the smooth intracranial hull the skull is built around
+    vessel: np.ndarray  # partial volume of cortical vessels in the superficial sulci (anatomy)
 
 
 _SLICES: dict[int, _Slice] = {}
@@ -259,6 +277,7 @@ def _load_slices() -> dict[int, _Slice]:
     gm_vol, wm_vol, mask_vol = vols
     lo = math.floor(LEVEL_RANGE_MM[0]) - 1
     hi = math.ceil(LEVEL_RANGE_MM[1]) + 1
+    tree = _vessel_tree(gm_vol.shape[:2], hi - lo + 1)
     for z in range(lo, hi + 1):
         k = int(z - _ORIGIN_MM[2])
         brain = ndi.binary_fill_holes(mask_vol[:, :, k] > 0.5)  # cisterns count as brain
@@ -266,13 +285,23 @@ def _load_slices() -> dict[int, _Slice]:
         # Intracranial hull: morphological closing (12 mm) so the skull does not dip into notches.
         closed = _signed_distance(~(sdf_brain < 12.0)) > 12.0
         hull = ndi.binary_fill_holes(closed | brain)
-        _SLICES[z] = _Slice(
-            gm=np.clip(gm_vol[:, :, k], 0, 1),
-            wm=np.clip(wm_vol[:, :, k], 0, 1),
-            sdf_brain=sdf_brain,
-            sdf_hull=_signed_distance(hull),
-        )
+        gm, wm = np.clip(gm_vol[:, :, k], 0, 1), np.clip(wm_vol[:, :, k], 0, 1)
+        sulci = np.clip(1 - gm - wm, 0, 1) * brain * (sdf_brain > -VESSEL_DEPTH_MM)
+        _SLICES[z] = _Slice(gm=gm, wm=wm, sdf_brain=sdf_brain, sdf_hull=_signed_distance(hull),
+                            vessel=tree[:, :, z - lo] * np.clip(3 * sulci, 0, 1))
     return _SLICES
+
+
+def _vessel_tree(shape: tuple[int, int], levels: int) -> np.ndarray:
+    """A fixed 3-D pattern of vessel-like strands (1 mm grid), coherent from level to level.
+
+    The same for every image (it is anatomy, like the template): a seeded smooth random field,
+    kept where it is highest, so that a few per cent of the sulcal CSF holds 1-3 mm vessels.
+    """
+    field = np.random.default_rng(VESSEL_SEED).standard_normal((*shape, levels))
+    field = ndi.gaussian_filter(field, (1.2, 1.2, 2.5), truncate=3.0)
+    field /= max(float(field.std()), 1e-12)
+    return np.clip((field - VESSEL_THRESHOLD) / 0.3, 0, 1)
 
 
 def _grid_mm() -> tuple[np.ndarray, np.ndarray]:
@@ -318,6 +347,7 @@ class Lesion:
     edema_harmonics: tuple[tuple[float, float], ...] = ()
     texture: float = 0.0  # amplitude of smooth multiplicative heterogeneity inside the lesion
     texture_seed: int = 0
+    texture_mm: float = 2.0  # grain (Gaussian sigma) of that heterogeneity
 
 
 @dataclass(frozen=True)
@@ -449,7 +479,11 @@ def _draw_lesion(cfg: PhantomConfig, rng: np.random.Generator, cls: str, level: 
     xs, ys = _grid_mm()
     brain = sl.sdf_brain < 0
     lo, hi = cfg.lesion_fraction
-    frac = float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+    t = float(rng.random())  # size quantile on a log scale
+    enhancing = bool(rng.random() < GLIOMA_ENHANCING_SHARE) if cls == "glioma" else True
+    if not enhancing:  # diagnosed low-grade gliomas are large (see LOWGRADE_MIN_FRACTION)
+        lo = min(max(lo, LOWGRADE_MIN_FRACTION), hi)
+    frac = float(math.exp(math.log(lo) + t * (math.log(hi) - math.log(lo))))
     target = max(int(round(frac * brain.sum())), 1)
     r0 = math.sqrt(target / math.pi)
     contrast = float(rng.uniform(*CONTRAST_RANGE))
@@ -468,7 +502,6 @@ def _draw_lesion(cfg: PhantomConfig, rng: np.random.Generator, cls: str, level: 
         harm = _harmonics(rng, 0.22)
         core = float(rng.uniform(0.0, 0.7))
         edema = float(rng.uniform(1.3, 2.3))
-        enhancing = bool(rng.random() < GLIOMA_ENHANCING_SHARE)
         e = float(rng.uniform(*GLIOMA_ENHANCEMENT))
         # High grade: enhancing solid tumour, necrotic core, vasogenic edema. Low grade (not
         # enhancing): a solid infiltrative mass, T1/T1c dark and T2/FLAIR bright, with little
@@ -512,7 +545,7 @@ def _draw_lesion(cfg: PhantomConfig, rng: np.random.Generator, cls: str, level: 
                 float(ys[i, j] + normal[1] * inset * r0),
             )
 
-    texture = {"glioma": 0.10, "meningioma": 0.04, "pituitary": 0.04}[cls]
+    texture, texture_mm = LESION_TEXTURE[cls]
     texture_seed = int(rng.integers(0, 2**63 - 1))
     geometry = Lesion(
         kind=cls,
@@ -525,6 +558,7 @@ def _draw_lesion(cfg: PhantomConfig, rng: np.random.Generator, cls: str, level: 
         contrast=contrast,
         enhancement=enhancement,
         texture=texture,
+        texture_mm=texture_mm,
         texture_seed=texture_seed,
         **extra,
     )
@@ -630,13 +664,14 @@ def _normal_structures(sl: _Slice, level: float, csf: np.ndarray) -> dict[str, n
     (front and back); transverse sinuses along the posterior inner table below the torcular
     (MNI z < -5 mm); the choroid plexus glomus in the atrium of each lateral ventricle (the
     posterior deep CSF of each hemisphere); the pituitary stalk in the midline suprasellar
-    cistern (MNI z < -6 mm), where a pituitary macroadenoma also lies.
+    cistern (MNI z < -6 mm), where a pituitary macroadenoma also lies; cortical vessels in the
+    superficial sulci (``_Slice.vessel``).
     """
     xs, ys = _grid_mm()
     hull = sl.sdf_hull
     midline = np.abs(xs[:, 0]).argmin()
     inside = np.flatnonzero(hull[midline] < 0)
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, np.ndarray] = {"vessel": sl.vessel}
     if inside.size:
         front, back = ys[midline, inside.max()], ys[midline, inside.min()]
         out["sinus"] = np.maximum(_disk((0.0, front), 2.0), _disk((0.0, back), 3.0))
@@ -673,9 +708,9 @@ def _lesion_signal(
 
     enh = c * les.enhancement if SEQUENCES[seq] == "T1c" else 0.0
     tex = 1.0
-    if les.texture > 0:  # smooth heterogeneity (~2 mm grain), from the lesion's own seed
+    if les.texture > 0:  # smooth heterogeneity, from the lesion's own seed
         field = np.random.default_rng(les.texture_seed).standard_normal(xs.shape)
-        field = ndi.gaussian_filter(field, 2.0, truncate=3.0)
+        field = ndi.gaussian_filter(field, les.texture_mm, truncate=3.0)
         tex = 1.0 + les.texture * field / max(float(field.std()), 1e-12)
     r = les.radius_mm
     rho1 = _blob_rho(les.centre_mm, les.aspect, les.angle_deg, les.harmonics, r + 3.0)

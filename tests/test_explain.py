@@ -509,10 +509,37 @@ def test_choose_headline_scores_every_method_on_validation(tiny):
     first = es.choose_headline(model, "m_s0", val, cfg)
     assert first == es.choose_headline(model, "m_s0", val, cfg)
     assert set(first["scores"]) == {"occlusion", "gradcam", "hirescam"}
-    assert first["n"] == 3 and first["criterion"] == "pointing_game"
-    strict = {k: v["pointing_game"] for k, v in first["scores"].items()}
+    assert first["n"] == 3 and first["criterion"].startswith("pointing_game")
+    scores = first["scores"]
+    assert all(isinstance(v["sanity_passed"], bool) and -1 <= v["sanity_spearman"] <= 1
+               for v in scores.values())
+    # the argmax among the methods that pass the sanity check (all, when none passes)
+    eligible = {k: v["pointing_game"] for k, v in scores.items() if v["sanity_passed"]}
+    strict = eligible or {k: v["pointing_game"] for k, v in scores.items()}
     assert first["headline_method"] == es.pick_headline(strict)
-    assert all(v["pointing_game_tol"] >= v["pointing_game"] for v in first["scores"].values())
+    assert all(v["pointing_game_tol"] >= v["pointing_game"] for v in scores.values())
+
+
+def test_a_method_failing_the_sanity_check_never_heads_the_report(tiny, monkeypatch):
+    """However well it points, a method whose maps ignore the model is not the headline."""
+    from dataclasses import replace
+
+    val, _ = es.validation_images(tiny.manifest_path, tiny.raw_dir, 6, 0)
+    cfg = replace(small_config(), methods=("gradcam", "hirescam"))
+
+    def fake_sanity(explainer, x, targets, labels, maps, cfg):
+        return {"gradcam": {"spearman": 0.9, "passed": False, "n": 3},
+                "hirescam": {"spearman": 0.1, "passed": True, "n": 3}}, []
+
+    monkeypatch.setattr(es, "_sanity", fake_sanity)
+    def every_map_hits(maps, masks, threshold):
+        return pd.DataFrame({"pointing_game": [1.0] * len(masks),
+                             "pointing_game_tol": [1.0] * len(masks)})
+
+    monkeypatch.setattr(es.localise, "score_maps", every_map_hits)
+    out = es.choose_headline(untrained_model(), "m_s0", val, cfg)
+    assert out["headline_method"] == "hirescam"  # gradcam ties and would win on the tie rule
+    assert out["scores"]["gradcam"]["sanity_passed"] is False
 
 
 def test_shortcut_rate_counts_tumour_calls():

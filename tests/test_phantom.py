@@ -281,6 +281,9 @@ def test_gliomas_enhance_clearly_or_are_dark_on_t1c_and_bright_on_flair() -> Non
     enhancing = [d for d in draws if d.lesion.enhancement > 0]
     assert 0.65 <= len(enhancing) / len(draws) <= 0.95
     assert min(d.lesion.enhancement for d in enhancing) >= P.GLIOMA_ENHANCEMENT[0]
+    # low-grade gliomas are diagnosed large: none is a dot (realism, see LOWGRADE_MIN_FRACTION)
+    assert all(d.lesion.area_fraction >= P.LOWGRADE_MIN_FRACTION - 1e-9
+               for d in draws if d.lesion.enhancement == 0)
     for d in draws[:24]:
         ring_of = {}
         for seq in ("T1c", "FLAIR"):
@@ -307,7 +310,11 @@ def test_normal_structures_enhance_on_t1c_in_every_class_and_in_twins() -> None:
     assert (gain > 60).sum() >= 20  # structures light up (sinus band, stalk, plexus)
     structures = P._normal_structures(P._slice_at(-12.0), -12.0,
                                       np.ones_like(P._slice_at(-12.0).gm))
-    assert {"sinus", "stalk"} <= set(structures)
+    assert {"sinus", "stalk", "vessel"} <= set(structures)
+    # vessels are strands in the superficial sulci: a few hundred mm^2, never deep white matter
+    vessel = P._slice_at(0.0).vessel
+    assert 50 < vessel.sum() < 0.05 * (P._slice_at(0.0).sdf_brain < 0).sum()
+    assert not vessel[P._slice_at(0.0).sdf_brain < -P.VESSEL_DEPTH_MM - 1].any()
     d = P.draw_case(MID, "Training", "glioma", 3)
     twin = P.render(MID, d, lesion=False)[0]
     notumor_like = P.render(MID, replace(d, lesion=None))[0]
