@@ -299,8 +299,11 @@ def _quiet() -> Iterator[None]:
 
 
 @contextmanager
-def _numpy_seed(seed: int) -> Iterator[None]:
-    """tf-keras-vis draws SmoothGrad noise from numpy's global state: seed it, then restore it."""
+def numpy_global_seed(seed: int) -> Iterator[None]:
+    """Seed numpy's legacy global state for a library that draws from it, then restore it.
+
+    tf-keras-vis draws SmoothGrad noise there, and seaborn its strip-plot jitter.
+    """
     state = np.random.get_state()  # noqa: NPY002  (the library reads the legacy global state)
     np.random.seed(seed % 2**32)  # noqa: NPY002
     try:
@@ -472,7 +475,7 @@ class Explainer:
         vis, score = self._visualiser(method), CategoricalScore(t.tolist())
         with _quiet():
             if method == "smoothgrad":
-                with _numpy_seed(self.cfg.seed * 1_000_003 + offset):
+                with numpy_global_seed(self.cfg.seed * 1_000_003 + offset):
                     grads = vis(score, x, smooth_samples=self.cfg.smooth_samples,
                                 smooth_noise=self.cfg.smooth_noise, normalize_map=False)
                 return normalise(grads)

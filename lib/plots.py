@@ -106,8 +106,11 @@ def conspicuity_by_class(per_image: pd.DataFrame, sequence_order: Sequence[str] 
     hue_order = list(sequence_order) if sequence_order else sorted(data["sequence"].unique())
     sns.boxplot(data, x="class", y="conspicuity", hue="sequence", order=order,
                 hue_order=hue_order, ax=ax, showfliers=False, fill=False, legend=False)
-    sns.stripplot(data, x="class", y="conspicuity", hue="sequence", order=order,
-                  hue_order=hue_order, ax=ax, dodge=True, size=2.5, alpha=0.6, jitter=0.2)
+    from .explain import numpy_global_seed
+
+    with numpy_global_seed(0):  # seaborn's jitter: seeded, so the figure's bytes reproduce
+        sns.stripplot(data, x="class", y="conspicuity", hue="sequence", order=order,
+                      hue_order=hue_order, ax=ax, dodge=True, size=2.5, alpha=0.6, jitter=0.2)
     ax.axhline(visible, color="black", linestyle="--", linewidth=1)
     ax.text(1.0, visible, f" {visible:g}", transform=ax.get_yaxis_transform(), va="center",
             fontsize=7)

@@ -123,9 +123,11 @@ def explain_json() -> dict[str, Any]:
             "validation": {"split": "val", "model": KEYS[0], "n": 32, "layer": "block4_conv",
                            "criterion": "pointing_game", "headline_method": "hirescam",
                            "scores": {"gradcam": {"pointing_game": 0.59375,
-                                                  "pointing_game_tol": 0.71875},
+                                                  "pointing_game_tol": 0.71875,
+                                                  "sanity_spearman": 0.3, "sanity_passed": True},
                                       "hirescam": {"pointing_game": 0.65625,
-                                                   "pointing_game_tol": 0.75},
+                                                   "pointing_game_tol": 0.75,
+                                                   "sanity_spearman": 0.1, "sanity_passed": True},
                                       "occlusion": {"pointing_game": 0.5,
                                                     "pointing_game_tol": 0.625}}},
             "models": {KEYS[0]: model("block4_conv", 0.642857, {
@@ -342,7 +344,8 @@ def test_sections_show_evaluation_and_explanation_tables(outputs: Path) -> None:
     assert "not met" in text and "made-up note for the test" in text
     # explanations: the headline method chosen on validation, the targets one by one, tolerance
     assert "Headline method: hirescam , chosen on validation images, never on test" in text
-    assert "hirescam 0.656 0.750 yes" in text and "occlusion 0.500 0.625" in text
+    assert "hirescam 0.656 0.750 0.100 passed yes" in text and "occlusion 0.500 0.625" in text
+    assert "gradcam 0.594 0.719 0.300 passed" in text  # an older json without sanity: blank
     assert "hirescam strict pointing game on test ≥ 0.80: measured 0.693: missed . Made-up " \
         "target note." in text
     assert "Grad-CAM strict pointing game on test ≥ 0.60: measured 0.643: met ." in text
