@@ -26,9 +26,10 @@ least ``min_grid``. A map cannot be sharper than its grid: on the phantom even a
 scores only 0.77 in the pointing game at 8x8 and 1.00 at 16x16, and a 2x2 map cannot point at a
 lesion at all. "Rectified" means the output of a nonlinearity (a ReLU or Activation layer, a
 convolution with a built-in activation, or a concatenation of such maps), never a pooling,
-dropout, batch-norm, padding or linear convolution output. The study runs with min_grid 16
-(params.yaml ``explain.min_grid``): for its scratch CNN at 64 px (4 blocks, ``block4_relu`` 8x8)
-the rule reads ``block3_relu`` (16x16); for the flat transfer models it reads
+dropout, batch-norm, padding or linear convolution output. The study runs with min_grid 32
+(params.yaml ``explain.min_grid``: its smallest lesions are ~4 px across at 64 px, a single cell
+of a 16x16 grid): for its scratch CNN at 64 px (4 blocks, ``block4_relu`` 8x8) the rule reads
+``block2_relu`` (32x32); with the default of 8, for the flat transfer models it reads
 ``mixed10`` (InceptionV3), ``conv5_block3_out`` (ResNet50), ``block5_conv3`` (VGG16),
 ``top_activation`` (EfficientNetV2), the final activation of MobileNetV3 and
 ``block14_sepconv2_act`` (Xception) when their grid is fine enough, and at 64 px input (a 2x2
