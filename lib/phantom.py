@@ -119,10 +119,10 @@ GLIOMA_ENHANCEMENT: tuple[float, float] = (0.6, 1.0)
 # input (3.75 mm pixels), which left solid gliomas looking like meningiomas.
 LESION_TEXTURE: dict[str, tuple[float, float]] = {
     "glioma": (0.15, 4.0), "meningioma": (0.04, 2.0), "pituitary": (0.04, 2.0)}
-# Smallest lesion share of a non-enhancing glioma's slice. Diffuse low-grade gliomas are found
-# late, when they are several centimetres across (mean diameter ~5 cm at diagnosis; Mandonnet
-# et al., Ann Neurol 2003;53:524-528, on their slow continuous growth), so a slice through one
-# shows a mass of >= ~3 % of the brain, not a dot a reader could never find without enhancement.
+# Smallest lesion share of a non-enhancing glioma's slice. Diffuse low-grade gliomas grow slowly
+# and steadily for years before symptoms (Mandonnet et al., Ann Neurol 2003;53:524-528), so they
+# are usually several centimetres across when first imaged: a slice through one shows a mass of
+# >= ~3 % of the brain, not a dot a reader could never find without enhancement.
 LOWGRADE_MIN_FRACTION = 0.03
 # Per-lesion variation of the relaxation contrast (scales the deviation from white matter):
 # measured tumour T2/T1 vary by roughly +-15 % around their means (Gu et al. 2022), so a lesion
