@@ -550,12 +550,23 @@ def _pointing_check(best: ModelExplanation, method: str, target: float) -> dict[
         check["note"] = f"{method}'s pointing game was not measured ({why})"
     elif not check["met"]:
         h, w = best.metrics["layer_grid"]
+        others = {m: v["pointing_game"]["value"] for m, v in best.metrics["localisation"].items()
+                  if m != method and isinstance(v, dict) and "pointing_game" in v}
+        leader = max(others, key=others.get) if others else None
+        if leader is not None and others[leader] >= target:
+            # the model does point at the lesion: the method, not the model, misses
+            why = (f"{leader} reaches {others[leader]:.0%} on the same model and layer, so the "
+                   f"lesion drives the model and {method} misses it; Grad-CAM averages each "
+                   "channel's gradient over the grid, and behind a global max-pooling head "
+                   "those gradients exist only at each channel's maximum")
+        else:
+            why = ("lesions cover 1-10 % of the brain; a model that has not learnt to rely on "
+                   "the lesion cannot point at it either")
         check["note"] = (
             f"{method}'s maximum falls inside the lesion on {pg:.0%} of tumour test images "
             f"(target {target:.0%}); the best model (test accuracy {best.accuracy:.2f}) is "
             f"explained at {best.layer}, a grid of {h}x{w} cells of {best.size // max(h, 1)} "
-            "pixels, while lesions cover 1-10 % of the brain; a model that has not learnt to "
-            "rely on the lesion cannot point at it either")
+            f"pixels; {why}")
     return check
 
 

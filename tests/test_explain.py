@@ -794,3 +794,15 @@ def test_notebook_parameters_match_the_documented_interface():
             "smooth_noise", "score_cam_max_n", "iou_threshold", "bootstrap_resamples",
             "sanity_layers", "faithfulness_steps", "gallery_per_class", "seed"} <= names
     assert all(not c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code")
+
+
+def test_gradcam_note_says_whether_the_model_or_the_method_misses():
+    """When another method points at the lesion on the same model, Grad-CAM's miss is the
+    method's, not the model's; when none does, the note says the model may not use the lesion."""
+    ok = {"rate": 0.0, "excess": 0.0, "n": 10}
+    method_miss = es.target_check(best_stub({"gradcam": 0.2, "hirescam": 0.9}, ok), "hirescam")
+    note = method_miss["checks"]["gradcam_pointing_game"]["note"]
+    assert "hirescam reaches 90%" in note and "max-pooling head" in note
+    model_miss = es.target_check(best_stub({"gradcam": 0.2, "hirescam": 0.3}, ok), "hirescam")
+    note = model_miss["checks"]["gradcam_pointing_game"]["note"]
+    assert "cannot point at it either" in note and "reaches" not in note
