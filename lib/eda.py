@@ -56,8 +56,9 @@ class Survey:
 
 def survey(manifest: pd.DataFrame, raw_dir: Path, mean_size: int = 128,
            progress: bool = True) -> Survey:
-    """One row per usable image (size, intensity inside the head, lesion share of the head) and
-    the pixel-wise mean image per class at a common size, where classes differ on average."""
+    """One row per usable image (size, intensity inside the head, lesion share of the head,
+    lesion conspicuity) and the pixel-wise mean image per class at a common size, where classes
+    differ on average."""
     rows, sums, counts = [], {}, {}
     records = manifest.to_dict("records")
     for rec in tqdm(records, disable=not progress, desc="image statistics", unit="img"):
@@ -66,6 +67,7 @@ def survey(manifest: pd.DataFrame, raw_dir: Path, mean_size: int = 128,
         values = img[head] if head.any() else img.ravel()
         has_mask = isinstance(rec["mask"], str) and rec["mask"] != ""
         lesion = load_mask(raw_dir, rec["mask"] if has_mask else None, img.shape)
+        ring_px = ring_width(min(img.shape))
         rows.append({
             "path": rec["path"], "class": rec["class"], "split": rec["split"],
             "width": int(rec["width"]), "height": int(rec["height"]),
@@ -73,6 +75,8 @@ def survey(manifest: pd.DataFrame, raw_dir: Path, mean_size: int = 128,
             "p99": float(np.percentile(values, 99)),
             "lesion_share": (float((lesion & head).sum() / max(head.sum(), 1))
                              if has_mask else np.nan),
+            "lesion": bool(lesion.any()), "ring_px": ring_px,
+            "conspicuity": conspicuity(img, lesion, ring_px, head),
         })
         small = Image.fromarray(img).resize((mean_size, mean_size), Image.BILINEAR)
         cls = str(rec["class"])
@@ -211,27 +215,14 @@ def image_sequences(manifest: pd.DataFrame, raw_dir: Path) -> pd.Series:
     return pd.Series([one(p) for p in manifest["path"]], index=manifest.index, dtype=object)
 
 
-def lesion_conspicuity(manifest: pd.DataFrame, raw_dir: Path, ring_px: int | None = None,
-                       progress: bool = True) -> pd.DataFrame:
-    """Conspicuity of every image with a non-empty lesion mask, in all splits: it checks the data
-    (is each lesion visible?), not a model, so the test split is no more precious here than the
-    rest, and more lesions give steadier medians. One row per lesion image."""
+def lesion_conspicuity(stats_df: pd.DataFrame, raw_dir: Path) -> pd.DataFrame:
+    """One row per image with a non-empty lesion mask, from survey's stats (no second decode),
+    in all splits: it checks the data (is each lesion visible?), not a model, so the test split
+    is no more precious here than the rest, and more lesions give steadier medians."""
     columns = ["path", "class", "split", "sequence", "ring_px", "conspicuity"]
-    has_mask = manifest["mask"].fillna("").astype(str) != ""
-    tumours = manifest[has_mask]
-    sequences = image_sequences(tumours, raw_dir)
-    rows = []
-    for rec, seq in tqdm(zip(tumours.to_dict("records"), sequences, strict=True),
-                         total=len(tumours), disable=not progress, desc="conspicuity", unit="img"):
-        img = load_image(raw_dir, rec["path"])
-        mask = load_mask(raw_dir, rec["mask"], img.shape)
-        if not mask.any():
-            continue  # a no-tumour image with its empty mask
-        px = ring_width(min(img.shape)) if ring_px is None else ring_px
-        rows.append({"path": rec["path"], "class": rec["class"], "split": rec["split"],
-                     "sequence": seq, "ring_px": px,
-                     "conspicuity": conspicuity(img, mask, px)})
-    return pd.DataFrame(rows, columns=columns)
+    lesions = stats_df[stats_df["lesion"].astype(bool)].copy()
+    lesions["sequence"] = image_sequences(lesions, raw_dir)
+    return lesions[columns].reset_index(drop=True)
 
 
 def sequence_order(sequences: pd.Series) -> list[str]:

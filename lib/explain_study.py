@@ -550,15 +550,19 @@ def _pointing_check(best: ModelExplanation, method: str, target: float) -> dict[
         check["note"] = f"{method}'s pointing game was not measured ({why})"
     elif not check["met"]:
         h, w = best.metrics["layer_grid"]
+        sanity = best.metrics.get("sanity", {})  # a method that ignores the model proves nothing
         others = {m: v["pointing_game"]["value"] for m, v in best.metrics["localisation"].items()
-                  if m != method and isinstance(v, dict) and "pointing_game" in v}
+                  if m != method and isinstance(v, dict) and "pointing_game" in v
+                  and sanity.get(m, {}).get("passed", True)}
         leader = max(others, key=others.get) if others else None
         if leader is not None and others[leader] >= target:
             # the model does point at the lesion: the method, not the model, misses
-            why = (f"{leader} reaches {others[leader]:.0%} on the same model and layer, so the "
-                   f"lesion drives the model and {method} misses it; Grad-CAM averages each "
-                   "channel's gradient over the grid, and behind a global max-pooling head "
-                   "those gradients exist only at each channel's maximum")
+            why = (f"{leader} reaches {others[leader]:.0%} on the same model, so the lesion "
+                   f"drives the model and {method} misses it")
+            if method == "gradcam":
+                why += ("; Grad-CAM averages each channel's gradient over the grid, and behind a "
+                        "global max-pooling head those gradients exist only at each channel's "
+                        "maximum")
         else:
             why = ("lesions cover 1-10 % of the brain; a model that has not learnt to rely on "
                    "the lesion cannot point at it either")

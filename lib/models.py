@@ -533,7 +533,8 @@ def freeze_backbone(model: keras.Model) -> None:
         layer.trainable = False
 
 
-def unfreeze_top(model: keras.Model, n: int, train_bn: bool = False) -> int:
+def unfreeze_top(model: keras.Model, n: int, train_bn: bool = False,
+                 bn_momentum: float = SCRATCH_BN_MOMENTUM) -> int:
     """Phase 2: the top `n` backbone layers with weights train (BatchNormalization only if asked).
 
     Everything else in the backbone is frozen first, so the result does not depend on earlier
@@ -541,7 +542,8 @@ def unfreeze_top(model: keras.Model, n: int, train_bn: bool = False) -> int:
     inference mode (moving statistics are used and not updated; BatchNormalization.call only
     uses batch statistics when ``training and self.trainable``), which keeps the small
     fine-tuning batches from wrecking statistics learnt on another domain (ImageNet).
-    ``train_bn=True`` lets them learn (set their momentum with ``set_bn_momentum``): needed when
+    ``train_bn=True`` lets them learn, at `bn_momentum` (0.9 settles in the few hundred steps
+    of a fine-tune; Keras's 0.99 does not): needed when
     the statistics come from random initialisation (``weights: none``, measured: chance with BN
     frozen) and harmless when the source task used the same images (the pretrain stage).
     `n` counts BN layers among the top layers. Returns how many backbone layers now have
@@ -553,6 +555,8 @@ def unfreeze_top(model: keras.Model, n: int, train_bn: bool = False) -> int:
     for layer in with_weights[max(0, len(with_weights) - n):] if n else []:
         if train_bn or not isinstance(layer, layers.BatchNormalization):
             layer.trainable = True
+    if train_bn:
+        set_bn_momentum(model, bn_momentum)
     return sum(1 for layer in backbone_layers(model) if layer.trainable_weights)
 
 

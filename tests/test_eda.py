@@ -140,10 +140,13 @@ def test_conspicuity_table_on_real_data_is_per_class_with_unknown_sequence(tmp_p
             mask = lesion if contrast is not None else np.zeros_like(lesion)
             Image.fromarray(mask.astype(np.uint8) * 255).save(folder / f"img{k}_mask.png")
             rows.append({"path": f"Training/{cls}/img{k}.png", "class": cls, "split": "train",
-                         "mask": f"Training/{cls}/img{k}_mask.png"})
+                         "mask": f"Training/{cls}/img{k}_mask.png",
+                         "width": image.shape[1], "height": image.shape[0]})
     rows.append({"path": "Training/normal/img0.png", "class": "normal", "split": "val",
-                 "mask": ""})  # an image without a mask file is skipped, not an error
-    per_image = eda.lesion_conspicuity(pd.DataFrame(rows), tmp_path, progress=False)
+                 "mask": "", "width": image.shape[1], "height": image.shape[0]})
+    # (an image without a mask file is skipped, not an error)
+    stats_df = eda.survey(pd.DataFrame(rows), tmp_path, progress=False).stats
+    per_image = eda.lesion_conspicuity(stats_df, tmp_path)
     assert set(per_image["sequence"]) == {eda.UNKNOWN_SEQUENCE}
     assert len(per_image) == 6 and set(per_image["ring_px"]) == {3}
     table = eda.conspicuity_table(per_image)
@@ -179,7 +182,8 @@ def test_conspicuity_table_on_the_phantom_is_per_class_and_sequence(tiny) -> Non
     manifest = load_manifest(tiny.manifest_path)
     cfg = eda.phantom_config(tiny.raw_dir)
     assert cfg is not None
-    per_image = eda.lesion_conspicuity(manifest, tiny.raw_dir, progress=False)
+    stats_df = eda.survey(manifest, tiny.raw_dir, progress=False).stats
+    per_image = eda.lesion_conspicuity(stats_df, tiny.raw_dir)
     tumours = manifest[manifest["class"] != "notumor"]
     assert sorted(per_image["path"]) == sorted(tumours["path"])  # notumor masks are empty
     for rec in per_image.itertuples():
@@ -191,7 +195,6 @@ def test_conspicuity_table_on_the_phantom_is_per_class_and_sequence(tiny) -> Non
     assert set(table.index.get_level_values("class")) == {"glioma", "meningioma", "pituitary"}
     assert set(table.index.get_level_values("sequence")) <= set(phantom.SEQUENCES)
     assert table["n"].sum() == len(per_image)
-    stats_df = eda.survey(manifest, tiny.raw_dir, progress=False).stats
     kept = eda.summary(manifest, stats_df, {}, table)["conspicuity"]
     assert kept["ring_px_at_128"] == 3 and kept["splits"] == "all"
     assert set(kept["by_class_sequence"]) == {"glioma", "meningioma", "pituitary"}

@@ -260,6 +260,24 @@ def train_step(model: keras.Model) -> None:
     model.train_on_batch(images(4, SMALL_SHAPE), one_hot(4, 3))
 
 
+def test_unfreeze_top_with_train_bn_lets_batchnorm_learn_at_its_momentum() -> None:
+    """train_bn: BN layers among the top n train (statistics move) at the given momentum; the
+    ones below stay frozen (the statistics of random or ImageNet weights are not all wrong)."""
+    model = M.build_transfer(SMALL, SMALL_SHAPE, 3, NO_WEIGHTS)
+    backbone = M.backbone_layers(model)
+    with_weights = [layer for layer in backbone if layer.weights]
+    top = with_weights[-12:]
+    n = M.unfreeze_top(model, 12, train_bn=True, bn_momentum=0.8)
+    assert n == len(top) and all(layer.trainable for layer in top)
+    top_bn = [la for la in top if isinstance(la, keras.layers.BatchNormalization)]
+    assert top_bn and all(la.momentum == pytest.approx(0.8) for la in top_bn)
+    low_bn = [la for la in with_weights[:-12] if isinstance(la, keras.layers.BatchNormalization)]
+    assert low_bn and not any(la.trainable for la in low_bn)
+    before = snapshot(top_bn)
+    train_step(model)
+    assert changed(before, top_bn)  # moving statistics update in training mode
+
+
 def test_freeze_then_unfreeze_top() -> None:
     model = M.build_transfer(SMALL, SMALL_SHAPE, 3, NO_WEIGHTS)
     backbone = M.backbone_layers(model)
