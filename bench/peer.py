@@ -12,7 +12,7 @@ small Xception, entry Conv2D 128/2, residual blocks of 256, 512 and 728 separabl
 SeparableConv2D 1024, global average pooling, Dropout 0.25, Adam 3e-4. Written here from that
 description, not copied. Adapted only where the data needs it: 4 classes, so a softmax Dense and
 categorical cross-entropy (our pipeline yields one-hot labels) instead of one logit and binary
-cross-entropy; one grayscale channel instead of RGB; our input size (``train.image_size``)
+cross-entropy; one grayscale channel instead of RGB; our input size (``train_scratch.image_size``)
 instead of 180 px.
 
 Fairness, in one place (:func:`compare`):
@@ -289,7 +289,7 @@ def compare(params_path: Path | str, manifest_path: Path | str, raw_dir: Path | 
         variant = best_variant(Path(metrics_dir) if metrics_dir
                                else Path(params_path).resolve().parent / "reports" / "metrics")
     seed = int(params["seeds"][0])
-    image_size = int(params["train"]["image_size"])
+    image_size = int(params["train_scratch"]["image_size"])
     data = train.TrainingData.from_manifest(manifest_path, raw_dir, image_size)
     aug_cfg = AugmentConfig.from_params(params)
     arch = ScratchConfig.from_params(params["train_scratch"], variant)

@@ -59,7 +59,7 @@ def main() -> int:
     if not manifest.is_file():
         print(f"no {manifest}: run `make repro` (or `dvc repro prepare`) first", file=sys.stderr)
         return 2
-    size = int(params["train"]["image_size"])
+    size = int(params["train_scratch"]["image_size"])
     batch = int(params["train"]["batch_size"])
     data = train.TrainingData.from_manifest(manifest, REPO / params["data"]["raw_dir"], size)
     model_cfg = ScratchConfig.from_params(params["train_scratch"], "batchnorm")

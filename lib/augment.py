@@ -46,7 +46,6 @@ from .config import section
 
 FLIP_MODES = ("horizontal", "vertical", "horizontal_and_vertical", "none")
 PARAMS_GROUP = "augment"
-EXTRA_PARAMS = ("preview_n",)  # read by the notebook, not by the policy
 VALUE_RANGE = (0.0, 255.0)
 # Each layer slot has a fixed seed index, so disabling one layer never changes another's draws.
 _SEED_SLOTS = ("flip_h", "flip_v", "rotation", "zoom", "translation", "contrast", "brightness")
@@ -91,10 +90,10 @@ class AugmentConfig:
         """Read the `augment:` group; a key this config does not know is an error, not a no-op."""
         group = section(params, PARAMS_GROUP)
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(group) - known - set(EXTRA_PARAMS))
+        unknown = sorted(set(group) - known)
         if unknown:
             raise ValueError(f"params.yaml augment: unknown key(s) {', '.join(unknown)}; "
-                             f"expected some of {', '.join(sorted(known | set(EXTRA_PARAMS)))}")
+                             f"expected some of {', '.join(sorted(known))}")
         return cls(**{k: v for k, v in group.items() if k in known})
 
 

@@ -16,8 +16,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
-from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -34,11 +32,8 @@ KEY_PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "tf-keras-vis", "scikit
                 "scipy", "pandas", "pillow", "matplotlib", "seaborn", "nilearn", "dvc",
                 "papermill", "nbconvert", "jinja2")
 SPLITS = ("train", "val", "test")
-EMPTY_SCRIPT = re.compile(r'<script src="">\s*</script>')
 # nbconvert's lab template imports mermaid.js from cdnjs when a page has a mermaid diagram; ours
 # have none, and a reviewer's offline browser must never try the network.
-CDN_SCRIPT = re.compile(r'<script type="module">(?:(?!</script>).)*?https?://(?:(?!</script>).)*'
-                        r'</script>', re.S)
 MAX_HTML_BYTES = 15 * 2**20  # the issue's budget at the default profile
 EVAL_FIGURES = ("confusion", "roc_pr", "reliability", "errors")
 EXPLAIN_FIGURES = ("gradcam", "methods", "blocks", "faithfulness")
@@ -51,19 +46,6 @@ def data_uri(path: Path) -> str:
     """A PNG or SVG file as a data: URI, so the report carries its own figures."""
     mime = "image/svg+xml" if path.suffix == ".svg" else "image/png"
     return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
-
-
-def render_notebook(ipynb: Path, html: Path | None = None) -> Path:
-    """Executed notebook → standalone HTML with no MathJax/require.js fetched from a CDN."""
-    import nbformat
-    from nbconvert import HTMLExporter
-
-    html = html or ipynb.with_suffix(".html")
-    exporter = HTMLExporter(template_name="lab", mathjax_url="", require_js_url="",
-                            embed_images=True)
-    body, _ = exporter.from_notebook_node(nbformat.read(ipynb, as_version=4))
-    html.write_text(CDN_SCRIPT.sub("", EMPTY_SCRIPT.sub("", body)))
-    return html
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -462,41 +444,15 @@ def build(root: Path | None = None, params_path: Path | None = None,
     return out
 
 
-def timed(record: Path, stage: str, command: list[str]) -> int:
-    """Run a stage's command and record its wall time (python stages have no papermill clock)."""
-    start = time.perf_counter()
-    code = subprocess.run(command).returncode
-    if code == 0:
-        record.parent.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps({
-            "stage": stage, "seconds": round(time.perf_counter() - start, 3),
-            "ended": datetime.now(UTC).isoformat(timespec="seconds")}, indent=2) + "\n")
-    return code
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lib.report", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="render reports/index.html")
     b.add_argument("--params", type=Path, default=None)
     b.add_argument("--out", type=Path, default=None)
-    n = sub.add_parser("notebook", help="render an executed notebook to self-contained HTML")
-    n.add_argument("ipynb", type=Path)
-    n.add_argument("html", type=Path, nargs="?")
-    t = sub.add_parser("timed", help="run a command and write its run time for the report")
-    t.add_argument("stage")
-    t.add_argument("record", type=Path, help="e.g. reports/timings/<stage>.json")
-    t.add_argument("cmd", nargs=argparse.REMAINDER, help="-- the stage's command")
     args = parser.parse_args(argv)
     if args.command == "build":
         print(f"wrote {build(params_path=args.params, out=args.out)}")
-    elif args.command == "notebook":
-        print(f"wrote {render_notebook(args.ipynb, args.html)}")
-    else:
-        command = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-        if not command:
-            parser.error("timed: give the command after --")
-        return timed(args.record, args.stage, command)
     return 0
 
 

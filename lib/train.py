@@ -88,7 +88,7 @@ class TrainConfig:
         """The shared `train:` group, then the stage group's keys that are TrainConfig fields."""
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in section(params, "train").items() if k in names}
-        unknown = set(section(params, "train")) - names - {"image_size"}
+        unknown = set(section(params, "train")) - names
         if unknown:
             raise ValueError(f"train: unknown key(s) {sorted(unknown)}; known: {sorted(names)}")
         if stage:
@@ -406,14 +406,34 @@ class PretrainConfig:
                    **group)
 
 
+# The phantom: keys that shape an image of the pretext set; its size, seed and counts are the
+# pretrain stage's own, and no teaching shortcut applies.
+SEQUENCE_PHANTOM_KEYS = ("lesion_fraction", "noise", "bias_field", "max_rotation_deg", "sequences")
+
+
+def sequence_phantom(params: dict[str, Any], cfg: PretrainConfig) -> Any:
+    """The pretext set's phantom: the study's image physics at the backbone's input size."""
+    from .phantom import PhantomConfig
+
+    group = section(params, "phantom")
+    return PhantomConfig.from_params({**{k: group[k] for k in SEQUENCE_PHANTOM_KEYS if k in group},
+                                      "image_size": cfg.image_size, "shortcut": "none",
+                                      "seed": cfg.seed})
+
+
+def pretrain_train_config(params: dict[str, Any], cfg: PretrainConfig) -> TrainConfig:
+    """The shared train: group with the pretext task's own epochs and learning rate."""
+    return TrainConfig.from_params(params, None, epochs=cfg.epochs,
+                                   learning_rate=cfg.learning_rate)
+
+
 def sequence_task(params: dict[str, Any], cfg: PretrainConfig
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """Phantom images labelled by MRI sequence, split into train/val by a seeded shuffle."""
-    from .phantom import SEQUENCES, PhantomConfig, generate_sequence_task
+    from .phantom import SEQUENCES, generate_sequence_task
 
-    phantom = PhantomConfig.from_params({**section(params, "phantom"),
-                                         "image_size": cfg.image_size, "shortcut": "none"})
-    images, labels = generate_sequence_task(phantom, cfg.n_per_sequence, cfg.seed)
+    images, labels = generate_sequence_task(sequence_phantom(params, cfg), cfg.n_per_sequence,
+                                            cfg.seed)
     order = np.random.default_rng(cfg.seed).permutation(len(labels))
     n_val = max(len(SEQUENCES), int(round(cfg.val_fraction * len(labels))))
     val, train = order[:n_val], order[n_val:]
@@ -441,8 +461,7 @@ def pretrain(params: dict[str, Any], out_dir: Path, metrics_path: Path,
 
     cfg = PretrainConfig.from_params(params)
     seed = int(params.get("seed", 42))
-    tcfg = TrainConfig.from_params(params, None, epochs=cfg.epochs,
-                                   learning_rate=cfg.learning_rate)
+    tcfg = pretrain_train_config(params, cfg)
     seed_everything(seed)
     x_tr, y_tr, x_va, y_va, names = sequence_task(params, cfg)
     k = len(names)

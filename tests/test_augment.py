@@ -162,10 +162,12 @@ def test_preview_returns_the_original_then_augmented_copies() -> None:
     plt.close(fig)
 
 
-def test_from_params_round_trips_and_ignores_only_preview_n() -> None:
+def test_from_params_round_trips_and_refuses_an_unknown_key() -> None:
     cfg = AugmentConfig(flip="vertical", rotation_deg=15, zoom=0.0, translation=0.1,
                         contrast=0.3, brightness=0.05)
-    assert AugmentConfig.from_params({"augment": {**asdict(cfg), "preview_n": 6}}) == cfg
+    assert AugmentConfig.from_params({"augment": asdict(cfg)}) == cfg
+    with pytest.raises(ValueError, match="unknown key.*preview_n"):
+        AugmentConfig.from_params({"augment": {**asdict(cfg), "preview_n": 6}})
     assert AugmentConfig.from_params({"augment": {}}) == AugmentConfig()
     assert isinstance(AugmentConfig(rotation_deg=10).rotation_deg, float)
 

@@ -31,9 +31,9 @@ def tiny_params(params: dict) -> dict:
     """Seconds-sized settings for every stage; the structure of the study stays the same."""
     params["phantom"].update(TINY)
     params["eda"]["samples_per_class"] = 2
-    params["augment"]["preview_n"] = 3
-    params["train"].update(image_size=32, batch_size=8)
-    params["train_scratch"].update(epochs=2, blocks=2, filters=4, dense_units=8)
+    params["augmentation"]["preview_n"] = 3
+    params["train"].update(batch_size=8)
+    params["train_scratch"].update(image_size=32, epochs=2, blocks=2, filters=4, dense_units=8)
     params["pretrain"].update(n_per_sequence=4, epochs=1)
     params["train_transfer"].update(image_size=32, phase1_epochs=1, phase2_epochs=1,
                                     fine_tune_layers=5)

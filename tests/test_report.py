@@ -26,7 +26,7 @@ import yaml
 from bs4 import BeautifulSoup
 from PIL import Image, ImageStat
 
-from lib import report
+from lib import report, stage
 from tests.conftest import REPO
 
 CLASSES = ["glioma", "meningioma", "notumor", "pituitary"]
@@ -445,9 +445,9 @@ def test_claim_status_must_be_known(tmp_path: Path) -> None:
 
 def test_run_times_from_notebooks_and_timed_stages(outputs: Path) -> None:
     record = outputs / "reports" / "timings" / "prepare.json"
-    assert report.main(["timed", "prepare", str(record), "--", sys.executable, "-c", "1"]) == 0
+    assert stage.main(["timed", "prepare", str(record), "--", sys.executable, "-c", "1"]) == 0
     assert json.loads(record.read_text())["stage"] == "prepare"
-    assert report.main(["timed", "x", str(record.with_name("x.json")), "--", sys.executable,
+    assert stage.main(["timed", "x", str(record.with_name("x.json")), "--", sys.executable,
                         "-c", "raise SystemExit(3)"]) == 3
     assert not record.with_name("x.json").exists()
     page = soup_of(report.build(root=outputs))
@@ -475,7 +475,7 @@ def test_rendered_notebook_fetches_nothing_from_a_cdn(tmp_path: Path) -> None:
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# t $x^2$"),
                                          nbformat.v4.new_code_cell("1 + 1")])
     nbformat.write(nb, tmp_path / "n.ipynb")
-    html = report.render_notebook(tmp_path / "n.ipynb").read_text()
+    html = stage.render_notebook(tmp_path / "n.ipynb").read_text()
     assert "<h1" in html
     assert not re.search(r'(?:src|href)="(?:https?:)?//', html)
     assert '<script src="">' not in html
@@ -547,5 +547,5 @@ def test_rendered_notebook_opens_offline(browser: str, tmp_path: Path) -> None:
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# t $x^2$"),
                                          nbformat.v4.new_code_cell("1 + 1")])
     nbformat.write(nb, tmp_path / "n.ipynb")
-    seen = visit(browser, report.render_notebook(tmp_path / "n.ipynb"), tmp_path)
+    seen = visit(browser, stage.render_notebook(tmp_path / "n.ipynb"), tmp_path)
     assert seen.console == [] and seen.requests == []
