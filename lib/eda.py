@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from lib import phantom
 from lib.data import load_image, load_mask
+from lib.stats import otsu_threshold
 
 SPLIT_ORDER = ("train", "val", "test")
 UNKNOWN_SEQUENCE = "unknown"  # real data: the MRI sequence of a file is not recorded anywhere
@@ -23,17 +24,6 @@ UNKNOWN_SEQUENCE = "unknown"  # real data: the MRI sequence of a file is not rec
 # field of view), scaled with the image side so it covers the same anatomy at any resolution.
 RING_PX_AT_128 = 3
 VISIBLE = 1.0  # conspicuity below this: the lesion differs from its ring by less than the ring's sd
-
-
-def otsu_threshold(image: np.ndarray) -> float:
-    """Otsu's threshold on a uint8 image (kept here to avoid a scikit-image dependency)."""
-    hist = np.bincount(image.ravel(), minlength=256).astype(float)
-    prob = hist / hist.sum()
-    omega = np.cumsum(prob)
-    mu = np.cumsum(prob * np.arange(256))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        between = (mu[-1] * omega - mu) ** 2 / (omega * (1.0 - omega))
-    return float(np.nanargmax(between))
 
 
 def head_mask(image: np.ndarray) -> np.ndarray:

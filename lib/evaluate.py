@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .train import mean_sd
+from .stats import bootstrap_ci, mean_sd
 
 KEY = re.compile(r"^(?P<name>.+)_s(?P<seed>\d+)$")
 LOGIT_FLOOR = 1e-12  # log(0) would make a temperature meaningless; softmax outputs never reach it
@@ -123,13 +123,6 @@ def confusion(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.n
     from sklearn.metrics import confusion_matrix
 
     return confusion_matrix(labels, predicted, labels=list(range(n_classes)))
-
-
-def row_normalise(cm: np.ndarray) -> np.ndarray:
-    """Each row as shares of its true class (recall on the diagonal); an empty row stays 0."""
-    cm = np.asarray(cm, dtype=float)
-    totals = cm.sum(axis=1, keepdims=True)
-    return np.divide(cm, totals, out=np.zeros_like(cm), where=totals > 0)
 
 
 def classification_metrics(labels: np.ndarray, predicted: np.ndarray,
@@ -322,34 +315,28 @@ def calibration_scores(labels: np.ndarray, probs: np.ndarray, bins: int = 15) ->
 # --------------------------------------------------------------------------------------------
 # Uncertainty: bootstrap over test images
 # --------------------------------------------------------------------------------------------
-def bootstrap_ci(labels: np.ndarray, predicted: np.ndarray, n_classes: int,
-                 resamples: int = 1000, seed: int = 42, level: float = 0.95
-                 ) -> dict[str, Any]:
+def classification_cis(labels: np.ndarray, predicted: np.ndarray, n_classes: int,
+                       resamples: int = 1000, seed: int = 42, level: float = 0.95
+                       ) -> dict[str, Any]:
     """Percentile CIs for accuracy, macro-F1 and per-class F1 from resampled test images.
 
-    One (B x n) index matrix; each resample's confusion counts come from one bincount over
-    `resample * k^2 + true * k + predicted`, so B = 1000 costs milliseconds.
+    lib.stats.bootstrap_ci draws one (B x n) index matrix; each resample's confusion counts come
+    from one bincount over `resample * k^2 + true * k + predicted`, so B = 1000 costs
+    milliseconds.
     """
-    if resamples < 1:
-        raise ValueError(f"resamples must be >= 1, got {resamples}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    k, n = n_classes, len(labels)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(resamples, n))
+    k = n_classes
     cell = np.asarray(labels) * k + np.asarray(predicted)
-    flat = (np.arange(resamples)[:, None] * (k * k) + cell[idx]).ravel()
-    cms = np.bincount(flat, minlength=resamples * k * k).reshape(resamples, k, k)
-    stats = scores_from_confusion(cms)
-    q = [(1 - level) / 2, 1 - (1 - level) / 2]
 
-    def interval(values: np.ndarray) -> np.ndarray:
-        return np.quantile(values, q, axis=0)
+    def scores(idx: np.ndarray) -> np.ndarray:
+        b = len(idx)
+        flat = (np.arange(b)[:, None] * (k * k) + cell[idx]).ravel()
+        cms = np.bincount(flat, minlength=b * k * k).reshape(b, k, k)
+        s = scores_from_confusion(cms)
+        return np.column_stack([s["accuracy"], s["macro_f1"], s["f1"]])
 
-    f1 = interval(stats["f1"])
-    return {"accuracy": interval(stats["accuracy"]).tolist(),
-            "macro_f1": interval(stats["macro_f1"]).tolist(),
-            "f1": f1.T.tolist()}
+    ci = bootstrap_ci(scores, len(cell), resamples, seed, level)
+    return {"accuracy": ci[:, 0].tolist(), "macro_f1": ci[:, 1].tolist(),
+            "f1": ci[:, 2:].T.tolist()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -477,7 +464,8 @@ def evaluate_model(pred: Predictions, *, bins: int = 15, resamples: int = 1000, 
     classes = pred.classes
     metrics: dict[str, Any] = {"model": pred.model, "seed": pred.seed,
                                **classification_metrics(pred.labels, pred.predicted, classes)}
-    ci = bootstrap_ci(pred.labels, pred.predicted, len(classes), resamples, seed, level)
+    ci = classification_cis(pred.labels, pred.predicted, len(classes), resamples, seed,
+                            level)
     metrics["ci"] = {"accuracy": ci["accuracy"], "macro_f1": ci["macro_f1"],
                      "f1": dict(zip(classes, ci["f1"], strict=True))}
     curves = ovr_curves(pred.labels, pred.probs, classes)

@@ -111,11 +111,6 @@ def test_always_one_class_gets_no_credit_for_the_others() -> None:
     assert ev.ovr_curves(LABELS, np.full((6, 3), 1 / 3), CLASSES).roc_auc["macro"] == 0.5
 
 
-def test_row_normalised_confusion_is_recall_per_row() -> None:
-    shares = ev.row_normalise(np.array([[1, 1, 0], [0, 2, 0], [0, 0, 0]]))
-    assert shares.tolist() == [[0.5, 0.5, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]
-
-
 def test_vectorised_scores_agree_with_scikit_learn() -> None:
     from sklearn.metrics import f1_score
 
@@ -209,7 +204,7 @@ def test_bootstrap_ci_contains_the_estimate_and_narrows_with_more_images() -> No
         labels = rng.integers(0, 3, n)
         predicted = np.where(rng.random(n) < 0.7, labels, rng.integers(0, 3, n))
         point = ev.scores_from_confusion(ev.confusion(labels, predicted, 3))
-        ci = ev.bootstrap_ci(labels, predicted, 3, resamples=1000, seed=42)
+        ci = ev.classification_cis(labels, predicted, 3, resamples=1000, seed=42)
         assert ci["accuracy"][0] <= point["accuracy"] <= ci["accuracy"][1]
         assert ci["macro_f1"][0] <= point["macro_f1"] <= ci["macro_f1"][1]
         for (lo, hi), f in zip(ci["f1"], point["f1"], strict=True):
@@ -222,11 +217,10 @@ def test_bootstrap_is_seeded_and_degenerate_for_a_perfect_model() -> None:
     rng = np.random.default_rng(6)
     labels = rng.integers(0, 3, 200)
     predicted = np.where(rng.random(200) < 0.6, labels, 0)
-    assert ev.bootstrap_ci(labels, predicted, 3, seed=1) == ev.bootstrap_ci(labels, predicted,
-                                                                            3, seed=1)
-    assert ev.bootstrap_ci(labels, predicted, 3, seed=1) != ev.bootstrap_ci(labels, predicted,
-                                                                            3, seed=2)
-    perfect = ev.bootstrap_ci(labels, labels, 3, resamples=200)
+    ci = ev.classification_cis
+    assert ci(labels, predicted, 3, seed=1) == ci(labels, predicted, 3, seed=1)
+    assert ci(labels, predicted, 3, seed=1) != ci(labels, predicted, 3, seed=2)
+    perfect = ev.classification_cis(labels, labels, 3, resamples=200)
     assert perfect["accuracy"] == [1.0, 1.0] and perfect["macro_f1"] == [1.0, 1.0]
 
 
@@ -234,15 +228,15 @@ def test_bootstrap_is_vectorised() -> None:
     rng = np.random.default_rng(7)
     labels, predicted = rng.integers(0, 4, 2000), rng.integers(0, 4, 2000)
     start = time.perf_counter()
-    ev.bootstrap_ci(labels, predicted, 4, resamples=1000)
+    ev.classification_cis(labels, predicted, 4, resamples=1000)
     assert time.perf_counter() - start < 3.0  # ~0.1 s; a loop over sklearn takes ~10 s
 
 
 def test_bootstrap_rejects_bad_settings() -> None:
     with pytest.raises(ValueError, match="resamples"):
-        ev.bootstrap_ci(LABELS, PREDICTED, 3, resamples=0)
+        ev.classification_cis(LABELS, PREDICTED, 3, resamples=0)
     with pytest.raises(ValueError, match="level"):
-        ev.bootstrap_ci(LABELS, PREDICTED, 3, level=95)
+        ev.classification_cis(LABELS, PREDICTED, 3, level=95)
 
 
 # ------------------------------------------------------------------ McNemar and Holm

@@ -17,6 +17,7 @@ import pytest
 
 from lib import explain, localise
 from lib import explain_study as es
+from lib.stats import mean_ci, otsu_threshold
 from tests.conftest import REPO
 
 SIZE = 32
@@ -355,8 +356,8 @@ def test_tolerant_pointing_game_is_never_below_the_strict_one():
 
 def test_otsu_splits_two_populations():
     values = np.r_[np.full(50, 0.1), np.full(50, 0.8)]
-    assert 0.1 <= localise.otsu_threshold(values) < 0.8
-    assert localise.otsu_threshold(np.full(10, 0.3)) == 0.3
+    assert 0.1 <= otsu_threshold(values) < 0.8
+    assert otsu_threshold(np.full(10, 0.3)) == 0.3
 
 
 def test_score_maps_resizes_maps_to_the_mask():
@@ -374,9 +375,9 @@ def test_score_maps_resizes_maps_to_the_mask():
 
 def test_bootstrap_ci_and_summary():
     values = np.r_[np.zeros(30), np.ones(70)]
-    lo, hi = localise.bootstrap_ci(values, 500, seed=3)
-    assert lo < 0.7 < hi and (lo, hi) == localise.bootstrap_ci(values, 500, seed=3)
-    assert localise.bootstrap_ci(np.ones(5), 500, 0) == (1.0, 1.0)
+    lo, hi = mean_ci(values, 500, seed=3)
+    assert lo < 0.7 < hi and (lo, hi) == mean_ci(values, 500, seed=3)
+    assert mean_ci(np.ones(5), 500, 0) == (1.0, 1.0)
     table = pd.DataFrame({s: values for s in localise.SCORES})
     out = localise.summarise(table, ["a"] * 50 + ["b"] * 50, 200, 0)
     assert out["n"] == 100 and out["pointing_game"]["value"] == pytest.approx(0.7)
