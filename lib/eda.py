@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from lib import phantom
 from lib.data import load_image, load_mask
+from lib.jsonio import round_floats, significant
 from lib.stats import otsu_threshold
 
 SPLIT_ORDER = ("train", "val", "test")
@@ -252,10 +253,11 @@ def conspicuity_summary(table: pd.DataFrame) -> dict[str, dict[str, dict[str, fl
     out: dict[str, dict[str, dict[str, float]]] = {}
     for (cls, seq), row in table.iterrows():
         out.setdefault(str(cls), {})[str(seq)] = {
-            "n": int(row["n"]), "median": round(float(row["median"]), 2),
-            "q25": round(float(row["q25"]), 2), "q75": round(float(row["q75"]), 2),
-            "iqr": round(float(row["iqr"]), 2),
-            "share_below_1": round(float(row["share_below_1"]), 3),
+            "n": int(row["n"]), "median": round_floats(float(row["median"]), 2),
+            "q25": round_floats(float(row["q25"]), 2),
+            "q75": round_floats(float(row["q75"]), 2),
+            "iqr": round_floats(float(row["iqr"]), 2),
+            "share_below_1": round_floats(float(row["share_below_1"]), 3),
         }
     return out
 
@@ -277,13 +279,15 @@ def summary(manifest: pd.DataFrame, stats_df: pd.DataFrame, audit: dict[str, Any
             "max_side": int(stats_df[["width", "height"]].max().max()),
         },
         "intensity_mean_by_class": {
-            str(c): round(float(v), 3) for c, v in stats_df.groupby("class")["mean"].mean().items()
+            str(c): round_floats(float(v), 3)
+            for c, v in stats_df.groupby("class")["mean"].mean().items()
         },
-        "kruskal_mean_intensity": _rounded(kruskal_by_class(stats_df, "mean")),
-        "kruskal_intensity_std": _rounded(kruskal_by_class(stats_df, "std")),
+        "kruskal_mean_intensity": _significant(kruskal_by_class(stats_df, "mean")),
+        "kruskal_intensity_std": _significant(kruskal_by_class(stats_df, "std")),
         "lesion_share_of_head": {
-            str(c): {"median": round(float(g.median()), 4), "min": round(float(g.min()), 4),
-                     "max": round(float(g.max()), 4)}
+            str(c): {"median": round_floats(float(g.median()), 4),
+                     "min": round_floats(float(g.min()), 4),
+                     "max": round_floats(float(g.max()), 4)}
             for c, g in lesion.groupby("class")["lesion_share"]
         },
         "audit_findings": int(sum(audit.get("counts", {}).get("findings_by_kind", {}).values())),
@@ -294,5 +298,6 @@ def summary(manifest: pd.DataFrame, stats_df: pd.DataFrame, audit: dict[str, Any
     return out
 
 
-def _rounded(d: dict[str, float]) -> dict[str, float]:
-    return {k: (v if isinstance(v, int) else float(f"{v:.6g}")) for k, v in d.items()}
+def _significant(d: dict[str, float]) -> dict[str, float]:
+    """Test statistics and p-values to lib.jsonio.SIGNIFICANT significant digits (counts as is)."""
+    return {k: (v if isinstance(v, int) else significant(v)) for k, v in d.items()}

@@ -30,11 +30,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .jsonio import STAGE_DIGITS, round_floats
 from .stats import bootstrap_ci, mean_sd
 
 KEY = re.compile(r"^(?P<name>.+)_s(?P<seed>\d+)$")
 LOGIT_FLOOR = 1e-12  # log(0) would make a temperature meaningless; softmax outputs never reach it
-DIGITS = 6
+DIGITS = STAGE_DIGITS["evaluate"]  # evaluate.json and the DVC plot tables
 
 
 # --------------------------------------------------------------------------------------------
@@ -493,21 +494,6 @@ def evaluate_all(paths: dict[str, Path], **kwargs: Any) -> dict[str, Evaluation]
             for key, path in sorted(paths.items())}
 
 
-def round_floats(value: Any, digits: int = DIGITS) -> Any:
-    """Floats rounded (NaN -> None) all the way down, so the json is stable and diffable."""
-    if isinstance(value, dict):
-        return {k: round_floats(v, digits) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [round_floats(v, digits) for v in value]
-    if isinstance(value, float | np.floating):
-        return None if math.isnan(value) else round(float(value), digits)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
-
-
 def _check_same_images(evaluations: dict[str, Evaluation]) -> None:
     first = next(iter(evaluations.values())).pred
     for ev in evaluations.values():
@@ -551,7 +537,7 @@ def summarise(evaluations: dict[str, Evaluation], *, resamples: int, seed: int,
         "best_model": best_model(evaluations),
         "notes": notes,
     }
-    return round_floats(payload)
+    return round_floats(payload, DIGITS)
 
 
 # --------------------------------------------------------------------------------------------

@@ -64,12 +64,12 @@ from .explain import (
     resolve_targets,
     to_model_input,
 )
+from .jsonio import STAGE_DIGITS, round_floats
 
 TARGET_POINTING_GAME = 0.8  # the headline method's strict pointing game on test
 TARGET_GRADCAM_POINTING_GAME = 0.6  # Grad-CAM's own, whichever method heads the report
 TARGET_SHORTCUT_RATE = 0.1
 EXCESS_MARGIN = 0.05  # twins called a tumour this much more often than healthy scans: a shortcut
-DIGITS = 4
 
 
 @dataclass(frozen=True)
@@ -520,18 +520,6 @@ def validate(models: list[Any], results: dict[str, ModelExplanation], val: Split
 # --------------------------------------------------------------------------------------------
 # The metrics json
 # --------------------------------------------------------------------------------------------
-def _rounded(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _rounded(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_rounded(v) for v in value]
-    if isinstance(value, float | np.floating):
-        return round(float(value), DIGITS)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
 def _pointing(best: ModelExplanation, method: str) -> tuple[float | None, str | None]:
     """(strict pointing game on test, None) or (None, why it was not measured)."""
     loc = best.metrics["localisation"]
@@ -654,7 +642,7 @@ def pointing_tolerance(test: SplitImages) -> dict[str, Any]:
 def summary(results: dict[str, ModelExplanation], test: SplitImages, cfg: ExplainConfig,
             skipped: dict[str, str], twins_reason: str | None = None,
             validation: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The explain.json payload, floats rounded (lib.train.write_json sorts the keys).
+    """The explain.json payload, floats rounded by lib.jsonio's rule (its write_json sorts keys).
 
     `validation`: what ``validate`` returned; without it the headline method is the cheapest
     configured one and the json says the validation pass was skipped.
@@ -681,7 +669,7 @@ def summary(results: dict[str, ModelExplanation], test: SplitImages, cfg: Explai
         "target": target_check(results[best], headline),
         "skipped": skipped,
     }
-    return _rounded(payload)
+    return round_floats(payload, STAGE_DIGITS["explain"])
 
 
 # --------------------------------------------------------------------------------------------
