@@ -754,14 +754,25 @@ def split_frame(manifest: pd.DataFrame, split: str) -> pd.DataFrame:
     return rows.reset_index(drop=True)
 
 
+def resize_to_model(image: Any, image_size: int) -> Any:
+    """HxWxC pixels in 0-255 -> float32 image_size x image_size x C, the one model-input resize.
+
+    Antialiased bilinear (like PIL's resize), then clipped to 0-255; a uint8 array or tensor is
+    cast to float32 first. Training, evaluation, the explain stage's in-memory images and the
+    augmentation preview all go through this function, so a model sees the same pixels from all.
+    """
+    import tensorflow as tf
+
+    image = tf.image.resize(tf.cast(image, tf.float32), (image_size, image_size), antialias=True)
+    return tf.clip_by_value(image, 0.0, 255.0)
+
+
 def _decode(path: Any, image_size: int) -> Any:
-    """File bytes -> float32 HxWx1 in 0-255 at the model's size (antialiased, like PIL's resize)."""
+    """File bytes -> float32 HxWx1 in 0-255 at the model's size (``resize_to_model``)."""
     import tensorflow as tf
 
     image = tf.io.decode_image(tf.io.read_file(path), channels=1, expand_animations=False)
-    image = tf.image.resize(tf.cast(image, tf.float32), (image_size, image_size),
-                            antialias=True)
-    return tf.clip_by_value(image, 0.0, 255.0)
+    return resize_to_model(image, image_size)
 
 
 def make_dataset(frame: pd.DataFrame, raw_dir: Path, *, image_size: int, n_classes: int,
