@@ -17,9 +17,9 @@ from tqdm.auto import tqdm
 from lib import phantom
 from lib.data import load_image, load_mask
 from lib.jsonio import round_floats, significant
+from lib.splits import SOURCE_SPLITS, SPLITS
 from lib.stats import otsu_threshold
 
-SPLIT_ORDER = ("train", "val", "test")
 UNKNOWN_SEQUENCE = "unknown"  # real data: the MRI sequence of a file is not recorded anywhere
 # The ring of tissue a lesion is compared with: 3 px at 128 px (5.6 mm of the phantom's 240 mm
 # field of view), scaled with the image side so it covers the same anatomy at any resolution.
@@ -80,7 +80,7 @@ def survey(manifest: pd.DataFrame, raw_dir: Path, mean_size: int = 128,
 def counts_table(manifest: pd.DataFrame) -> pd.DataFrame:
     """Usable images per class (rows) and split (columns), with totals."""
     table = pd.crosstab(manifest["class"], manifest["split"])
-    table = table.reindex(columns=[s for s in SPLIT_ORDER if s in table.columns], fill_value=0)
+    table = table.reindex(columns=[s for s in SPLITS if s in table.columns], fill_value=0)
     table["total"] = table.sum(axis=1)
     return table
 
@@ -195,7 +195,7 @@ def image_sequences(manifest: pd.DataFrame, raw_dir: Path) -> pd.Series:
 
     def one(rel_path: str) -> str:
         parts = PurePosixPath(rel_path).parts
-        if len(parts) != 3 or parts[0] not in phantom.SPLITS or parts[1] not in phantom.CLASSES:
+        if len(parts) != 3 or parts[0] not in SOURCE_SPLITS or parts[1] not in phantom.CLASSES:
             return UNKNOWN_SEQUENCE
         split, cls, name = parts
         match = re.fullmatch(rf"{re.escape(cls)}_(\d+)\.png", name)

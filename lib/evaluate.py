@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from .jsonio import STAGE_DIGITS, round_floats
+from .splits import TEST, VAL
 from .stats import bootstrap_ci, mean_sd
 
 KEY = re.compile(r"^(?P<name>.+)_s(?P<seed>\d+)$")
@@ -104,7 +105,7 @@ def load_predictions(path: Path | str, key: str | None = None) -> Predictions:
     name, seed = parse_key(key)
     frame, scores, classes = read_predictions(path)
     parts = {}
-    for split in ("test", "val"):
+    for split in (TEST, VAL):
         rows = frame["split"] == split
         if not rows.any():
             raise ValueError(f"{path} has no '{split}' rows; rerun lib.predict.predict_all "

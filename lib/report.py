@@ -26,6 +26,7 @@ import yaml
 from jinja2 import ChainableUndefined, Environment, FileSystemLoader, Undefined, select_autoescape
 
 from lib.config import load_params, repo_root
+from lib.splits import SPLITS
 
 TEMPLATES = Path(__file__).parent / "templates"
 CLAIM_FILE = TEMPLATES / "claim.yaml"
@@ -33,7 +34,6 @@ CLAIM_STATUSES = ("answered", "partly", "not applicable", "cannot answer")
 KEY_PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "tf-keras-vis", "scikit-learn", "numpy",
                 "scipy", "pandas", "pillow", "matplotlib", "seaborn", "nilearn", "dvc",
                 "papermill", "nbconvert", "jinja2")
-SPLITS = ("train", "val", "test")
 EMPTY_SCRIPT = re.compile(r'<script src="">\s*</script>')
 # nbconvert's lab template imports mermaid.js from cdnjs when a page has a mermaid diagram; ours
 # have none, and a reviewer's offline browser must never try the network.
