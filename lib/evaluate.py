@@ -504,10 +504,26 @@ def _check_same_images(evaluations: dict[str, Evaluation]) -> None:
                              f"{first.key}; rerun lib.predict.predict_all for every model")
 
 
-def best_model(evaluations: dict[str, Evaluation]) -> str:
-    """Highest test macro-F1 (then accuracy, then key, so a tie is decided the same way)."""
-    return min(evaluations, key=lambda k: (-evaluations[k].metrics["macro"]["f1"],
-                                           -evaluations[k].metrics["accuracy"], k))
+BEST_MODEL_RULE = ("highest macro-F1 on the validation split (the test split is never used to "
+                   "choose); ties: the first model key in alphabetical order")
+
+
+def validation_macro_f1(labels: np.ndarray, probs: np.ndarray, n_classes: int) -> float:
+    """Macro-F1 of the argmax predictions over all n_classes (an absent class scores 0): the
+    score ``best_model`` compares, computed the same way by the evaluate and explain stages."""
+    cm = confusion(np.asarray(labels), np.asarray(probs).argmax(axis=1), n_classes)
+    return float(scores_from_confusion(cm)["macro_f1"])
+
+
+def best_model(val_macro_f1: dict[str, float]) -> str:
+    """The study's best model, by ``BEST_MODEL_RULE``: {model key: validation macro-F1} -> key.
+
+    One rule for the report and the explanations, so both name the same model; chosen on
+    validation so that the test numbers reported for it are not the best of several tries.
+    """
+    if not val_macro_f1:
+        raise ValueError("no models to choose from")
+    return min(val_macro_f1, key=lambda k: (-val_macro_f1[k], k))
 
 
 def seed_summary(evaluations: dict[str, Evaluation]) -> dict[str, Any]:
@@ -522,7 +538,8 @@ def seed_summary(evaluations: dict[str, Evaluation]) -> dict[str, Any]:
 
 def summarise(evaluations: dict[str, Evaluation], *, resamples: int, seed: int,
               level: float = 0.95, alpha: float = 0.05, bins: int = 15) -> dict[str, Any]:
-    """The evaluate.json payload: every model, seeds, pairwise McNemar, best model, notes."""
+    """The evaluate.json payload: every model, seeds, pairwise McNemar, best model (chosen on
+    validation, ``best_model``), notes."""
     if not evaluations:
         raise ValueError("no models to summarise; predict_all found none")
     _check_same_images(evaluations)
@@ -535,7 +552,10 @@ def summarise(evaluations: dict[str, Evaluation], *, resamples: int, seed: int,
         "models": {k: ev.metrics for k, ev in sorted(evaluations.items())},
         "seeds": seed_summary(evaluations),
         "mcnemar": compare_models({k: ev.correct for k, ev in evaluations.items()}, alpha),
-        "best_model": best_model(evaluations),
+        "best_model": best_model({k: validation_macro_f1(ev.pred.val_labels, ev.pred.val_probs,
+                                                         len(first.classes))
+                                  for k, ev in evaluations.items()}),
+        "best_model_rule": BEST_MODEL_RULE,
         "notes": notes,
     }
     return round_floats(payload, DIGITS)

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lib import evaluate as ev
 from lib import explain, localise
 from lib import explain_study as es
 from lib.stats import mean_ci, otsu_threshold
@@ -777,6 +778,11 @@ def test_a_model_without_the_named_layer_is_skipped(tiny, tmp_path):
     val, _ = es.validation_images(tiny.manifest_path, tiny.raw_dir, 6, 0)
     validation = es.validate(find_models(tmp_path), results, val, cfg)
     assert validation["model"] == "scratch_tiny_s0" and validation["layer"] == "block1_relu"
+    # the best model by lib.evaluate's rule, on every validation image's prediction
+    assert validation["best_model"] == "scratch_tiny_s0"
+    assert validation["best_model_rule"] == ev.BEST_MODEL_RULE
+    assert set(validation["val_macro_f1"]) == {"scratch_tiny_s0"}
+    assert 0 <= validation["val_macro_f1"]["scratch_tiny_s0"] <= 1
     assert validation["headline_method"] == "gradcam"  # the only method
     with pytest.raises(ValueError, match="no model has a layer named 'block9_relu'"):
         es.explain_all(find_models(tmp_path), test, replace(cfg, layer="block9_relu"), None,
@@ -807,3 +813,9 @@ def test_gradcam_note_says_whether_the_model_or_the_method_misses():
     model_miss = es.target_check(best_stub({"gradcam": 0.2, "hirescam": 0.3}, ok), "hirescam")
     note = model_miss["checks"]["gradcam_pointing_game"]["note"]
     assert "cannot point at it either" in note and "reaches" not in note
+
+
+def test_pick_model_without_validation_images_takes_the_first_key_and_says_so():
+    choice = es.pick_model([], {"transfer_s1": None, "scratch_none_s1": None}, None)
+    assert choice["best_model"] == "scratch_none_s1" and choice["val_macro_f1"] is None
+    assert choice["best_model_rule"].startswith(ev.BEST_MODEL_RULE)
