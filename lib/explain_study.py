@@ -306,8 +306,8 @@ class ModelExplanation:
     seconds: float
 
 
-def gallery_rows(labels: np.ndarray, predicted: np.ndarray, per_class: int, seed: int
-                 ) -> list[tuple[int, bool]]:
+def gallery_picks(labels: np.ndarray, predicted: np.ndarray, per_class: int, seed: int
+                  ) -> list[tuple[int, bool]]:
     """Per class: up to half wrongly classified images, the rest correct (seeded choice)."""
     rng = np.random.default_rng(seed)
     out = []
@@ -400,7 +400,7 @@ def explain_model(model: Any, key: str, test: SplitImages, cfg: ExplainConfig,
                                          cfg.faithfulness_steps)
     sanity, scrambled = _sanity(explainer, x[s], targets[s], labels[s], on_sample, cfg)
 
-    gallery = gallery_rows(labels, predicted, cfg.gallery_per_class, cfg.seed)
+    gallery = gallery_picks(labels, predicted, cfg.gallery_per_class, cfg.seed)
     g_rows = np.asarray([r for r, _ in gallery], dtype=np.int64)
     g_maps = explainer.maps(x[g_rows], targets[g_rows], cfg.method)
     showcase = np.sort(pd.Series(s).groupby(labels[s]).first().to_numpy())  # one per class

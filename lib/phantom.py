@@ -814,21 +814,6 @@ def render(cfg: PhantomConfig, draws: Draws, lesion: bool = True) -> tuple[np.nd
     return image, mask
 
 
-def output_to_mni(
-    draws: Draws, rows: np.ndarray, cols: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """MNI (x, y) in mm of output pixels: to check where a lesion or a saliency peak lies."""
-    matrix, offset, _ = _output_transform(draws)
-    ij = matrix @ np.vstack([np.ravel(rows), np.ravel(cols)]).astype(np.float64) + offset[:, None]
-    return ij[0] + _ORIGIN_MM[0], ij[1] + _ORIGIN_MM[1]
-
-
-def brain_mask_for(cfg: PhantomConfig, draws: Draws) -> np.ndarray:
-    """Brain (incl. ventricles and enclosed cisterns) on the output grid, same sampling as masks."""
-    sl = _slice_at(draws.level_mm)
-    return _resample((sl.sdf_brain < 0).astype(np.float64), draws, order=0) > 0.5
-
-
 def render_case(
     cfg: PhantomConfig, split: str, cls: str, index: int
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -26,6 +26,7 @@ import yaml
 from jinja2 import ChainableUndefined, Environment, FileSystemLoader, Undefined, select_autoescape
 
 from lib.config import load_params, repo_root
+from lib.localise import SCORES
 from lib.splits import SPLITS
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -42,8 +43,6 @@ CDN_SCRIPT = re.compile(r'<script type="module">(?:(?!</script>).)*?https?://(?:
 MAX_HTML_BYTES = 15 * 2**20  # the issue's budget at the default profile
 EVAL_FIGURES = ("confusion", "roc_pr", "reliability", "errors")
 EXPLAIN_FIGURES = ("gradcam", "methods", "blocks", "faithfulness")
-LOCALISATION_SCORES = ("pointing_game", "pointing_game_tol", "energy_in_mask", "iou_otsu",
-                       "iou_fixed")
 
 
 # ---- files ---------------------------------------------------------------------------------
@@ -245,7 +244,7 @@ def explanations(reports: Path) -> dict[str, Any] | None:
     if section is None:
         return None
     return {**section, "headline_method": headline_method(section),
-            "scores": LOCALISATION_SCORES}
+            "scores": SCORES}
 
 
 def stage_of(notebook: str) -> str:

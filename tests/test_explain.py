@@ -418,7 +418,7 @@ def test_parameters_are_checked():
     assert es.ExplainConfig(methods="gradcam,occlusion").methods == ("gradcam", "occlusion")
 
 
-def test_stratified_sample_and_gallery_rows():
+def test_stratified_sample_and_gallery_picks():
     labels = np.r_[np.zeros(10), np.ones(3), np.full(10, 2)].astype(int)
     picked = es.stratified_sample(labels, 9, seed=0)
     assert np.bincount(labels[picked]).tolist() == [3, 3, 3]
@@ -426,7 +426,7 @@ def test_stratified_sample_and_gallery_rows():
     assert len(es.stratified_sample(labels, 100, 0)) == len(labels)
     predicted = labels.copy()
     predicted[:2] = 1  # two wrong in class 0
-    rows = es.gallery_rows(labels, predicted, 4, seed=0)
+    rows = es.gallery_picks(labels, predicted, 4, seed=0)
     by_class = pd.DataFrame(rows, columns=["row", "ok"]).assign(c=lambda d: labels[d["row"]])
     assert by_class.groupby("c").size().tolist() == [4, 3, 4]
     assert by_class[by_class["c"] == 0]["ok"].tolist() == [True, True, False, False]
