@@ -54,11 +54,10 @@ from .audit import (
     worst_status,
 )
 from .config import load_params, repo_root, section
+from .splits import SOURCE_TO_SPLIT, SPLITS, TEST, TESTING, TRAIN, TRAINING, VAL
 
-SPLIT_DIRS = {"Training": "train", "Testing": "test"}
 MASK_SUFFIX = "_mask"
 DUPLICATE_POLICIES = ("drop", "report")
-SPLITS = ("train", "val", "test")
 
 MANIFEST_COLUMNS = [
     "path", "class", "label", "source_split", "split", "md5", "phash",
@@ -172,8 +171,8 @@ def scan(raw_dir: Path) -> tuple[list[str], pd.DataFrame, list[Finding]]:
         if _is_hidden(name):
             findings.append(_hidden_finding(raw_dir, entry))
         elif entry.is_dir():
-            if name not in SPLIT_DIRS:
-                hint = next((f" (did you mean {s}?)" for s in SPLIT_DIRS
+            if name not in SOURCE_TO_SPLIT:
+                hint = next((f" (did you mean {s}?)" for s in SOURCE_TO_SPLIT
                              if s.lower() == name.lower()), "")
                 n = _count_files(Path(entry.path))
                 findings.append(Finding("unknown_folder", name,
@@ -184,12 +183,12 @@ def scan(raw_dir: Path) -> tuple[list[str], pd.DataFrame, list[Finding]]:
                                     "file at the top level, outside Training/Testing; not used"))
 
     class_folders: dict[str, dict[str, Path]] = {}
-    for split_dir in sorted(SPLIT_DIRS):
+    for split_dir in sorted(SOURCE_TO_SPLIT):
         folder = raw_dir / split_dir
         if not folder.is_dir():
             findings.append(Finding("missing_split_dir", split_dir,
-                                    f"no {split_dir}/ folder: the {SPLIT_DIRS[split_dir]} split "
-                                    "has no data"))
+                                    f"no {split_dir}/ folder: the "
+                                    f"{SOURCE_TO_SPLIT[split_dir]} split has no data"))
             continue
         class_folders[split_dir] = {}
         for entry in _entries(folder):
@@ -204,15 +203,15 @@ def scan(raw_dir: Path) -> tuple[list[str], pd.DataFrame, list[Finding]]:
                                         "folder; its class is unknown, not used"))
 
     classes = sorted({c for per_split in class_folders.values() for c in per_split})
-    if len(class_folders) == len(SPLIT_DIRS):
+    if len(class_folders) == len(SOURCE_TO_SPLIT):
         for cls in classes:
-            for split_dir in sorted(SPLIT_DIRS):
+            for split_dir in sorted(SOURCE_TO_SPLIT):
                 if cls not in class_folders[split_dir]:
-                    other = next(s for s in SPLIT_DIRS if s != split_dir)
+                    other = next(s for s in SOURCE_TO_SPLIT if s != split_dir)
                     findings.append(Finding(
                         "class_missing_in_split", f"{split_dir}/{cls}",
                         f"class '{cls}' has a {other}/ folder but no {split_dir}/ folder: "
-                        f"it cannot be {'evaluated' if split_dir == 'Testing' else 'trained'}"))
+                        f"it cannot be {'evaluated' if split_dir == TESTING else 'trained'}"))
 
     rows: list[dict[str, str]] = []
     for split_dir in sorted(class_folders):
@@ -341,7 +340,7 @@ class _Row:
 
     @property
     def natural_split(self) -> str:
-        return SPLIT_DIRS[self.source_split]
+        return SOURCE_TO_SPLIT[self.source_split]
 
 
 def _split_training(rows: list[_Row], idx: list[int], pairs: Iterable[tuple[int, int]],
@@ -501,12 +500,12 @@ def _deduplicate_and_split(rows: list[_Row], cfg: PrepareConfig,
         for i, j in pairs:
             si, sj = rows[i].source_split, rows[j].source_split
             if si != sj:
-                dropped.add(i if SPLIT_DIRS[si] == "train" else j)
+                dropped.add(i if SOURCE_TO_SPLIT[si] == TRAIN else j)
 
-    training = [i for i in usable if rows[i].source_split == "Training" and i not in dropped]
+    training = [i for i in usable if rows[i].source_split == TRAINING and i not in dropped]
     _split_training(rows, training, pairs, cfg)
     for i in usable:
-        if rows[i].source_split == "Testing":
+        if rows[i].source_split == TESTING:
             rows[i].split = "test"
 
     per_row: dict[int, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
@@ -532,7 +531,7 @@ def _deduplicate_and_split(rows: list[_Row], cfg: PrepareConfig,
             action = "both kept (duplicates=report): test/val scores may be optimistic"
         else:
             action = ("both kept; they stay on the same side of the train/val split"
-                      if side[a] in ("train", "val") else "both kept; the copy counts twice")
+                      if side[a] in (TRAIN, VAL) else "both kept; the copy counts twice")
         findings.append(Finding(
             kind, rows[a].path,
             f"{phrase} of {rows[b].path}: "
@@ -616,7 +615,7 @@ def _class_errors(rows: list[_Row], classes: list[str], raw_dir: Path,
         for split in SPLITS:
             if any(r.cls == cls and r.split == split and r.usable for r in rows):
                 continue
-            folder = "Testing" if split == "test" else "Training"
+            folder = TESTING if split == TEST else TRAINING
             own = [r for r in rows if r.cls == cls and r.source_split == folder]
             if split == "val":
                 n = sum(r.usable for r in own)
@@ -754,14 +753,25 @@ def split_frame(manifest: pd.DataFrame, split: str) -> pd.DataFrame:
     return rows.reset_index(drop=True)
 
 
+def resize_to_model(image: Any, image_size: int) -> Any:
+    """HxWxC pixels in 0-255 -> float32 image_size x image_size x C, the one model-input resize.
+
+    Antialiased bilinear (like PIL's resize), then clipped to 0-255; a uint8 array or tensor is
+    cast to float32 first. Training, evaluation, the explain stage's in-memory images and the
+    augmentation preview all go through this function, so a model sees the same pixels from all.
+    """
+    import tensorflow as tf
+
+    image = tf.image.resize(tf.cast(image, tf.float32), (image_size, image_size), antialias=True)
+    return tf.clip_by_value(image, 0.0, 255.0)
+
+
 def _decode(path: Any, image_size: int) -> Any:
-    """File bytes -> float32 HxWx1 in 0-255 at the model's size (antialiased, like PIL's resize)."""
+    """File bytes -> float32 HxWx1 in 0-255 at the model's size (``resize_to_model``)."""
     import tensorflow as tf
 
     image = tf.io.decode_image(tf.io.read_file(path), channels=1, expand_animations=False)
-    image = tf.image.resize(tf.cast(image, tf.float32), (image_size, image_size),
-                            antialias=True)
-    return tf.clip_by_value(image, 0.0, 255.0)
+    return resize_to_model(image, image_size)
 
 
 def make_dataset(frame: pd.DataFrame, raw_dir: Path, *, image_size: int, n_classes: int,

@@ -16,24 +16,15 @@ from tqdm.auto import tqdm
 
 from lib import phantom
 from lib.data import load_image, load_mask
+from lib.jsonio import round_floats, significant
+from lib.splits import SOURCE_SPLITS, SPLITS
+from lib.stats import otsu_threshold
 
-SPLIT_ORDER = ("train", "val", "test")
 UNKNOWN_SEQUENCE = "unknown"  # real data: the MRI sequence of a file is not recorded anywhere
 # The ring of tissue a lesion is compared with: 3 px at 128 px (5.6 mm of the phantom's 240 mm
 # field of view), scaled with the image side so it covers the same anatomy at any resolution.
 RING_PX_AT_128 = 3
 VISIBLE = 1.0  # conspicuity below this: the lesion differs from its ring by less than the ring's sd
-
-
-def otsu_threshold(image: np.ndarray) -> float:
-    """Otsu's threshold on a uint8 image (kept here to avoid a scikit-image dependency)."""
-    hist = np.bincount(image.ravel(), minlength=256).astype(float)
-    prob = hist / hist.sum()
-    omega = np.cumsum(prob)
-    mu = np.cumsum(prob * np.arange(256))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        between = (mu[-1] * omega - mu) ** 2 / (omega * (1.0 - omega))
-    return float(np.nanargmax(between))
 
 
 def head_mask(image: np.ndarray) -> np.ndarray:
@@ -89,7 +80,7 @@ def survey(manifest: pd.DataFrame, raw_dir: Path, mean_size: int = 128,
 def counts_table(manifest: pd.DataFrame) -> pd.DataFrame:
     """Usable images per class (rows) and split (columns), with totals."""
     table = pd.crosstab(manifest["class"], manifest["split"])
-    table = table.reindex(columns=[s for s in SPLIT_ORDER if s in table.columns], fill_value=0)
+    table = table.reindex(columns=[s for s in SPLITS if s in table.columns], fill_value=0)
     table["total"] = table.sum(axis=1)
     return table
 
@@ -204,7 +195,7 @@ def image_sequences(manifest: pd.DataFrame, raw_dir: Path) -> pd.Series:
 
     def one(rel_path: str) -> str:
         parts = PurePosixPath(rel_path).parts
-        if len(parts) != 3 or parts[0] not in phantom.SPLITS or parts[1] not in phantom.CLASSES:
+        if len(parts) != 3 or parts[0] not in SOURCE_SPLITS or parts[1] not in phantom.CLASSES:
             return UNKNOWN_SEQUENCE
         split, cls, name = parts
         match = re.fullmatch(rf"{re.escape(cls)}_(\d+)\.png", name)
@@ -262,10 +253,11 @@ def conspicuity_summary(table: pd.DataFrame) -> dict[str, dict[str, dict[str, fl
     out: dict[str, dict[str, dict[str, float]]] = {}
     for (cls, seq), row in table.iterrows():
         out.setdefault(str(cls), {})[str(seq)] = {
-            "n": int(row["n"]), "median": round(float(row["median"]), 2),
-            "q25": round(float(row["q25"]), 2), "q75": round(float(row["q75"]), 2),
-            "iqr": round(float(row["iqr"]), 2),
-            "share_below_1": round(float(row["share_below_1"]), 3),
+            "n": int(row["n"]), "median": round_floats(float(row["median"]), 2),
+            "q25": round_floats(float(row["q25"]), 2),
+            "q75": round_floats(float(row["q75"]), 2),
+            "iqr": round_floats(float(row["iqr"]), 2),
+            "share_below_1": round_floats(float(row["share_below_1"]), 3),
         }
     return out
 
@@ -287,13 +279,15 @@ def summary(manifest: pd.DataFrame, stats_df: pd.DataFrame, audit: dict[str, Any
             "max_side": int(stats_df[["width", "height"]].max().max()),
         },
         "intensity_mean_by_class": {
-            str(c): round(float(v), 3) for c, v in stats_df.groupby("class")["mean"].mean().items()
+            str(c): round_floats(float(v), 3)
+            for c, v in stats_df.groupby("class")["mean"].mean().items()
         },
-        "kruskal_mean_intensity": _rounded(kruskal_by_class(stats_df, "mean")),
-        "kruskal_intensity_std": _rounded(kruskal_by_class(stats_df, "std")),
+        "kruskal_mean_intensity": _significant(kruskal_by_class(stats_df, "mean")),
+        "kruskal_intensity_std": _significant(kruskal_by_class(stats_df, "std")),
         "lesion_share_of_head": {
-            str(c): {"median": round(float(g.median()), 4), "min": round(float(g.min()), 4),
-                     "max": round(float(g.max()), 4)}
+            str(c): {"median": round_floats(float(g.median()), 4),
+                     "min": round_floats(float(g.min()), 4),
+                     "max": round_floats(float(g.max()), 4)}
             for c, g in lesion.groupby("class")["lesion_share"]
         },
         "audit_findings": int(sum(audit.get("counts", {}).get("findings_by_kind", {}).values())),
@@ -304,5 +298,6 @@ def summary(manifest: pd.DataFrame, stats_df: pd.DataFrame, audit: dict[str, Any
     return out
 
 
-def _rounded(d: dict[str, float]) -> dict[str, float]:
-    return {k: (v if isinstance(v, int) else float(f"{v:.6g}")) for k, v in d.items()}
+def _significant(d: dict[str, float]) -> dict[str, float]:
+    """Test statistics and p-values to lib.jsonio.SIGNIFICANT significant digits (counts as is)."""
+    return {k: (v if isinstance(v, int) else significant(v)) for k, v in d.items()}

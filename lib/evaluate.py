@@ -30,11 +30,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .train import mean_sd
+from .jsonio import STAGE_DIGITS, round_floats
+from .splits import TEST, VAL
+from .stats import bootstrap_ci, mean_sd
 
 KEY = re.compile(r"^(?P<name>.+)_s(?P<seed>\d+)$")
 LOGIT_FLOOR = 1e-12  # log(0) would make a temperature meaningless; softmax outputs never reach it
-DIGITS = 6
+DIGITS = STAGE_DIGITS["evaluate"]  # evaluate.json and the DVC plot tables
 
 
 # --------------------------------------------------------------------------------------------
@@ -103,7 +105,7 @@ def load_predictions(path: Path | str, key: str | None = None) -> Predictions:
     name, seed = parse_key(key)
     frame, scores, classes = read_predictions(path)
     parts = {}
-    for split in ("test", "val"):
+    for split in (TEST, VAL):
         rows = frame["split"] == split
         if not rows.any():
             raise ValueError(f"{path} has no '{split}' rows; rerun lib.predict.predict_all "
@@ -123,13 +125,6 @@ def confusion(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.n
     from sklearn.metrics import confusion_matrix
 
     return confusion_matrix(labels, predicted, labels=list(range(n_classes)))
-
-
-def row_normalise(cm: np.ndarray) -> np.ndarray:
-    """Each row as shares of its true class (recall on the diagonal); an empty row stays 0."""
-    cm = np.asarray(cm, dtype=float)
-    totals = cm.sum(axis=1, keepdims=True)
-    return np.divide(cm, totals, out=np.zeros_like(cm), where=totals > 0)
 
 
 def classification_metrics(labels: np.ndarray, predicted: np.ndarray,
@@ -322,34 +317,28 @@ def calibration_scores(labels: np.ndarray, probs: np.ndarray, bins: int = 15) ->
 # --------------------------------------------------------------------------------------------
 # Uncertainty: bootstrap over test images
 # --------------------------------------------------------------------------------------------
-def bootstrap_ci(labels: np.ndarray, predicted: np.ndarray, n_classes: int,
-                 resamples: int = 1000, seed: int = 42, level: float = 0.95
-                 ) -> dict[str, Any]:
+def classification_cis(labels: np.ndarray, predicted: np.ndarray, n_classes: int,
+                       resamples: int = 1000, seed: int = 42, level: float = 0.95
+                       ) -> dict[str, Any]:
     """Percentile CIs for accuracy, macro-F1 and per-class F1 from resampled test images.
 
-    One (B x n) index matrix; each resample's confusion counts come from one bincount over
-    `resample * k^2 + true * k + predicted`, so B = 1000 costs milliseconds.
+    lib.stats.bootstrap_ci draws one (B x n) index matrix; each resample's confusion counts come
+    from one bincount over `resample * k^2 + true * k + predicted`, so B = 1000 costs
+    milliseconds.
     """
-    if resamples < 1:
-        raise ValueError(f"resamples must be >= 1, got {resamples}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    k, n = n_classes, len(labels)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(resamples, n))
+    k = n_classes
     cell = np.asarray(labels) * k + np.asarray(predicted)
-    flat = (np.arange(resamples)[:, None] * (k * k) + cell[idx]).ravel()
-    cms = np.bincount(flat, minlength=resamples * k * k).reshape(resamples, k, k)
-    stats = scores_from_confusion(cms)
-    q = [(1 - level) / 2, 1 - (1 - level) / 2]
 
-    def interval(values: np.ndarray) -> np.ndarray:
-        return np.quantile(values, q, axis=0)
+    def scores(idx: np.ndarray) -> np.ndarray:
+        b = len(idx)
+        flat = (np.arange(b)[:, None] * (k * k) + cell[idx]).ravel()
+        cms = np.bincount(flat, minlength=b * k * k).reshape(b, k, k)
+        s = scores_from_confusion(cms)
+        return np.column_stack([s["accuracy"], s["macro_f1"], s["f1"]])
 
-    f1 = interval(stats["f1"])
-    return {"accuracy": interval(stats["accuracy"]).tolist(),
-            "macro_f1": interval(stats["macro_f1"]).tolist(),
-            "f1": f1.T.tolist()}
+    ci = bootstrap_ci(scores, len(cell), resamples, seed, level)
+    return {"accuracy": ci[:, 0].tolist(), "macro_f1": ci[:, 1].tolist(),
+            "f1": ci[:, 2:].T.tolist()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -477,7 +466,8 @@ def evaluate_model(pred: Predictions, *, bins: int = 15, resamples: int = 1000, 
     classes = pred.classes
     metrics: dict[str, Any] = {"model": pred.model, "seed": pred.seed,
                                **classification_metrics(pred.labels, pred.predicted, classes)}
-    ci = bootstrap_ci(pred.labels, pred.predicted, len(classes), resamples, seed, level)
+    ci = classification_cis(pred.labels, pred.predicted, len(classes), resamples, seed,
+                            level)
     metrics["ci"] = {"accuracy": ci["accuracy"], "macro_f1": ci["macro_f1"],
                      "f1": dict(zip(classes, ci["f1"], strict=True))}
     curves = ovr_curves(pred.labels, pred.probs, classes)
@@ -505,21 +495,6 @@ def evaluate_all(paths: dict[str, Path], **kwargs: Any) -> dict[str, Evaluation]
             for key, path in sorted(paths.items())}
 
 
-def round_floats(value: Any, digits: int = DIGITS) -> Any:
-    """Floats rounded (NaN -> None) all the way down, so the json is stable and diffable."""
-    if isinstance(value, dict):
-        return {k: round_floats(v, digits) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [round_floats(v, digits) for v in value]
-    if isinstance(value, float | np.floating):
-        return None if math.isnan(value) else round(float(value), digits)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
-
-
 def _check_same_images(evaluations: dict[str, Evaluation]) -> None:
     first = next(iter(evaluations.values())).pred
     for ev in evaluations.values():
@@ -529,10 +504,26 @@ def _check_same_images(evaluations: dict[str, Evaluation]) -> None:
                              f"{first.key}; rerun lib.predict.predict_all for every model")
 
 
-def best_model(evaluations: dict[str, Evaluation]) -> str:
-    """Highest test macro-F1 (then accuracy, then key, so a tie is decided the same way)."""
-    return min(evaluations, key=lambda k: (-evaluations[k].metrics["macro"]["f1"],
-                                           -evaluations[k].metrics["accuracy"], k))
+BEST_MODEL_RULE = ("highest macro-F1 on the validation split (the test split is never used to "
+                   "choose); ties: the first model key in alphabetical order")
+
+
+def validation_macro_f1(labels: np.ndarray, probs: np.ndarray, n_classes: int) -> float:
+    """Macro-F1 of the argmax predictions over all n_classes (an absent class scores 0): the
+    score ``best_model`` compares, computed the same way by the evaluate and explain stages."""
+    cm = confusion(np.asarray(labels), np.asarray(probs).argmax(axis=1), n_classes)
+    return float(scores_from_confusion(cm)["macro_f1"])
+
+
+def best_model(val_macro_f1: dict[str, float]) -> str:
+    """The study's best model, by ``BEST_MODEL_RULE``: {model key: validation macro-F1} -> key.
+
+    One rule for the report and the explanations, so both name the same model; chosen on
+    validation so that the test numbers reported for it are not the best of several tries.
+    """
+    if not val_macro_f1:
+        raise ValueError("no models to choose from")
+    return min(val_macro_f1, key=lambda k: (-val_macro_f1[k], k))
 
 
 def seed_summary(evaluations: dict[str, Evaluation]) -> dict[str, Any]:
@@ -547,7 +538,8 @@ def seed_summary(evaluations: dict[str, Evaluation]) -> dict[str, Any]:
 
 def summarise(evaluations: dict[str, Evaluation], *, resamples: int, seed: int,
               level: float = 0.95, alpha: float = 0.05, bins: int = 15) -> dict[str, Any]:
-    """The evaluate.json payload: every model, seeds, pairwise McNemar, best model, notes."""
+    """The evaluate.json payload: every model, seeds, pairwise McNemar, best model (chosen on
+    validation, ``best_model``), notes."""
     if not evaluations:
         raise ValueError("no models to summarise; predict_all found none")
     _check_same_images(evaluations)
@@ -560,10 +552,13 @@ def summarise(evaluations: dict[str, Evaluation], *, resamples: int, seed: int,
         "models": {k: ev.metrics for k, ev in sorted(evaluations.items())},
         "seeds": seed_summary(evaluations),
         "mcnemar": compare_models({k: ev.correct for k, ev in evaluations.items()}, alpha),
-        "best_model": best_model(evaluations),
+        "best_model": best_model({k: validation_macro_f1(ev.pred.val_labels, ev.pred.val_probs,
+                                                         len(first.classes))
+                                  for k, ev in evaluations.items()}),
+        "best_model_rule": BEST_MODEL_RULE,
         "notes": notes,
     }
-    return round_floats(payload)
+    return round_floats(payload, DIGITS)
 
 
 # --------------------------------------------------------------------------------------------

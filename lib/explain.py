@@ -243,16 +243,15 @@ def blur(images: np.ndarray, sigma_fraction: float = BLUR_SIGMA_FRACTION) -> np.
 def to_model_input(images: Sequence[np.ndarray], size: int, channels: int) -> np.ndarray:
     """uint8 grayscale images -> float32 (N, size, size, channels) as lib.data's pipeline makes.
 
-    Same resize (antialiased bilinear), clip and grey-to-RGB as ``lib.data.make_dataset``, for
-    images that exist only in memory (the phantom's healthy twins).
+    Same resize (``lib.data.resize_to_model``) and grey-to-RGB as ``lib.data.make_dataset``,
+    for images that exist only in memory (the phantom's healthy twins).
     """
-    import tensorflow as tf
+    from .data import resize_to_model
 
     out = np.zeros((len(images), size, size, channels), dtype=np.float32)
     for i, image in enumerate(images):
-        x = tf.cast(np.asarray(image)[..., None], tf.float32)
-        x = tf.clip_by_value(tf.image.resize(x, (size, size), antialias=True), 0.0, 255.0)
-        out[i] = np.repeat(x.numpy(), channels, axis=-1) if channels == 3 else x.numpy()
+        x = resize_to_model(np.asarray(image)[..., None], size).numpy()
+        out[i] = np.repeat(x, channels, axis=-1) if channels == 3 else x
     return out
 
 

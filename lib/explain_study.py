@@ -10,7 +10,8 @@ Which images each part uses (sized so that the default profile stays within minu
 - Score-CAM, SmoothGrad, occlusion and the faithfulness curves: a seeded sample of
   ``sample_size`` of those images, stratified by class; every method's maps exist on the sample,
   so methods compare like with like there; the sanity check re-explains ``sanity_size`` of them;
-- the headline method (``validate``): the best model (highest test accuracy) explained by every
+- the headline method (``validate``): the best model (lib.evaluate.best_model: highest
+  validation macro-F1, the evaluate stage's rule, computed here) explained by every
   method on a seeded, class-stratified sample of ``sample_size`` *validation* tumour images; the
   method with the highest strict pointing game there, among the methods that pass the sanity
   check on the same images, is the headline (ties: the earlier, cheaper one in
@@ -48,6 +49,7 @@ from .data import (
     load_mask,
     split_frame,
 )
+from .evaluate import BEST_MODEL_RULE, best_model, validation_macro_f1
 from .explain import (
     CHEAP_METHODS,
     METHODS,
@@ -64,12 +66,12 @@ from .explain import (
     resolve_targets,
     to_model_input,
 )
+from .jsonio import STAGE_DIGITS, round_floats
 
 TARGET_POINTING_GAME = 0.8  # the headline method's strict pointing game on test
 TARGET_GRADCAM_POINTING_GAME = 0.6  # Grad-CAM's own, whichever method heads the report
 TARGET_SHORTCUT_RATE = 0.1
 EXCESS_MARGIN = 0.05  # twins called a tumour this much more often than healthy scans: a shortcut
-DIGITS = 4
 
 
 @dataclass(frozen=True)
@@ -304,8 +306,8 @@ class ModelExplanation:
     seconds: float
 
 
-def gallery_rows(labels: np.ndarray, predicted: np.ndarray, per_class: int, seed: int
-                 ) -> list[tuple[int, bool]]:
+def gallery_picks(labels: np.ndarray, predicted: np.ndarray, per_class: int, seed: int
+                  ) -> list[tuple[int, bool]]:
     """Per class: up to half wrongly classified images, the rest correct (seeded choice)."""
     rng = np.random.default_rng(seed)
     out = []
@@ -398,7 +400,7 @@ def explain_model(model: Any, key: str, test: SplitImages, cfg: ExplainConfig,
                                          cfg.faithfulness_steps)
     sanity, scrambled = _sanity(explainer, x[s], targets[s], labels[s], on_sample, cfg)
 
-    gallery = gallery_rows(labels, predicted, cfg.gallery_per_class, cfg.seed)
+    gallery = gallery_picks(labels, predicted, cfg.gallery_per_class, cfg.seed)
     g_rows = np.asarray([r for r, _ in gallery], dtype=np.int64)
     g_maps = explainer.maps(x[g_rows], targets[g_rows], cfg.method)
     showcase = np.sort(pd.Series(s).groupby(labels[s]).first().to_numpy())  # one per class
@@ -447,9 +449,30 @@ def explain_all(models: list[Any], test: SplitImages, cfg: ExplainConfig,
 # --------------------------------------------------------------------------------------------
 # The headline method, chosen on the validation split
 # --------------------------------------------------------------------------------------------
-def best_model(results: dict[str, ModelExplanation]) -> str:
-    """The model the report heads with: the highest test accuracy (the first of equals)."""
-    return max(results, key=lambda k: results[k].accuracy)
+NO_VALIDATION_RULE = (BEST_MODEL_RULE + "; without validation images every model ties, so the "
+                      "first key is taken")
+
+
+def pick_model(models: list[Any], results: dict[str, ModelExplanation],
+               val: SplitImages | None) -> dict[str, Any]:
+    """The model the report heads with, by lib.evaluate's one rule (``best_model``): the highest
+    validation macro-F1 (``validation_macro_f1``) over the explained models, each predicting every
+    validation image here (the explain stage does not depend on the evaluate stage's output).
+    """
+    from .predict import input_spec, load
+
+    if val is None:
+        return {"best_model": min(results), "best_model_rule": NO_VALIDATION_RULE,
+                "val_macro_f1": None}
+    labels = val.frame["label"].to_numpy()
+    scores = {}
+    for tm in models:
+        if tm.key in results:
+            model = load(tm)
+            probs = predict_probs(model, val.inputs(*input_spec(model)))
+            scores[tm.key] = validation_macro_f1(labels, probs, len(val.names))
+    return {"best_model": best_model(scores), "best_model_rule": BEST_MODEL_RULE,
+            "val_macro_f1": scores}
 
 
 def pick_headline(scores: dict[str, float]) -> str:
@@ -507,31 +530,21 @@ def choose_headline(model: Any, key: str, val: SplitImages | None, cfg: ExplainC
 
 def validate(models: list[Any], results: dict[str, ModelExplanation], val: SplitImages | None,
              cfg: ExplainConfig, reason: str | None = None) -> dict[str, Any]:
-    """``choose_headline`` for the best of the explained models (lib.predict.TrainedModel list)."""
+    """The best model (``pick_model``, on validation) and ``choose_headline`` for it
+    (lib.predict.TrainedModel list)."""
     from .predict import load
 
-    key = best_model(results)
+    choice = pick_model(models, results, val)
+    key = choice["best_model"]
     if val is None:
-        return choose_headline(None, key, None, cfg, reason)
+        return {**choose_headline(None, key, None, cfg, reason), **choice}
     found = next(tm for tm in models if tm.key == key)
-    return choose_headline(load(found), key, val, cfg, reason)
+    return {**choose_headline(load(found), key, val, cfg, reason), **choice}
 
 
 # --------------------------------------------------------------------------------------------
 # The metrics json
 # --------------------------------------------------------------------------------------------
-def _rounded(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _rounded(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_rounded(v) for v in value]
-    if isinstance(value, float | np.floating):
-        return round(float(value), DIGITS)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
 def _pointing(best: ModelExplanation, method: str) -> tuple[float | None, str | None]:
     """(strict pointing game on test, None) or (None, why it was not measured)."""
     loc = best.metrics["localisation"]
@@ -654,14 +667,15 @@ def pointing_tolerance(test: SplitImages) -> dict[str, Any]:
 def summary(results: dict[str, ModelExplanation], test: SplitImages, cfg: ExplainConfig,
             skipped: dict[str, str], twins_reason: str | None = None,
             validation: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The explain.json payload, floats rounded (lib.train.write_json sorts the keys).
+    """The explain.json payload, floats rounded by lib.jsonio's rule (its write_json sorts keys).
 
-    `validation`: what ``validate`` returned; without it the headline method is the cheapest
-    configured one and the json says the validation pass was skipped.
+    `validation`: what ``validate`` returned (the best model and the headline method, both
+    chosen on validation); without it the headline method is the cheapest configured one, the
+    best model the first key, and the json says the validation pass was skipped.
     """
-    best = best_model(results)
     validation = validation or {"skipped": "no validation pass was run",
                                 "headline_method": fallback_headline(cfg.methods)}
+    best = validation.get("best_model") or min(results)
     headline = validation["headline_method"]
     skipped = {**test.skipped, **skipped}
     if twins_reason:
@@ -676,12 +690,13 @@ def summary(results: dict[str, ModelExplanation], test: SplitImages, cfg: Explai
         "pointing_tolerance": pointing_tolerance(test) if len(test.tumour) else None,
         "models": {k: r.metrics for k, r in results.items()},
         "best_model": best,
+        "best_model_rule": validation.get("best_model_rule", NO_VALIDATION_RULE),
         "headline_method": headline,
         "validation": validation,
         "target": target_check(results[best], headline),
         "skipped": skipped,
     }
-    return _rounded(payload)
+    return round_floats(payload, STAGE_DIGITS["explain"])
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@
   map makes it fall fast (small deletion AUC) and rise fast (large insertion AUC).
 - Sanity (Adebayo et al. 2018): Spearman rank correlation between the maps of the trained model
   and of a copy with its top layers randomised; maps that barely change do not explain the model.
-- Percentile bootstrap confidence intervals over images (scipy.stats.bootstrap), seeded.
+- Percentile bootstrap confidence intervals of the mean over images (lib.stats.mean_ci), seeded.
 """
 
 from __future__ import annotations
@@ -25,34 +25,17 @@ import numpy as np
 import pandas as pd
 
 from .explain import normalise, predict_probs, upsample
+from .stats import CI_LEVEL, mean_ci, otsu_threshold
 
 SCORES: tuple[str, ...] = ("pointing_game", "pointing_game_tol", "energy_in_mask", "iou_otsu",
                            "iou_fixed")
 TOLERANCE_FRACTION = 15 / 224  # Zhang et al. 2016: 15 px on 224 px inputs, as a share of the side
 SANITY_MAX_SPEARMAN = 0.5  # a method passes when its maps' rank correlation falls below this
-CI_LEVEL = 0.95
 
 
 # --------------------------------------------------------------------------------------------
 # Localisation against masks
 # --------------------------------------------------------------------------------------------
-def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold of a map's values: the cut that maximises the between-class variance."""
-    values = np.asarray(values, dtype=np.float64).ravel()
-    lo, hi = float(values.min()), float(values.max())
-    if hi <= lo:
-        return hi
-    hist, edges = np.histogram(values, bins=bins, range=(lo, hi))
-    centres = (edges[:-1] + edges[1:]) / 2
-    weight0 = np.cumsum(hist)
-    weight1 = weight0[-1] - weight0
-    sum0 = np.cumsum(hist * centres)
-    mean0 = sum0 / np.maximum(weight0, 1)
-    mean1 = (sum0[-1] - sum0) / np.maximum(weight1, 1)
-    between = weight0 * weight1 * (mean0 - mean1) ** 2
-    return float(edges[1:][int(np.argmax(between[:-1]))])
-
-
 def pointing_game(saliency: np.ndarray, mask: np.ndarray) -> bool:
     """Whether the map's (first) maximum lies inside the mask; a flat map never hits."""
     if saliency.max() <= saliency.min():
@@ -115,22 +98,6 @@ def score_maps(maps: np.ndarray, masks: Sequence[np.ndarray], iou_threshold: flo
     return pd.DataFrame(rows, columns=list(SCORES))
 
 
-def bootstrap_ci(values: np.ndarray, resamples: int, seed: int,
-                 level: float = CI_LEVEL) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean over images; a single value is its own interval."""
-    from scipy import stats
-
-    values = np.asarray(values, dtype=np.float64)
-    if len(values) == 0:
-        raise ValueError("no values to bootstrap")
-    if len(values) < 2 or np.ptp(values) == 0:
-        return float(values.mean()), float(values.mean())
-    res = stats.bootstrap((values,), np.mean, n_resamples=int(resamples), method="percentile",
-                          confidence_level=level, rng=np.random.default_rng(seed),
-                          vectorized=True)
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
-
-
 def summarise(table: pd.DataFrame, classes: Sequence[str], resamples: int, seed: int
               ) -> dict[str, Any]:
     """Mean and CI of each score, with per-class means: one method of one model, JSON-ready."""
@@ -140,7 +107,7 @@ def summarise(table: pd.DataFrame, classes: Sequence[str], resamples: int, seed:
     for score in SCORES:
         values = table[score].to_numpy()
         out[score] = {"value": float(values.mean()),
-                      "ci": list(bootstrap_ci(values, resamples, seed))}
+                      "ci": list(mean_ci(values, resamples, seed, CI_LEVEL))}
     frame = table.assign(cls=list(classes))
     out["per_class"] = {str(cls): {**{s: float(g[s].mean()) for s in SCORES}, "n": len(g)}
                         for cls, g in frame.groupby("cls", sort=True)}

@@ -51,7 +51,6 @@ SCRATCH_VARIANTS: dict[str, tuple[bool, bool]] = {
 }
 
 INPUT_NAME = "image"
-CONV_LAYER_TYPES = (layers.Conv2D, layers.DepthwiseConv2D, layers.SeparableConv2D)
 
 
 # Keras's default BN momentum (0.99) needs ~500 steps before the moving statistics used at
@@ -601,19 +600,6 @@ def load_backbone_weights(model: keras.Model, path: str | Path) -> None:
 # ----------------------------------------------------------------------------------------------
 # Introspection
 # ----------------------------------------------------------------------------------------------
-
-
-def last_conv_layer_name(model: keras.Model) -> str:
-    """Name of the last convolution (Conv2D/DepthwiseConv2D/SeparableConv2D) with 4-D output.
-
-    Grad-CAM's usual target: ``block{blocks}_conv`` for the scratch CNN, e.g. ``top_conv`` for
-    EfficientNetV2. In multi-branch backbones (InceptionV3, ResNet50) this is one branch; use
-    last_feature_layer_name for the merged feature map.
-    """
-    for layer in reversed(model.layers):
-        if isinstance(layer, CONV_LAYER_TYPES) and len(layer.output.shape) == 4:
-            return layer.name
-    raise ValueError(f"model {model.name!r} has no convolution layer with a 4-D output")
 
 
 def last_feature_layer_name(model: keras.Model) -> str:

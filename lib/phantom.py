@@ -34,9 +34,10 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from .splits import SOURCE_SPLITS, TESTING, TRAINING
+
 CLASSES: tuple[str, ...] = ("glioma", "meningioma", "notumor", "pituitary")
 SEQUENCES: tuple[str, ...] = ("T1", "T1c", "T2", "FLAIR")
-SPLITS: tuple[str, ...] = ("Training", "Testing")
 SHORTCUTS: tuple[str, ...] = ("none", "level", "size")
 TUMOUR_CLASSES: tuple[str, ...] = ("glioma", "meningioma", "pituitary")
 
@@ -54,7 +55,7 @@ MANIFEST = "phantom.json"
 
 # MNI152 2009 1 mm grid: voxel index = mm - origin.
 _ORIGIN_MM = np.array([-98.0, -134.0, -72.0])
-_SPLIT_IDS = {"Training": 0, "Testing": 1, "Sequence": 2}
+_SPLIT_IDS = {TRAINING: 0, TESTING: 1, "Sequence": 2}
 
 # Relative signal per tissue, white matter = 1, in SEQUENCES order (T1, T1c, T2, FLAIR).
 # Brain values follow BrainWeb-style relaxation (T1: GM .82, CSF .43; T2: GM 1.39, CSF 3.16;
@@ -418,8 +419,8 @@ def _image_size(cfg: PhantomConfig, cls: str) -> int:
 
 def draw_case(cfg: PhantomConfig, split: str, cls: str, index: int) -> Draws:
     """All draws of one image, from its own generator so it can be regenerated alone."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
+    if split not in SOURCE_SPLITS:
+        raise ValueError(f"split must be one of {list(SOURCE_SPLITS)}, got {split!r}")
     return _draw(cfg, split, cls, index)
 
 
@@ -813,21 +814,6 @@ def render(cfg: PhantomConfig, draws: Draws, lesion: bool = True) -> tuple[np.nd
     return image, mask
 
 
-def output_to_mni(
-    draws: Draws, rows: np.ndarray, cols: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """MNI (x, y) in mm of output pixels: to check where a lesion or a saliency peak lies."""
-    matrix, offset, _ = _output_transform(draws)
-    ij = matrix @ np.vstack([np.ravel(rows), np.ravel(cols)]).astype(np.float64) + offset[:, None]
-    return ij[0] + _ORIGIN_MM[0], ij[1] + _ORIGIN_MM[1]
-
-
-def brain_mask_for(cfg: PhantomConfig, draws: Draws) -> np.ndarray:
-    """Brain (incl. ventricles and enclosed cisterns) on the output grid, same sampling as masks."""
-    sl = _slice_at(draws.level_mm)
-    return _resample((sl.sdf_brain < 0).astype(np.float64), draws, order=0) > 0.5
-
-
 def render_case(
     cfg: PhantomConfig, split: str, cls: str, index: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -851,7 +837,7 @@ def _looks_like_phantom(out_dir: Path) -> bool:
     for entry in out_dir.iterdir():
         if entry.name == MANIFEST and entry.is_file():
             continue
-        if entry.name not in SPLITS or not entry.is_dir():
+        if entry.name not in SOURCE_SPLITS or not entry.is_dir():
             return False
         for sub in entry.iterdir():
             if sub.name not in CLASSES or not sub.is_dir():
@@ -876,8 +862,8 @@ def _name_width(cfg: PhantomConfig) -> int:
 
 
 def _jobs(cfg: PhantomConfig) -> list[tuple[str, str, int]]:
-    counts = {"Training": cfg.n_train_per_class, "Testing": cfg.n_test_per_class}
-    return [(s, c, i) for s in SPLITS for c in CLASSES for i in range(counts[s])]
+    counts = {TRAINING: cfg.n_train_per_class, TESTING: cfg.n_test_per_class}
+    return [(s, c, i) for s in SOURCE_SPLITS for c in CLASSES for i in range(counts[s])]
 
 
 def _write_case(args: tuple[PhantomConfig, Path, str, str, int]) -> None:
@@ -911,14 +897,14 @@ def generate(
         if not (overwrite or _looks_like_phantom(out_dir)):
             raise FileExistsError(
                 f"{out_dir} is not empty and does not look like a phantom output "
-                f"(only {list(SPLITS)}/<class>/<class>_NNNN[_mask].png and {MANIFEST}); "
+                f"(only {list(SOURCE_SPLITS)}/<class>/<class>_NNNN[_mask].png and {MANIFEST}); "
                 "pass overwrite=True (CLI: --overwrite) to replace its Training/ and Testing/."
             )
-        for name in SPLITS:
+        for name in SOURCE_SPLITS:
             if (out_dir / name).is_dir():
                 shutil.rmtree(out_dir / name)
         (out_dir / MANIFEST).unlink(missing_ok=True)
-    for split in SPLITS:
+    for split in SOURCE_SPLITS:
         for cls in CLASSES:
             (out_dir / split / cls).mkdir(parents=True, exist_ok=True)
 
@@ -938,8 +924,8 @@ def generate(
     bar.close()
 
     counts = {
-        s: {c: cfg.n_train_per_class if s == "Training" else cfg.n_test_per_class for c in CLASSES}
-        for s in SPLITS
+        s: {c: cfg.n_train_per_class if s == TRAINING else cfg.n_test_per_class for c in CLASSES}
+        for s in SOURCE_SPLITS
     }
     manifest = {
         "generator": "lib.phantom",

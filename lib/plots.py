@@ -12,6 +12,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from .stats import row_normalise
+
 PNG_METADATA = {"Software": None}  # no version string in the bytes: same figure, same file
 
 
@@ -239,8 +241,7 @@ EVAL_DPI = 100  # the report embeds every evaluation figure: keep each file smal
 def confusion_matrices(cm: np.ndarray, classes: Sequence[str], title: str = "") -> Figure:
     """Counts and row-normalised shares side by side (rows true, columns predicted)."""
     cm = np.asarray(cm)
-    totals = cm.sum(axis=1, keepdims=True)
-    shares = np.divide(cm, totals, out=np.zeros(cm.shape), where=totals > 0)
+    shares = row_normalise(cm)
     size = 1.9 + 0.55 * len(classes)
     fig, axes = plt.subplots(1, 2, figsize=(2 * size + 0.6, size))
     for ax, data, fmt, name in ((axes[0], cm, "d", "counts"),

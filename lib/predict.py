@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 
 from .data import DataError, class_names, make_dataset, split_frame
+from .splits import PREDICTED_SPLITS
 
 SEED_FILE = re.compile(r"^seed(\d+)\.keras$")
 NOT_CLASSIFIERS = ("pretrain",)  # a backbone source task, not a tumour classifier
-PRED_SPLITS = ("val", "test")
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def read_predictions(path: Path | str, split: str | None = None
 
 
 def predict_all(models_dir: Path | str, manifest: pd.DataFrame, raw_dir: Path | str,
-                out_dir: Path | str, splits: tuple[str, ...] = PRED_SPLITS,
+                out_dir: Path | str, splits: tuple[str, ...] = PREDICTED_SPLITS,
                 progress: bool = True) -> dict[str, Path]:
     """Predict every trained model once on the given splits; {model key: predictions csv}."""
     names = class_names(manifest)

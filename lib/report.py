@@ -24,6 +24,8 @@ import yaml
 from jinja2 import ChainableUndefined, Environment, FileSystemLoader, Undefined, select_autoescape
 
 from lib.config import load_params, repo_root
+from lib.localise import SCORES
+from lib.splits import SPLITS
 
 TEMPLATES = Path(__file__).parent / "templates"
 CLAIM_FILE = TEMPLATES / "claim.yaml"
@@ -31,14 +33,9 @@ CLAIM_STATUSES = ("answered", "partly", "not applicable", "cannot answer")
 KEY_PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "tf-keras-vis", "scikit-learn", "numpy",
                 "scipy", "pandas", "pillow", "matplotlib", "seaborn", "nilearn", "dvc",
                 "papermill", "nbconvert", "jinja2")
-SPLITS = ("train", "val", "test")
-# nbconvert's lab template imports mermaid.js from cdnjs when a page has a mermaid diagram; ours
-# have none, and a reviewer's offline browser must never try the network.
 MAX_HTML_BYTES = 15 * 2**20  # the budget at the default profile
 EVAL_FIGURES = ("confusion", "roc_pr", "reliability", "errors")
 EXPLAIN_FIGURES = ("gradcam", "methods", "blocks", "faithfulness")
-LOCALISATION_SCORES = ("pointing_game", "pointing_game_tol", "energy_in_mask", "iou_otsu",
-                       "iou_fixed")
 
 
 # ---- files ---------------------------------------------------------------------------------
@@ -227,7 +224,7 @@ def explanations(reports: Path) -> dict[str, Any] | None:
     if section is None:
         return None
     return {**section, "headline_method": headline_method(section),
-            "scores": LOCALISATION_SCORES}
+            "scores": SCORES}
 
 
 def stage_of(notebook: str) -> str:

@@ -522,3 +522,47 @@ def test_cli_reports_an_empty_class_without_traceback(tmp_path, capsys):
     assert "'malignant'" in err and "test" in err and "corrupt" in err
     assert "Traceback" not in err
     assert (tmp_path / "reports" / "metrics" / "data_audit.json").is_file()
+
+
+def _resize_test_images() -> list[np.ndarray]:
+    """uint8 images that stress a resize: noise, hard 0/255 edges, odd sizes, up and down."""
+    from lib import phantom as P
+
+    rng = np.random.default_rng(11)
+    checker = (np.indices((45, 61)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    image, _ = P.render_case(P.PhantomConfig(image_size=96), "Training", "glioma", 0)
+    return [rng.integers(0, 256, (37, 53)).astype(np.uint8), checker,
+            np.full((20, 20), 255, np.uint8), smooth(3, 150), image]
+
+
+@pytest.mark.parametrize("size", [24, 64, 160])
+def test_resize_to_model_is_bit_identical_to_the_three_former_resizes(tmp_path, size) -> None:
+    """lib.data._decode, lib.explain.to_model_input and the augmentation notebook each resized on
+    their own before resize_to_model; their former code is the reference here (the first two
+    bit for bit)."""
+    import tensorflow as tf
+
+    from lib.explain import to_model_input
+
+    images = _resize_test_images()
+    for k, image in enumerate(images):
+        path = save(tmp_path / f"r{k}.png", image)
+        # lib.data._decode before: decode, cast, antialiased resize, clip
+        raw = tf.io.decode_image(tf.io.read_file(str(path)), channels=1, expand_animations=False)
+        old_decode = tf.clip_by_value(tf.image.resize(tf.cast(raw, tf.float32), (size, size),
+                                                      antialias=True), 0.0, 255.0).numpy()
+        np.testing.assert_array_equal(D._decode(str(path), size).numpy(), old_decode)
+        # lib.explain.to_model_input before: the same on the in-memory array
+        x = tf.cast(image[..., None], tf.float32)
+        old_explain = tf.clip_by_value(tf.image.resize(x, (size, size), antialias=True),
+                                       0.0, 255.0).numpy()
+        new = D.resize_to_model(image[..., None], size).numpy()
+        np.testing.assert_array_equal(new, old_explain)
+        np.testing.assert_array_equal(to_model_input([image], size, 1)[0], old_explain)
+        # notebooks/02_augmentation.ipynb before: the resize without the clip, so it differs only
+        # where the antialiasing overshoots 0-255 (by < 1e-4 of a grey level), which training
+        # never sees: the preview now shows the training pixels exactly
+        old_notebook = tf.image.resize(image[..., None], (size, size), antialias=True)[..., 0]
+        np.testing.assert_array_equal(new[..., 0], np.clip(old_notebook.numpy(), 0.0, 255.0))
+        assert np.abs(new[..., 0] - old_notebook.numpy()).max() < 1e-4
+        assert new.dtype == np.float32 and new.shape == (size, size, 1)

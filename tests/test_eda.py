@@ -7,13 +7,14 @@ import pandas as pd
 import pytest
 
 from lib import eda
+from lib.stats import otsu_threshold
 
 
 def test_otsu_separates_two_intensity_populations() -> None:
     rng = np.random.default_rng(0)
     low = np.clip(rng.normal(40, 5, 5000), 0, 255).astype(np.uint8)
     high = np.clip(rng.normal(180, 5, 5000), 0, 255).astype(np.uint8)
-    threshold = eda.otsu_threshold(np.concatenate([low, high]).reshape(100, 100))
+    threshold = otsu_threshold(np.concatenate([low, high]).reshape(100, 100))
     assert low.max() <= threshold < high.min()
 
 

@@ -111,11 +111,6 @@ def test_always_one_class_gets_no_credit_for_the_others() -> None:
     assert ev.ovr_curves(LABELS, np.full((6, 3), 1 / 3), CLASSES).roc_auc["macro"] == 0.5
 
 
-def test_row_normalised_confusion_is_recall_per_row() -> None:
-    shares = ev.row_normalise(np.array([[1, 1, 0], [0, 2, 0], [0, 0, 0]]))
-    assert shares.tolist() == [[0.5, 0.5, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]
-
-
 def test_vectorised_scores_agree_with_scikit_learn() -> None:
     from sklearn.metrics import f1_score
 
@@ -209,7 +204,7 @@ def test_bootstrap_ci_contains_the_estimate_and_narrows_with_more_images() -> No
         labels = rng.integers(0, 3, n)
         predicted = np.where(rng.random(n) < 0.7, labels, rng.integers(0, 3, n))
         point = ev.scores_from_confusion(ev.confusion(labels, predicted, 3))
-        ci = ev.bootstrap_ci(labels, predicted, 3, resamples=1000, seed=42)
+        ci = ev.classification_cis(labels, predicted, 3, resamples=1000, seed=42)
         assert ci["accuracy"][0] <= point["accuracy"] <= ci["accuracy"][1]
         assert ci["macro_f1"][0] <= point["macro_f1"] <= ci["macro_f1"][1]
         for (lo, hi), f in zip(ci["f1"], point["f1"], strict=True):
@@ -222,11 +217,10 @@ def test_bootstrap_is_seeded_and_degenerate_for_a_perfect_model() -> None:
     rng = np.random.default_rng(6)
     labels = rng.integers(0, 3, 200)
     predicted = np.where(rng.random(200) < 0.6, labels, 0)
-    assert ev.bootstrap_ci(labels, predicted, 3, seed=1) == ev.bootstrap_ci(labels, predicted,
-                                                                            3, seed=1)
-    assert ev.bootstrap_ci(labels, predicted, 3, seed=1) != ev.bootstrap_ci(labels, predicted,
-                                                                            3, seed=2)
-    perfect = ev.bootstrap_ci(labels, labels, 3, resamples=200)
+    ci = ev.classification_cis
+    assert ci(labels, predicted, 3, seed=1) == ci(labels, predicted, 3, seed=1)
+    assert ci(labels, predicted, 3, seed=1) != ci(labels, predicted, 3, seed=2)
+    perfect = ev.classification_cis(labels, labels, 3, resamples=200)
     assert perfect["accuracy"] == [1.0, 1.0] and perfect["macro_f1"] == [1.0, 1.0]
 
 
@@ -234,15 +228,15 @@ def test_bootstrap_is_vectorised() -> None:
     rng = np.random.default_rng(7)
     labels, predicted = rng.integers(0, 4, 2000), rng.integers(0, 4, 2000)
     start = time.perf_counter()
-    ev.bootstrap_ci(labels, predicted, 4, resamples=1000)
+    ev.classification_cis(labels, predicted, 4, resamples=1000)
     assert time.perf_counter() - start < 3.0  # ~0.1 s; a loop over sklearn takes ~10 s
 
 
 def test_bootstrap_rejects_bad_settings() -> None:
     with pytest.raises(ValueError, match="resamples"):
-        ev.bootstrap_ci(LABELS, PREDICTED, 3, resamples=0)
+        ev.classification_cis(LABELS, PREDICTED, 3, resamples=0)
     with pytest.raises(ValueError, match="level"):
-        ev.bootstrap_ci(LABELS, PREDICTED, 3, level=95)
+        ev.classification_cis(LABELS, PREDICTED, 3, level=95)
 
 
 # ------------------------------------------------------------------ McNemar and Holm
@@ -346,7 +340,8 @@ def test_summary_json_has_the_documented_schema(tmp_path: Path) -> None:
     assert set(report["mcnemar"][0]) == {"a", "b", "a_only_correct", "b_only_correct",
                                          "p_value", "p_holm", "significant", "better",
                                          "accuracy_difference"}
-    assert report["best_model"] == "scratch_none_s1"
+    assert report["best_model"] == "scratch_none_s1"  # val scores = test scores here
+    assert report["best_model_rule"] == ev.BEST_MODEL_RULE
     write_json(tmp_path / "evaluate.json", report)
     text = (tmp_path / "evaluate.json").read_text()
     assert json.loads(text) == report  # plain json: no numpy types, no NaN
@@ -461,3 +456,42 @@ def test_temperature_at_its_bound_is_noted() -> None:
     assert any("search bound" in note for note in result.notes)
     labels, probs = synthetic(500, k=3, seed=13, sharpen=2.0)
     assert ev.evaluate_model(make_pred("m_s1", labels, probs), resamples=10).notes == []
+
+
+def test_best_model_is_chosen_on_validation_never_on_test(tmp_path: Path) -> None:
+    """Model a is better on test, model b on validation: the rule names b."""
+    rng = np.random.default_rng(12)
+    labels = np.repeat([0, 1, 2], 20)
+    wrong = (labels + 1) % 3
+
+    def probs(skill: float) -> np.ndarray:
+        predicted = np.where(rng.random(60) < skill, labels, wrong)
+        return 0.8 * one_hot(predicted) + 0.2 * rng.dirichlet(np.ones(3), 60)
+
+    paths = {}
+    for key, test_skill, val_skill in (("a_s1", 0.95, 0.5), ("b_s1", 0.6, 0.9)):
+        n = len(labels)
+        frame = pd.DataFrame({
+            "path": [f"Testing/{CLASSES[y]}/t{i}.png" for i, y in enumerate(labels)]
+            + [f"Training/{CLASSES[y]}/v{i}.png" for i, y in enumerate(labels)],
+            "split": ["test"] * n + ["val"] * n, "class": [CLASSES[y] for y in labels] * 2,
+            "label": np.concatenate([labels, labels]), "mask": ""})
+        paths[key] = write_predictions(tmp_path / f"{key}.csv", frame,
+                                       np.concatenate([probs(test_skill), probs(val_skill)]),
+                                       CLASSES)
+    evaluations = ev.evaluate_all(paths, resamples=50, seed=0)
+    test_f1 = {k: e.metrics["macro"]["f1"] for k, e in evaluations.items()}
+    assert test_f1["a_s1"] > test_f1["b_s1"]
+    report = ev.summarise(evaluations, resamples=50, seed=0)
+    assert report["best_model"] == "b_s1"
+    assert "validation" in report["best_model_rule"]
+
+
+def test_best_model_rule_breaks_ties_by_name_and_scores_every_class() -> None:
+    assert ev.best_model({"b": 0.8, "a": 0.8, "c": 0.7}) == "a"
+    assert ev.best_model({"b": 0.9, "a": 0.8}) == "b"
+    with pytest.raises(ValueError, match="no models"):
+        ev.best_model({})
+    # class 2 is never predicted nor present: it still counts (scores 0) in the macro average
+    labels = np.array([0, 0, 1, 1])
+    assert ev.validation_macro_f1(labels, one_hot(labels), 3) == pytest.approx(2 / 3)

@@ -15,8 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lib import evaluate as ev
 from lib import explain, localise
 from lib import explain_study as es
+from lib.stats import mean_ci, otsu_threshold
 from tests.conftest import REPO
 
 SIZE = 32
@@ -355,8 +357,8 @@ def test_tolerant_pointing_game_is_never_below_the_strict_one():
 
 def test_otsu_splits_two_populations():
     values = np.r_[np.full(50, 0.1), np.full(50, 0.8)]
-    assert 0.1 <= localise.otsu_threshold(values) < 0.8
-    assert localise.otsu_threshold(np.full(10, 0.3)) == 0.3
+    assert 0.1 <= otsu_threshold(values) < 0.8
+    assert otsu_threshold(np.full(10, 0.3)) == 0.3
 
 
 def test_score_maps_resizes_maps_to_the_mask():
@@ -374,9 +376,9 @@ def test_score_maps_resizes_maps_to_the_mask():
 
 def test_bootstrap_ci_and_summary():
     values = np.r_[np.zeros(30), np.ones(70)]
-    lo, hi = localise.bootstrap_ci(values, 500, seed=3)
-    assert lo < 0.7 < hi and (lo, hi) == localise.bootstrap_ci(values, 500, seed=3)
-    assert localise.bootstrap_ci(np.ones(5), 500, 0) == (1.0, 1.0)
+    lo, hi = mean_ci(values, 500, seed=3)
+    assert lo < 0.7 < hi and (lo, hi) == mean_ci(values, 500, seed=3)
+    assert mean_ci(np.ones(5), 500, 0) == (1.0, 1.0)
     table = pd.DataFrame({s: values for s in localise.SCORES})
     out = localise.summarise(table, ["a"] * 50 + ["b"] * 50, 200, 0)
     assert out["n"] == 100 and out["pointing_game"]["value"] == pytest.approx(0.7)
@@ -416,7 +418,7 @@ def test_parameters_are_checked():
     assert es.ExplainConfig(methods="gradcam,occlusion").methods == ("gradcam", "occlusion")
 
 
-def test_stratified_sample_and_gallery_rows():
+def test_stratified_sample_and_gallery_picks():
     labels = np.r_[np.zeros(10), np.ones(3), np.full(10, 2)].astype(int)
     picked = es.stratified_sample(labels, 9, seed=0)
     assert np.bincount(labels[picked]).tolist() == [3, 3, 3]
@@ -424,7 +426,7 @@ def test_stratified_sample_and_gallery_rows():
     assert len(es.stratified_sample(labels, 100, 0)) == len(labels)
     predicted = labels.copy()
     predicted[:2] = 1  # two wrong in class 0
-    rows = es.gallery_rows(labels, predicted, 4, seed=0)
+    rows = es.gallery_picks(labels, predicted, 4, seed=0)
     by_class = pd.DataFrame(rows, columns=["row", "ok"]).assign(c=lambda d: labels[d["row"]])
     assert by_class.groupby("c").size().tolist() == [4, 3, 4]
     assert by_class[by_class["c"] == 0]["ok"].tolist() == [True, True, False, False]
@@ -776,6 +778,11 @@ def test_a_model_without_the_named_layer_is_skipped(tiny, tmp_path):
     val, _ = es.validation_images(tiny.manifest_path, tiny.raw_dir, 6, 0)
     validation = es.validate(find_models(tmp_path), results, val, cfg)
     assert validation["model"] == "scratch_tiny_s0" and validation["layer"] == "block1_relu"
+    # the best model by lib.evaluate's rule, on every validation image's prediction
+    assert validation["best_model"] == "scratch_tiny_s0"
+    assert validation["best_model_rule"] == ev.BEST_MODEL_RULE
+    assert set(validation["val_macro_f1"]) == {"scratch_tiny_s0"}
+    assert 0 <= validation["val_macro_f1"]["scratch_tiny_s0"] <= 1
     assert validation["headline_method"] == "gradcam"  # the only method
     with pytest.raises(ValueError, match="no model has a layer named 'block9_relu'"):
         es.explain_all(find_models(tmp_path), test, replace(cfg, layer="block9_relu"), None,
@@ -806,3 +813,9 @@ def test_gradcam_note_says_whether_the_model_or_the_method_misses():
     model_miss = es.target_check(best_stub({"gradcam": 0.2, "hirescam": 0.3}, ok), "hirescam")
     note = model_miss["checks"]["gradcam_pointing_game"]["note"]
     assert "cannot point at it either" in note and "reaches" not in note
+
+
+def test_pick_model_without_validation_images_takes_the_first_key_and_says_so():
+    choice = es.pick_model([], {"transfer_s1": None, "scratch_none_s1": None}, None)
+    assert choice["best_model"] == "scratch_none_s1" and choice["val_macro_f1"] is None
+    assert choice["best_model_rule"].startswith(ev.BEST_MODEL_RULE)

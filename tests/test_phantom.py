@@ -44,6 +44,20 @@ def tiny_sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {name: root / name for name in runs}
 
 
+
+def output_to_mni(draws: P.Draws, rows: np.ndarray, cols: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """MNI (x, y) in mm of output pixels: where a lesion lies (the phantom's own transform)."""
+    matrix, offset, _ = P._output_transform(draws)
+    ij = matrix @ np.vstack([np.ravel(rows), np.ravel(cols)]).astype(np.float64) + offset[:, None]
+    return ij[0] + P._ORIGIN_MM[0], ij[1] + P._ORIGIN_MM[1]
+
+
+def brain_mask_for(draws: P.Draws) -> np.ndarray:
+    """Brain (incl. ventricles and enclosed cisterns) on the output grid, sampled as masks are."""
+    sl = P._slice_at(draws.level_mm)
+    return P._resample((sl.sdf_brain < 0).astype(np.float64), draws, order=0) > 0.5
+
 @pytest.fixture(scope="module")
 def cases() -> dict[str, list[tuple[P.Draws, np.ndarray, np.ndarray, np.ndarray]]]:
     """(draws, image, mask, brain mask) for 16 rendered cases per class at 128 px."""
@@ -53,7 +67,7 @@ def cases() -> dict[str, list[tuple[P.Draws, np.ndarray, np.ndarray, np.ndarray]
         for i in range(16):
             d = P.draw_case(MID, "Training", cls, i)
             image, mask = P.render(MID, d)
-            out[cls].append((d, image, mask, P.brain_mask_for(MID, d)))
+            out[cls].append((d, image, mask, brain_mask_for(d)))
     return out
 
 
@@ -143,7 +157,7 @@ def test_lesions_sit_where_their_class_belongs(cases) -> None:
             depth = ndi.distance_transform_edt(brain)  # px to the nearest non-brain pixel
             rows, cols = np.nonzero(mask)
             cr, cc = rows.mean(), cols.mean()
-            x, y = P.output_to_mni(d, np.array([cr]), np.array([cc]))
+            x, y = output_to_mni(d, np.array([cr]), np.array([cc]))
             centroid_depth = depth[int(round(cr)), int(round(cc))]
             if cls == "pituitary":
                 assert abs(x[0]) < 4.0 and -8.0 < y[0] < 14.0  # midline sellar/suprasellar
@@ -224,7 +238,7 @@ def test_meningioma_enhances_on_t1c() -> None:
         if d.sequence != "T1c":
             continue
         image, mask = P.render(MID, d)
-        ring = ndi.binary_dilation(mask, iterations=4) & ~mask & P.brain_mask_for(MID, d)
+        ring = ndi.binary_dilation(mask, iterations=4) & ~mask & brain_mask_for(d)
         assert image[mask].mean() > image[ring].mean() + 10, i
         seen += 1
     assert seen >= 5
@@ -241,7 +255,7 @@ def test_sequences_have_their_contrast() -> None:
         d = replace(base, sequence=seq, level_mm=10.0, bias_amp=0.0)
         image, _ = P.render(MID, d)
         rows, cols = np.mgrid[: MID.image_size, : MID.image_size]
-        x, y = P.output_to_mni(d, rows, cols)
+        x, y = output_to_mni(d, rows, cols)
         i = np.clip(np.rint(x + 98).astype(int), 0, csf.shape[0] - 1).reshape(rows.shape)
         j = np.clip(np.rint(y + 134).astype(int), 0, csf.shape[1] - 1).reshape(rows.shape)
         inner = ndi.binary_erosion(csf, iterations=1)[i, j]
@@ -288,7 +302,7 @@ def test_gliomas_enhance_clearly_or_are_dark_on_t1c_and_bright_on_flair() -> Non
         ring_of = {}
         for seq in ("T1c", "FLAIR"):
             image, mask = P.render(MID, replace(d, sequence=seq))
-            ring = ndi.binary_dilation(mask, iterations=3) & ~mask & P.brain_mask_for(MID, d)
+            ring = ndi.binary_dilation(mask, iterations=3) & ~mask & brain_mask_for(d)
             # the brightest tenth: an enhancing rim around a necrotic core counts
             ring_of[seq] = (float(np.percentile(image[mask], 90)), float(image[ring].mean()))
         lesion, around = ring_of["T1c"]

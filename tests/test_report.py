@@ -26,7 +26,7 @@ import yaml
 from bs4 import BeautifulSoup
 from PIL import Image, ImageStat
 
-from lib import report, stage
+from lib import localise, report, stage
 from tests.conftest import REPO
 
 CLASSES = ["glioma", "meningioma", "notumor", "pituitary"]
@@ -90,7 +90,7 @@ def explain_json() -> dict[str, Any]:
     def scores(base: float) -> dict[str, Any]:
         s = {name: {"value": round(base - 0.05 * i, 6), "ci": [round(base - 0.05 * i - 0.08, 6),
                                                                  round(base - 0.05 * i + 0.07, 6)]}
-             for i, name in enumerate(report.LOCALISATION_SCORES)}
+             for i, name in enumerate(localise.SCORES)}
         per_class = {c: {k: v["value"] for k, v in s.items()} | {"n": 25}
                      for c in CLASSES if c != "notumor"}
         return {**s, "n": 75, "per_class": per_class}

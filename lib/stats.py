@@ -1,0 +1,88 @@
+"""Statistics primitives shared by the stages: one home for each, so every number is made one way.
+
+- ``otsu_threshold``: Otsu's threshold of an image or a saliency map (the EDA's head mask, the
+  explain stage's IoU at Otsu's cut);
+- ``bootstrap_ci``: percentile bootstrap CI of any statistic over resampled indices, seeded; the
+  evaluation's metric CIs and ``mean_ci`` (the mean of per-image scores) are built on it;
+- ``mean_sd``: mean and sample sd over seeds;
+- ``row_normalise``: a confusion matrix as shares of each true class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+CI_LEVEL = 0.95
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold: the cut t that maximises the between-class variance of {<= t}, {> t}.
+
+    Foreground is ``values > t``. Integer values (a uint8 image) get one bin per integer level,
+    so t is a level plus 0.5; floats (a saliency map) get `bins` equal bins over [min, max] and t
+    is a bin's upper edge. A constant input returns its value (nothing lies above it).
+    """
+    values = np.asarray(values).ravel()
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        return hi
+    if np.issubdtype(values.dtype, np.integer):
+        bins, lo, hi = int(hi - lo) + 1, lo - 0.5, hi + 0.5
+    hist, edges = np.histogram(values.astype(np.float64), bins=bins, range=(lo, hi))
+    centres = (edges[:-1] + edges[1:]) / 2
+    weight0 = np.cumsum(hist)
+    weight1 = weight0[-1] - weight0
+    sum0 = np.cumsum(hist * centres)
+    mean0 = sum0 / np.maximum(weight0, 1)
+    mean1 = (sum0[-1] - sum0) / np.maximum(weight1, 1)
+    between = weight0 * weight1 * (mean0 - mean1) ** 2
+    return float(edges[1:][int(np.argmax(between[:-1]))])
+
+
+def bootstrap_ci(statistic: Callable[[np.ndarray], np.ndarray], n: int, resamples: int = 1000,
+                 seed: int = 42, level: float = CI_LEVEL) -> np.ndarray:
+    """Percentile bootstrap interval, shape (2, ...): rows are the lower and upper bound.
+
+    One seeded (resamples x n) matrix of indices into the n items is drawn
+    (``default_rng(seed).integers(0, n, (resamples, n))``, the draw scipy.stats.bootstrap makes);
+    `statistic` maps it to one value (or one array of values) per resample, shape (resamples,
+    ...), and the interval is the (1 - level) / 2 and 1 - (1 - level) / 2 quantiles (linear).
+    """
+    if isinstance(resamples, bool) or not isinstance(resamples, int | np.integer) or resamples < 1:
+        raise ValueError(f"resamples must be an integer >= 1, got {resamples!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if n < 1:
+        raise ValueError("no items to bootstrap")
+    idx = np.random.default_rng(seed).integers(0, n, size=(int(resamples), n))
+    alpha = (1 - level) / 2
+    return np.quantile(np.asarray(statistic(idx)), [alpha, 1 - alpha], axis=0)
+
+
+def mean_ci(values: np.ndarray, resamples: int, seed: int, level: float = CI_LEVEL
+            ) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean of per-item values; constant values are their own."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        raise ValueError("no values to bootstrap")
+    if len(values) < 2 or np.ptp(values) == 0:
+        return float(values.mean()), float(values.mean())
+    lo, hi = bootstrap_ci(lambda idx: values[idx].mean(axis=-1), len(values), int(resamples),
+                          seed, level)
+    return float(lo), float(hi)
+
+
+def mean_sd(values: Sequence[float]) -> dict[str, float | int | None]:
+    """Mean and sample sd (ddof=1) across seeds; sd is None for one seed (there is no spread)."""
+    arr = np.asarray(values, dtype=float)
+    return {"mean": float(arr.mean()), "sd": float(arr.std(ddof=1)) if len(arr) > 1 else None,
+            "n": len(arr)}
+
+
+def row_normalise(cm: np.ndarray) -> np.ndarray:
+    """Each row as shares of its true class (recall on the diagonal); an empty row stays 0."""
+    cm = np.asarray(cm, dtype=float)
+    totals = cm.sum(axis=1, keepdims=True)
+    return np.divide(cm, totals, out=np.zeros_like(cm), where=totals > 0)
