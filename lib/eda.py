@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 from scipy import ndimage, stats
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from lib import phantom
 from lib.data import load_image, load_mask

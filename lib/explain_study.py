@@ -195,14 +195,6 @@ class Twins:
     healthy: str
 
 
-def phantom_config(params_path: Path | str) -> Any:
-    """The PhantomConfig params.yaml describes (the data/raw a `make repro` generates)."""
-    from .config import load_params
-    from .phantom import PhantomConfig
-
-    return PhantomConfig.from_params(load_params(params_path)["phantom"])
-
-
 def _twin_index(path: str) -> int:
     stem = Path(path).stem
     try:
@@ -429,7 +421,7 @@ def explain_all(models: list[Any], test: SplitImages, cfg: ExplainConfig,
 
     iterator: Any = models
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         iterator = tqdm(models, desc="explain", unit="model")
     results, skipped = {}, {}

@@ -114,7 +114,7 @@ def predict_all(models_dir: Path | str, manifest: pd.DataFrame, raw_dir: Path | 
     written = {}
     iterator: Any = models
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         iterator = tqdm(models, desc="predict", unit="model")
     for model in iterator:
