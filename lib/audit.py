@@ -8,7 +8,6 @@ reason the user can act on, never an exception.
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -19,6 +18,8 @@ from typing import Any
 import imagehash
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
+
+from .hashing import file_md5
 
 # Extension -> the format its content should have; also the set of extensions read as images.
 FORMAT_OF_EXT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP",
@@ -103,12 +104,6 @@ class ImageInfo:
 
 # --------------------------------------------------------------------------------------------
 # Inspecting one file
-
-
-def file_md5(path: Path) -> str:
-    """md5 of a file's bytes, read in chunks (images, weights files, manifests)."""
-    with Path(path).open("rb") as fh:
-        return hashlib.file_digest(fh, "md5").hexdigest()
 
 
 _MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"BM": "BMP",

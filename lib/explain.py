@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from .config import check_int
+from .stats import numpy_global_seed
 
 # Cheapest first: the validation pass breaks ties between methods in this order.
 METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "hirescam", "scorecam", "smoothgrad",
@@ -296,20 +297,6 @@ def _quiet() -> Iterator[None]:
         tf.get_logger().setLevel(level)
         if was:
             keras.utils.enable_interactive_logging()
-
-
-@contextmanager
-def numpy_global_seed(seed: int) -> Iterator[None]:
-    """Seed numpy's legacy global state for a library that draws from it, then restore it.
-
-    tf-keras-vis draws SmoothGrad noise there, and seaborn its strip-plot jitter.
-    """
-    state = np.random.get_state()  # noqa: NPY002  (the library reads the legacy global state)
-    np.random.seed(seed % 2**32)  # noqa: NPY002
-    try:
-        yield
-    finally:
-        np.random.set_state(state)  # noqa: NPY002
 
 
 # --------------------------------------------------------------------------------------------

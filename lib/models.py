@@ -34,8 +34,8 @@ import keras
 import numpy as np
 from keras import layers
 
-from .audit import file_md5
 from .config import check_int
+from .hashing import file_md5
 
 # ----------------------------------------------------------------------------------------------
 # Scratch CNN

@@ -108,7 +108,7 @@ def conspicuity_by_class(per_image: pd.DataFrame, sequence_order: Sequence[str] 
     hue_order = list(sequence_order) if sequence_order else sorted(data["sequence"].unique())
     sns.boxplot(data, x="class", y="conspicuity", hue="sequence", order=order,
                 hue_order=hue_order, ax=ax, showfliers=False, fill=False, legend=False)
-    from .explain import numpy_global_seed
+    from .stats import numpy_global_seed
 
     with numpy_global_seed(0):  # seaborn's jitter: seeded, so the figure's bytes reproduce
         sns.stripplot(data, x="class", y="conspicuity", hue="sequence", order=order,

@@ -24,7 +24,7 @@ import yaml
 from jinja2 import ChainableUndefined, Environment, FileSystemLoader, Undefined, select_autoescape
 
 from lib.config import load_params, repo_root
-from lib.localise import SCORES
+from lib.schemas import SCORES
 from lib.splits import SPLITS
 
 TEMPLATES = Path(__file__).parent / "templates"

@@ -10,7 +10,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -86,3 +87,17 @@ def row_normalise(cm: np.ndarray) -> np.ndarray:
     cm = np.asarray(cm, dtype=float)
     totals = cm.sum(axis=1, keepdims=True)
     return np.divide(cm, totals, out=np.zeros_like(cm), where=totals > 0)
+
+
+@contextmanager
+def numpy_global_seed(seed: int) -> Iterator[None]:
+    """Seed numpy's legacy global state for a library that draws from it, then restore it.
+
+    tf-keras-vis draws SmoothGrad noise there, and seaborn its strip-plot jitter.
+    """
+    state = np.random.get_state()  # noqa: NPY002  (the library reads the legacy global state)
+    np.random.seed(seed % 2**32)  # noqa: NPY002
+    try:
+        yield
+    finally:
+        np.random.set_state(state)  # noqa: NPY002

@@ -323,8 +323,8 @@ class TrainingData:
     @classmethod
     def from_manifest(cls, manifest_path: Path | str, raw_dir: Path | str,
                       image_size: int) -> TrainingData:
-        from .audit import file_md5
         from .data import class_names, load_manifest, split_frame
+        from .hashing import file_md5
 
         manifest = load_manifest(Path(manifest_path))
         digest = file_md5(Path(manifest_path))
