@@ -34,7 +34,7 @@ def tiny_params(params: dict) -> dict:
     params["augmentation"]["preview_n"] = 3
     params["train"].update(batch_size=8)
     params["train_scratch"].update(image_size=32, epochs=2, blocks=2, filters=4, dense_units=8)
-    params["pretrain"].update(n_per_sequence=4, epochs=1)
+    params["pretrain"].update(n_per_sequence=4, epochs=1, image_size=32)
     params["train_transfer"].update(image_size=32, phase1_epochs=1, phase2_epochs=1,
                                     fine_tune_layers=5)
     params["evaluate"].update(bootstrap_resamples=200, gallery_per_pair=2)
