@@ -44,15 +44,14 @@ def tiny_models(dataset: TinyDataset, models_dir: str | Path | None = None,
     data = train.TrainingData.from_manifest(dataset.manifest_path, dataset.raw_dir, image_size)
     cfg = train.TrainConfig(epochs=epochs, batch_size=16, learning_rate=0.003, patience=epochs)
     for variant in variants:
-        train.seed_everything(seed)
         arch = ScratchConfig(blocks=2, filters=8, dense_units=16,
                              use_batchnorm="batchnorm" in variant,
                              use_dropout="dropout" in variant)
-        model = build_scratch(data.input_shape(1), data.n_classes, arch)
-        train.compile_model(model, cfg)
-        train_ds, val_ds = data.datasets(cfg.batch_size, channels=1, seed=seed)
-        run_dir = models_dir.parent / "runs" / f"scratch_{variant}"
-        result = train.fit(model, train_ds, val_ds, cfg, run_dir, verbose=0)
-        train.save_seed(result, val_ds, data.names, seed, models_dir / f"scratch_{variant}", None)
-        train.finish(run_dir)
+
+        def build(arch: ScratchConfig = arch) -> object:
+            return build_scratch(data.input_shape(1), data.n_classes, arch)
+
+        train.train_seeds(data, [seed], build, cfg, stage=f"scratch_{variant}",
+                          models_dir=models_dir / f"scratch_{variant}",
+                          resume_root=models_dir.parent, verbose=0)
     return models_dir

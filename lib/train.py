@@ -8,7 +8,9 @@ Every training stage (the scratch variants, pretrain, both transfer phases) goes
   model and optimizer state at every epoch end, ModelCheckpoint keeps the best epoch on the
   validation split and CSVLogger appends the history, so a killed stage resumes at the epoch it
   reached; the folder is removed once the stage's outputs are written;
-- the model returned is the best epoch on the validation split, never simply the last one.
+- the model returned is the best epoch on the validation split, never simply the last one;
+- `train_seeds` is the one per-seed loop of the scratch and transfer notebooks (and lib.tiny),
+  `fit_two_phase` the transfer models' fine-tuning (frozen backbone, then its top layers).
 
 CLI: ``python -m lib.train pretrain --params params.yaml`` is the pretrain stage (DESIGN.md §4).
 """
@@ -307,7 +309,7 @@ def write_json(path: Path | str | None, payload: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# One seed of a training stage, shared by the scratch and transfer notebooks
+# The seeds of a training stage, shared by the scratch and transfer notebooks and lib.tiny
 # --------------------------------------------------------------------------------------------
 @dataclass
 class TrainingData:
@@ -370,6 +372,91 @@ def save_seed(result: FitResult, val_ds: Any, names: Sequence[str], seed: int,
         result.history.to_csv(Path(history_dir) / f"history_s{seed}.csv", index=False)
     return {"val": val_scores(labels, scores, names), "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run}
+
+
+@dataclass(frozen=True)
+class FineTune:
+    """Phase 2 of a transfer fit: the top `layers` backbone layers learn, at `cfg`'s settings.
+
+    ``train_bn`` lets the BatchNormalization layers among them learn too (``models.unfreeze_top``).
+    """
+
+    cfg: TrainConfig
+    layers: int
+    train_bn: bool = False
+
+
+def fit_two_phase(model: Any, train_ds: Any, val_ds: Any, phase1: TrainConfig, tune: FineTune,
+                  run_dirs: Sequence[Path], *, class_weight: dict[int, float] | None = None,
+                  verbose: int | str = 2) -> tuple[FitResult, int]:
+    """Fine-tuning a transfer model: the head on a frozen backbone, then the top layers too.
+
+    Phase 1 freezes the backbone and fits `phase1` in ``run_dirs[0]``; phase 2 unfreezes the top
+    ``tune.layers`` layers of phase 1's *best* model and fits ``tune.cfg`` in ``run_dirs[1]``,
+    numbering its epochs after phase 1's. Returns phase 2's result, whose history is both
+    phases (a ``phase`` column says which) and whose ``epochs_run`` counts both, and how many
+    backbone layers trained in phase 2.
+    """
+    from .models import freeze_backbone, unfreeze_top
+
+    freeze_backbone(model)
+    first = fit(compile_model(model, phase1), train_ds, val_ds, phase1, run_dirs[0],
+                class_weight=class_weight, verbose=verbose)
+    n_open = unfreeze_top(first.model, tune.layers, train_bn=tune.train_bn)
+    second = fit(compile_model(first.model, tune.cfg), train_ds, val_ds, tune.cfg, run_dirs[1],
+                 initial_epoch=first.epochs_run, class_weight=class_weight, verbose=verbose)
+    second.history = pd.concat([first.history.assign(phase=1), second.history.assign(phase=2)])
+    second.epochs_run = len(second.history)
+    return second, n_open
+
+
+@dataclass
+class SeedRuns:
+    """Every seed of a training stage: its validation numbers and its history."""
+
+    per_seed: dict[int, dict[str, Any]]
+    histories: dict[str, pd.DataFrame]  # "seed <N>" -> history, for plots.training_curves
+
+    def summary(self) -> dict[str, Any]:
+        return summarise_seeds(self.per_seed)
+
+
+def train_seeds(data: TrainingData, seeds: Sequence[int], build: Any, cfg: TrainConfig, *,
+                stage: str, key: Sequence[Any] = (), channels: int = 1,
+                augment: Any | None = None, fine_tune: FineTune | None = None,
+                models_dir: Path | str | None = None, history_dir: Path | str | None = None,
+                resume_root: Path | None = None, verbose: int | str = 2) -> SeedRuns:
+    """One model per seed, the loop every training stage runs.
+
+    For each seed: seed everything; make the (augmented, shuffled) train and the val batches;
+    ``build()`` a fresh model; fit it (two phases when `fine_tune` is given, see
+    ``fit_two_phase``) in a resume folder keyed by `stage`, `key` and the seed; save the best
+    model and history where asked; remove the resume folder. `augment(seed)` makes the
+    augmentation policy of a seed (None: no augmentation).
+    """
+    runs = SeedRuns({}, {})
+    for seed in seeds:
+        seed_everything(seed)
+        train_ds, val_ds = data.datasets(cfg.batch_size, channels=channels, seed=seed,
+                                         augment=augment(seed) if augment else None)
+        weights = data.class_weight(cfg.class_weight)
+        extra: dict[str, Any] = {}
+        if fine_tune is None:
+            run_dirs = [resume_dir(stage, *key, seed, root=resume_root)]
+            result = fit(compile_model(build(), cfg), train_ds, val_ds, cfg, run_dirs[0],
+                         class_weight=weights, verbose=verbose)
+        else:
+            run_dirs = [resume_dir(f"{stage}_phase{i}", *key, seed, root=resume_root)
+                        for i in (1, 2)]
+            result, n_open = fit_two_phase(build(), train_ds, val_ds, cfg, fine_tune, run_dirs,
+                                           class_weight=weights, verbose=verbose)
+            extra["trainable_layers_phase2"] = n_open
+        runs.per_seed[seed] = {**save_seed(result, val_ds, data.names, seed, models_dir,
+                                           history_dir), **extra}
+        runs.histories[f"seed {seed}"] = result.history.reset_index(drop=True)
+        for run_dir in run_dirs:
+            finish(run_dir)
+    return runs
 
 
 # --------------------------------------------------------------------------------------------

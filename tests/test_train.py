@@ -224,3 +224,80 @@ def test_save_seed_and_summary(data: train.TrainingData, tmp_path: Path) -> None
     summary = train.summarise_seeds({2: out, 3: out})
     assert summary["val_macro_f1"]["sd"] == 0.0 and summary["seeds"] == [2, 3]
     json.dumps(summary)  # serialisable as a DVC metric
+
+
+# ---------------------------------------------------------------- the per-seed loop
+def test_train_seeds_is_the_explicit_loop_and_cleans_up(data: train.TrainingData,
+                                                        tmp_path: Path) -> None:
+    """One seed of train_seeds gives the weights of the steps written out by hand, saves the model
+    and history where asked and removes its resume folder."""
+    cfg = train.TrainConfig(epochs=2, batch_size=8, patience=2)
+
+    def build() -> object:
+        return build_scratch(data.input_shape(1), 4, TINY_MODEL)
+
+    runs = train.train_seeds(data, [3], build, cfg, stage="scratch_test", key=("k",),
+                             models_dir=tmp_path / "models", history_dir=tmp_path / "hist",
+                             resume_root=tmp_path / "root", verbose=0)
+    train.seed_everything(3)
+    train_ds, val_ds = data.datasets(8, channels=1, seed=3)
+    by_hand = train.fit(train.compile_model(build(), cfg), train_ds, val_ds, cfg,
+                        tmp_path / "by_hand", verbose=0)
+    import keras
+
+    saved = keras.models.load_model(tmp_path / "models" / "seed3.keras")
+    assert all(np.array_equal(x, y) for x, y in
+               zip(saved.get_weights(), by_hand.model.get_weights(), strict=True))
+    assert (tmp_path / "hist" / "history_s3.csv").is_file()
+    assert list(runs.per_seed) == [3] and list(runs.histories) == ["seed 3"]
+    assert runs.per_seed[3]["epochs_run"] == 2 and "trainable_layers_phase2" not in runs.per_seed[3]
+    pd.testing.assert_frame_equal(runs.histories["seed 3"], by_hand.history)
+    assert runs.summary()["seeds"] == [3]
+    assert not list((tmp_path / "root" / train.RESUME_ROOT).iterdir())  # resume folder removed
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # Keras's own
+def test_fit_two_phase_freezes_then_fine_tunes(data: train.TrainingData, tmp_path: Path) -> None:
+    """Phase 1 trains the head only (backbone weights and BN statistics unchanged); phase 2
+    changes the top backbone layers only; the history is both phases, epochs numbered on."""
+    from lib import models as M
+
+    train.seed_everything(0)
+    train_ds, val_ds = data.datasets(8, channels=3, seed=0)
+    model = M.build_transfer("MobileNetV3Small", data.input_shape(3), 4, M.NO_WEIGHTS)
+    phase1 = train.TrainConfig(epochs=2, batch_size=8, learning_rate=1e-2, patience=5)
+    tune = train.FineTune(train.TrainConfig(epochs=2, batch_size=8, learning_rate=1e-2,
+                                            patience=5), layers=6, train_bn=True)
+
+    def backbone_weights(m: object) -> dict[str, list[np.ndarray]]:
+        return {la.name: [np.array(w) for w in la.get_weights()]
+                for la in M.backbone_layers(m) if la.weights}
+
+    def moved(a: dict, b: dict) -> set[str]:
+        return {n for n in a if not all(np.array_equal(x, y) for x, y in zip(a[n], b[n],
+                                                                             strict=True))}
+
+    start = backbone_weights(model)
+    head_start = [np.array(w) for w in model.get_layer("predictions").get_weights()]
+    runs = [tmp_path / "p1", tmp_path / "p2"]
+    result, n_open = train.fit_two_phase(model, train_ds, val_ds, phase1, tune, runs, verbose=0)
+
+    import keras
+
+    first = keras.models.load_model(runs[0] / "final.keras")  # phase 1's best model
+    after1, after2 = backbone_weights(first), backbone_weights(result.model)
+    assert moved(start, after1) == set()  # phase 1: the backbone did not move, BN stats included
+    assert not all(np.array_equal(x, y) for x, y in zip(
+        head_start, first.get_layer("predictions").get_weights(), strict=True))  # the head did
+    top = [la.name for la in M.backbone_layers(model) if la.weights][-6:]
+    assert n_open == 6
+    assert moved(after1, after2) and moved(after1, after2) <= set(top)  # phase 2: top layers only
+    bns = [result.model.get_layer(n) for n in top]
+    assert all(la.momentum == pytest.approx(0.9) for la in bns
+               if isinstance(la, keras.layers.BatchNormalization))
+
+    history = result.history
+    assert list(history["phase"]) == [1, 1, 2, 2]
+    assert list(history["epoch"]) == [0, 1, 2, 3]  # phase 2 numbers its epochs after phase 1's
+    assert result.epochs_run == 4 and 0 <= result.best_epoch <= 3
+    assert train.read_history(runs[1] / "history.csv")["epoch"].tolist() == [2, 3]
