@@ -6,7 +6,7 @@ params.yaml, so the executed notebook's injected-parameters cell shows each valu
 and `tests/test_stage_params.py` proves that `dvc.yaml` lists exactly the keys a stage reads.
 
     python -m lib.stage notebook train_scratch --item dropout -p models_dir models/scratch_dropout
-    python -m lib.stage timed pretrain -- python -m lib.train pretrain --params params.yaml
+    python -m lib.stage timed pretrain -- python -m lib.pretrain --params params.yaml
 """
 
 from __future__ import annotations

@@ -12,27 +12,27 @@ Every training stage (the scratch variants, pretrain, both transfer phases) goes
 - `train_seeds` is the one per-seed loop of the scratch and transfer notebooks (and lib.tiny),
   `fit_two_phase` the transfer models' fine-tuning (frozen backbone, then its top layers).
 
-CLI: ``python -m lib.train pretrain --params params.yaml`` is the pretrain stage (DESIGN.md §4).
+The pretrain stage (the transfer backbone's pretext task) lives in lib.pretrain.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
 import shutil
-import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .config import load_params, repo_root, section
+from .config import repo_root, section
+from .jsonio import STAGE_DIGITS, round_floats
+from .stats import mean_sd
 
 RESUME_ROOT = Path(".cache") / "train"
 OPTIMIZERS = ("adam", "adamw")
@@ -279,14 +279,6 @@ def val_scores(labels: np.ndarray, scores: np.ndarray, names: Sequence[str]) -> 
     }
 
 
-def mean_sd(values: Sequence[float]) -> dict[str, float | None]:
-    """Mean and sample sd across seeds (sd is null for a single seed: there is no spread)."""
-    arr = np.asarray(values, dtype=float)
-    sd = float(arr.std(ddof=1)) if len(arr) > 1 else None
-    return {"mean": round(float(arr.mean()), 6), "sd": None if sd is None else round(sd, 6),
-            "n": len(arr)}
-
-
 def summarise_seeds(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """Per-seed validation scores and their mean ± sd, the layout every training metric uses."""
     seeds = sorted(per_seed)
@@ -296,16 +288,7 @@ def summarise_seeds(per_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
         "val_accuracy": mean_sd([per_seed[s]["val"]["accuracy"] for s in seeds]),
         "val_macro_f1": mean_sd([per_seed[s]["val"]["macro_f1"] for s in seeds]),
     }
-    return out
-
-
-def write_json(path: Path | str | None, payload: dict[str, Any]) -> None:
-    """Sorted, indented JSON with a newline: stable bytes for DVC and diffs."""
-    if not path:
-        return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return round_floats(out, STAGE_DIGITS["train"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -459,148 +442,28 @@ def train_seeds(data: TrainingData, seeds: Sequence[int], build: Any, cfg: Train
     return runs
 
 
-# --------------------------------------------------------------------------------------------
-# pretrain stage: the backbone learns the MRI sequence on a separately seeded phantom set
-# --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PretrainConfig:
-    """The `pretrain:` group; the backbone comes from `train_transfer:`.
+def tiny_models(dataset: Any, models_dir: str | Path | None = None,
+                variants: tuple[str, ...] = ("none", "batchnorm"), image_size: int = 32,
+                epochs: int = 3, seed: int = 0) -> Path:
+    """One small scratch CNN per variant, saved as `<models_dir>/scratch_<v>/seed<N>.keras`.
 
-    The pretext task runs at its own input size: convolution weights do not depend on it, and
-    each halving of the side makes the pretext set four times cheaper to learn.
+    `dataset` is a ``lib.tiny.TinyDataset``. The evaluation and explanation notebooks default to
+    these so they run without the pipeline.
     """
+    from .models import ScratchConfig, build_scratch
 
-    backbone: str
-    image_size: int = 64
-    n_per_sequence: int = 200
-    seed: int = 7
-    val_fraction: float = 0.2
-    epochs: int = 8
-    learning_rate: float = 2e-3
-    bn_momentum: float = 0.9
+    models_dir = Path(models_dir) if models_dir else dataset.manifest_path.parent.parent / "models"
+    data = TrainingData.from_manifest(dataset.manifest_path, dataset.raw_dir, image_size)
+    cfg = TrainConfig(epochs=epochs, batch_size=16, learning_rate=0.003, patience=epochs)
+    for variant in variants:
+        arch = ScratchConfig(blocks=2, filters=8, dense_units=16,
+                             use_batchnorm="batchnorm" in variant,
+                             use_dropout="dropout" in variant)
 
-    def __post_init__(self) -> None:
-        if self.n_per_sequence < 2:
-            raise ValueError(f"pretrain.n_per_sequence must be >= 2, got {self.n_per_sequence}")
-        if not 0 < self.val_fraction < 1:
-            raise ValueError(f"pretrain.val_fraction must be in (0, 1), got {self.val_fraction}")
+        def build(arch: ScratchConfig = arch) -> object:
+            return build_scratch(data.input_shape(1), data.n_classes, arch)
 
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> PretrainConfig:
-        group = dict(section(params, "pretrain"))
-        transfer = section(params, "train_transfer")
-        names = {f.name for f in fields(cls)} - {"backbone"}
-        unknown = set(group) - names
-        if unknown:
-            raise ValueError(f"pretrain: unknown key(s) {sorted(unknown)}; known: {sorted(names)}")
-        return cls(backbone=transfer["backbone"], **group)
-
-
-# The phantom: keys that shape an image of the pretext set; its size, seed and counts are the
-# pretrain stage's own, and no teaching shortcut applies.
-SEQUENCE_PHANTOM_KEYS = ("lesion_fraction", "noise", "bias_field", "max_rotation_deg", "sequences")
-
-
-def sequence_phantom(params: dict[str, Any], cfg: PretrainConfig) -> Any:
-    """The pretext set's phantom: the study's image physics at the backbone's input size."""
-    from .phantom import PhantomConfig
-
-    group = section(params, "phantom")
-    return PhantomConfig.from_params({**{k: group[k] for k in SEQUENCE_PHANTOM_KEYS if k in group},
-                                      "image_size": cfg.image_size, "shortcut": "none",
-                                      "seed": cfg.seed})
-
-
-def pretrain_train_config(params: dict[str, Any], cfg: PretrainConfig) -> TrainConfig:
-    """The shared train: group with the pretext task's own epochs and learning rate."""
-    return TrainConfig.from_params(params, None, epochs=cfg.epochs,
-                                   learning_rate=cfg.learning_rate)
-
-
-def sequence_task(params: dict[str, Any], cfg: PretrainConfig
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """Phantom images labelled by MRI sequence, split into train/val by a seeded shuffle."""
-    from .phantom import SEQUENCES, generate_sequence_task
-
-    images, labels = generate_sequence_task(sequence_phantom(params, cfg), cfg.n_per_sequence,
-                                            cfg.seed)
-    order = np.random.default_rng(cfg.seed).permutation(len(labels))
-    n_val = max(len(SEQUENCES), int(round(cfg.val_fraction * len(labels))))
-    val, train = order[:n_val], order[n_val:]
-    x = images[..., None].astype("float32")
-    return x[train], labels[train], x[val], labels[val], list(SEQUENCES)
-
-
-def _tensor_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, batch_size: int,
-                    channels: int, shuffle_seed: int | None) -> Any:
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices((x, tf.one_hot(y, n_classes)))
-    if shuffle_seed is not None:
-        ds = ds.shuffle(len(y), seed=shuffle_seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    if channels == 3:
-        ds = ds.map(lambda a, b: (tf.image.grayscale_to_rgb(a), b))
-    return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def pretrain(params: dict[str, Any], out_dir: Path, metrics_path: Path,
-             root: Path | None = None, verbose: int | str = 2) -> dict[str, Any]:
-    """Train the chosen backbone from random weights to recognise T1/T1c/T2/FLAIR; save it."""
-    from .models import WeightsChoice, build_transfer, save_backbone_weights, set_bn_momentum
-
-    cfg = PretrainConfig.from_params(params)
-    seed = int(params.get("seed", 42))
-    tcfg = pretrain_train_config(params, cfg)
-    seed_everything(seed)
-    x_tr, y_tr, x_va, y_va, names = sequence_task(params, cfg)
-    k = len(names)
-    train_ds = _tensor_dataset(x_tr, y_tr, k, tcfg.batch_size, 3, shuffle_seed=seed)
-    val_ds = _tensor_dataset(x_va, y_va, k, tcfg.batch_size, 3, shuffle_seed=None)
-    model = build_transfer(cfg.backbone, (cfg.image_size, cfg.image_size, 3), k,
-                           WeightsChoice("none", None, "random initialisation"))
-    set_bn_momentum(model, cfg.bn_momentum)
-    compile_model(model, tcfg)
-    run_dir = resume_dir("pretrain", asdict(cfg), asdict(tcfg), seed, root=root)
-    result = fit(model, train_ds, val_ds, tcfg, run_dir, verbose=verbose)
-    labels, scores = predict_scores(result.model, val_ds)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    weights_path = out_dir / "backbone.weights.h5"
-    save_backbone_weights(result.model, weights_path)
-    result.history.to_csv(out_dir / "history.csv", index=False)
-    metrics = {
-        "task": "MRI sequence (" + "/".join(names) + ") on a separately seeded phantom set",
-        "backbone": cfg.backbone, "image_size": cfg.image_size, "seed": seed,
-        "phantom_seed": cfg.seed, "n_train": int(len(y_tr)), "n_val": int(len(y_va)),
-        "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-        "val": val_scores(labels, scores, names),
-    }
-    write_json(metrics_path, metrics)
-    finish(run_dir)
-    return metrics
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m lib.train pretrain`: the pretrain DVC stage."""
-    parser = argparse.ArgumentParser(prog="python -m lib.train", description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["pretrain"])
-    parser.add_argument("--params", type=Path, default=None)
-    parser.add_argument("--out", type=Path, default=Path("models/pretrain"))
-    parser.add_argument("--metrics", type=Path, default=Path("reports/metrics/pretrain.json"))
-    args = parser.parse_args(argv)
-    try:
-        params_path = args.params or repo_root() / "params.yaml"
-        params = load_params(params_path)
-        root = Path(params_path).resolve().parent
-        metrics = pretrain(params, root / args.out, root / args.metrics, root=root)
-    except (KeyError, ValueError) as exc:
-        print(f"pretrain: bad configuration: {exc}", file=sys.stderr)
-        return 2
-    print(f"pretrain: {metrics['backbone']} on the sequence task, val accuracy "
-          f"{metrics['val']['accuracy']:.3f} (best epoch {metrics['best_epoch']}); "
-          f"weights in {args.out / 'backbone.weights.h5'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        train_seeds(data, [seed], build, cfg, stage=f"scratch_{variant}",
+                          models_dir=models_dir / f"scratch_{variant}",
+                          resume_root=models_dir.parent, verbose=0)
+    return models_dir

@@ -73,12 +73,12 @@ def prepare_inputs(params: dict[str, Any]) -> Any:
 
 
 def pretrain_inputs(params: dict[str, Any]) -> Any:
-    """What `python -m lib.train pretrain` reads (lib.train.pretrain's configs)."""
-    from lib import train
+    """What `python -m lib.pretrain` reads (lib.pretrain.pretrain's configs)."""
+    from lib import pretrain
 
-    cfg = train.PretrainConfig.from_params(params)
-    return (cfg, train.pretrain_train_config(params, cfg), params["seed"],
-            train.sequence_phantom(params, cfg))
+    cfg = pretrain.PretrainConfig.from_params(params)
+    return (cfg, pretrain.pretrain_train_config(params, cfg), params["seed"],
+            pretrain.sequence_phantom(params, cfg))
 
 
 def report_inputs(params: dict[str, Any]) -> Any:

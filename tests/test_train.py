@@ -114,8 +114,11 @@ def test_class_weights_balance_counts() -> None:
 
 
 def test_mean_sd_and_history_dedupe(tmp_path: Path) -> None:
-    assert train.mean_sd([0.8, 0.9, 1.0]) == {"mean": 0.9, "sd": 0.1, "n": 3}
-    assert train.mean_sd([0.5])["sd"] is None
+    summary = train.summarise_seeds({s: {"val": {"accuracy": a, "macro_f1": a}}
+                                     for s, a in [(1, 0.8), (2, 0.9), (3, 1.0)]})
+    assert summary["val_macro_f1"] == {"mean": 0.9, "sd": 0.1, "n": 3}  # rounded to 6 decimals
+    assert train.summarise_seeds({1: {"val": {"accuracy": 0.5, "macro_f1": 0.5}}}
+                                 )["val_accuracy"]["sd"] is None
     (tmp_path / "h.csv").write_text("epoch,loss\n0,2.0\n1,1.5\n1,1.4\n2,1.0\n")
     hist = train.read_history(tmp_path / "h.csv")
     assert list(hist["epoch"]) == [0, 1, 2] and hist["loss"][1] == 1.4

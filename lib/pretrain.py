@@ -1,0 +1,174 @@
+"""The pretrain stage: the transfer backbone learns which MRI sequence a phantom slice is.
+
+A task the phantom gives for free, without tumour labels, on a separately seeded set at its own
+input size; the backbone weights it saves are what `train_transfer.weights: pretrain` loads
+(DESIGN.md §4). CLI: ``python -m lib.pretrain --params params.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import load_params, repo_root, section
+from .jsonio import write_json
+from .train import (
+    TrainConfig,
+    compile_model,
+    finish,
+    fit,
+    predict_scores,
+    resume_dir,
+    seed_everything,
+    val_scores,
+)
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """The `pretrain:` group; the backbone comes from `train_transfer:`.
+
+    The pretext task runs at its own input size: convolution weights do not depend on it, and
+    each halving of the side makes the pretext set four times cheaper to learn.
+    """
+
+    backbone: str
+    image_size: int = 64
+    n_per_sequence: int = 200
+    seed: int = 7
+    val_fraction: float = 0.2
+    epochs: int = 8
+    learning_rate: float = 2e-3
+    bn_momentum: float = 0.9
+
+    def __post_init__(self) -> None:
+        if self.n_per_sequence < 2:
+            raise ValueError(f"pretrain.n_per_sequence must be >= 2, got {self.n_per_sequence}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"pretrain.val_fraction must be in (0, 1), got {self.val_fraction}")
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> PretrainConfig:
+        group = dict(section(params, "pretrain"))
+        transfer = section(params, "train_transfer")
+        names = {f.name for f in fields(cls)} - {"backbone"}
+        unknown = set(group) - names
+        if unknown:
+            raise ValueError(f"pretrain: unknown key(s) {sorted(unknown)}; known: {sorted(names)}")
+        return cls(backbone=transfer["backbone"], **group)
+
+
+# The phantom: keys that shape an image of the pretext set; its size, seed and counts are the
+# pretrain stage's own, and no teaching shortcut applies.
+SEQUENCE_PHANTOM_KEYS = ("lesion_fraction", "noise", "bias_field", "max_rotation_deg", "sequences")
+
+
+def sequence_phantom(params: dict[str, Any], cfg: PretrainConfig) -> Any:
+    """The pretext set's phantom: the study's image physics at the backbone's input size."""
+    from .phantom import PhantomConfig
+
+    group = section(params, "phantom")
+    return PhantomConfig.from_params({**{k: group[k] for k in SEQUENCE_PHANTOM_KEYS if k in group},
+                                      "image_size": cfg.image_size, "shortcut": "none",
+                                      "seed": cfg.seed})
+
+
+def pretrain_train_config(params: dict[str, Any], cfg: PretrainConfig) -> TrainConfig:
+    """The shared train: group with the pretext task's own epochs and learning rate."""
+    return TrainConfig.from_params(params, None, epochs=cfg.epochs,
+                                   learning_rate=cfg.learning_rate)
+
+
+def sequence_task(params: dict[str, Any], cfg: PretrainConfig
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Phantom images labelled by MRI sequence, split into train/val by a seeded shuffle."""
+    from .phantom import SEQUENCES, generate_sequence_task
+
+    images, labels = generate_sequence_task(sequence_phantom(params, cfg), cfg.n_per_sequence,
+                                            cfg.seed)
+    order = np.random.default_rng(cfg.seed).permutation(len(labels))
+    n_val = max(len(SEQUENCES), int(round(cfg.val_fraction * len(labels))))
+    val, train = order[:n_val], order[n_val:]
+    x = images[..., None].astype("float32")
+    return x[train], labels[train], x[val], labels[val], list(SEQUENCES)
+
+
+def _tensor_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, batch_size: int,
+                    channels: int, shuffle_seed: int | None) -> Any:
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, tf.one_hot(y, n_classes)))
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(y), seed=shuffle_seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if channels == 3:
+        ds = ds.map(lambda a, b: (tf.image.grayscale_to_rgb(a), b))
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def pretrain(params: dict[str, Any], out_dir: Path, metrics_path: Path,
+             root: Path | None = None, verbose: int | str = 2) -> dict[str, Any]:
+    """Train the chosen backbone from random weights to recognise T1/T1c/T2/FLAIR; save it."""
+    from .models import WeightsChoice, build_transfer, save_backbone_weights, set_bn_momentum
+
+    cfg = PretrainConfig.from_params(params)
+    seed = int(params.get("seed", 42))
+    tcfg = pretrain_train_config(params, cfg)
+    seed_everything(seed)
+    x_tr, y_tr, x_va, y_va, names = sequence_task(params, cfg)
+    k = len(names)
+    train_ds = _tensor_dataset(x_tr, y_tr, k, tcfg.batch_size, 3, shuffle_seed=seed)
+    val_ds = _tensor_dataset(x_va, y_va, k, tcfg.batch_size, 3, shuffle_seed=None)
+    model = build_transfer(cfg.backbone, (cfg.image_size, cfg.image_size, 3), k,
+                           WeightsChoice("none", None, "random initialisation"))
+    set_bn_momentum(model, cfg.bn_momentum)
+    compile_model(model, tcfg)
+    run_dir = resume_dir("pretrain", asdict(cfg), asdict(tcfg), seed, root=root)
+    result = fit(model, train_ds, val_ds, tcfg, run_dir, verbose=verbose)
+    labels, scores = predict_scores(result.model, val_ds)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights_path = out_dir / "backbone.weights.h5"
+    save_backbone_weights(result.model, weights_path)
+    result.history.to_csv(out_dir / "history.csv", index=False)
+    metrics = {
+        "task": "MRI sequence (" + "/".join(names) + ") on a separately seeded phantom set",
+        "backbone": cfg.backbone, "image_size": cfg.image_size, "seed": seed,
+        "phantom_seed": cfg.seed, "n_train": int(len(y_tr)), "n_val": int(len(y_va)),
+        "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+        "val": val_scores(labels, scores, names),
+    }
+    write_json(metrics_path, metrics)
+    finish(run_dir)
+    return metrics
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m lib.pretrain`: the pretrain DVC stage."""
+    parser = argparse.ArgumentParser(prog="python -m lib.pretrain",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--params", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=Path("models/pretrain"))
+    parser.add_argument("--metrics", type=Path, default=Path("reports/metrics/pretrain.json"))
+    args = parser.parse_args(argv)
+    try:
+        params_path = args.params or repo_root() / "params.yaml"
+        params = load_params(params_path)
+        root = Path(params_path).resolve().parent
+        metrics = pretrain(params, root / args.out, root / args.metrics, root=root)
+    except (KeyError, ValueError) as exc:
+        print(f"pretrain: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    print(f"pretrain: {metrics['backbone']} on the sequence task, val accuracy "
+          f"{metrics['val']['accuracy']:.3f} (best epoch {metrics['best_epoch']}); "
+          f"weights in {args.out / 'backbone.weights.h5'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
