@@ -230,7 +230,10 @@ class Comparison:
 # The comparison
 # --------------------------------------------------------------------------------------------
 def best_variant(metrics_dir: Path) -> str:
-    """The scratch variant with the best mean validation macro-F1 in train_scratch_*.json."""
+    """The scratch variant with the best mean validation macro-F1 in train_scratch_*.json
+    (the study's one best-model rule, ``lib.evaluate.best_model``)."""
+    from lib.evaluate import best_model
+
     scores = {}
     for path in sorted(Path(metrics_dir).glob("train_scratch_*.json")):
         scores[path.stem.removeprefix("train_scratch_")] = float(
@@ -238,7 +241,7 @@ def best_variant(metrics_dir: Path) -> str:
     if not scores:
         raise FileNotFoundError(f"no train_scratch_*.json in {metrics_dir}: run the "
                                 f"train_scratch stage first, or name a variant")
-    return max(scores, key=scores.__getitem__)
+    return best_model(scores)
 
 
 def _fit_one(build: Callable[[], keras.Model], cfg: Any, data: Any, aug_cfg: Any, seed: int,

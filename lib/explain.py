@@ -66,11 +66,22 @@ BLOCK_LAYER = re.compile(r"^block(\d+)_relu$")
 MIN_GRID = 8  # cells a side a CAM's layer needs to resolve a lesion (see the module docstring)
 
 
+OCCLUSION_REFERENCE_SIDE = 64
+
+
+def occlusion_geometry(size: int, patch: int, stride: int) -> tuple[int, int]:
+    """(patch, stride) in pixels of a `size`-pixel input, from their values at 64 pixels."""
+    scale = size / OCCLUSION_REFERENCE_SIDE
+    return max(1, round(patch * scale)), max(1, round(stride * scale))
+
+
 @dataclass(frozen=True)
 class SaliencyConfig:
     """Knobs of the saliency methods (notebook parameters of 06_explain).
 
-    occlusion_patch / occlusion_stride: side and step of the occluding square (input pixels);
+    occlusion_patch / occlusion_stride: side and step of the occluding square, in pixels of a
+    64-pixel input (OCCLUSION_REFERENCE_SIDE), scaled with the model's input side so that every
+    model is occluded by the same share of the image at the same number of positions;
     smooth_samples / smooth_noise: SmoothGrad's noisy copies and their sigma as a share of the
     image's range; score_cam_max_n: channels Score-CAM keeps (Faster Score-CAM, highest variance);
     batch_size: images per tf-keras-vis call; seed: SmoothGrad's noise.
@@ -273,8 +284,9 @@ def _forward(model: Any) -> Any:
 def predict_probs(model: Any, images: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.ndarray:
     """Softmax scores of many images, in inference mode, without Keras's progress output."""
     forward = _forward(model)
-    out = [np.asarray(forward(np.asarray(images[i:i + batch_size], dtype=np.float32)))
-           for i in range(0, len(images), batch_size)]
+    with _quiet():  # one trace per model, which TF's retracing detector misreads across models
+        out = [np.asarray(forward(np.asarray(images[i:i + batch_size], dtype=np.float32)))
+               for i in range(0, len(images), batch_size)]
     n_out = int(model.output_shape[-1])
     return np.concatenate(out).astype(np.float64) if out else np.zeros((0, n_out))
 
@@ -440,8 +452,9 @@ class Explainer:
         if not len(images):
             return np.zeros((0, self.size, self.size), dtype=np.float32)
         if method == "occlusion":
-            return occlusion_maps(self.model, images, targets, self.cfg.occlusion_patch,
-                                  self.cfg.occlusion_stride)
+            patch, stride = occlusion_geometry(self.size, self.cfg.occlusion_patch,
+                                               self.cfg.occlusion_stride)
+            return occlusion_maps(self.model, images, targets, patch, stride)
         if method == "hirescam":
             if self._hirescam is None:
                 self._hirescam = hirescam_function(self._linear, self.layer)

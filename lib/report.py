@@ -30,6 +30,7 @@ from lib.splits import SPLITS
 TEMPLATES = Path(__file__).parent / "templates"
 CLAIM_FILE = TEMPLATES / "claim.yaml"
 CLAIM_STATUSES = ("answered", "partly", "not applicable", "cannot answer")
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile")
 KEY_PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "tf-keras-vis", "scikit-learn", "numpy",
                 "scipy", "pandas", "pillow", "matplotlib", "seaborn", "nilearn", "dvc",
                 "papermill", "nbconvert", "jinja2")
@@ -285,8 +286,12 @@ def hardware() -> dict[str, Any]:
                             "gpu": "none found (nvidia-smi absent)"}
     cpuinfo, meminfo = Path("/proc/cpuinfo"), Path("/proc/meminfo")
     if cpuinfo.is_file():
-        model = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.M)
+        text = cpuinfo.read_text()
+        model = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
         info["cpu"] = model.group(1).strip() if model else info["cpu"]
+        flags = re.search(r"^flags\s*:\s*(.+)$", text, re.M)
+        # oneDNN picks its kernels by these, so trained weights differ between CPUs that differ here
+        info["isa"] = ", ".join(f for f in ISA_FLAGS if flags and f in flags.group(1).split())
     if meminfo.is_file():
         total = re.search(r"^MemTotal:\s*(\d+) kB", meminfo.read_text(), re.M)
         info["memory_gb"] = round(int(total.group(1)) / 2**20, 1) if total else None

@@ -140,6 +140,15 @@ def test_batched_occlusion_equals_the_per_image_reference(square):
         np.testing.assert_allclose(batched[i], ref, atol=1e-4)
 
 
+def test_occlusion_covers_the_same_share_of_every_input_size() -> None:
+    assert explain.occlusion_geometry(64, 8, 4) == (8, 4)  # the reference: params as written
+    assert explain.occlusion_geometry(128, 8, 4) == (16, 8)
+    assert explain.occlusion_geometry(32, 8, 4) == (4, 2)
+    for size in (32, 64, 128):  # so every model gets the same number of occluded copies
+        patch, stride = explain.occlusion_geometry(size, 8, 4)
+        assert len(explain.occlusion_starts(size, patch, stride)) == 15
+
+
 def test_every_method_gives_unit_maps_at_input_size(square):
     model, x, _ = square
     cfg = explain.SaliencyConfig(smooth_samples=4, score_cam_max_n=8, batch_size=5)

@@ -462,6 +462,7 @@ def test_reproducibility_lists_hashes_seeds_and_versions(outputs: Path) -> None:
     assert f"data.dvc data/raw {'0' * 32}.dir 4 1000" in text
     assert "train_transfer models/transfer" in text
     assert "seed: bootstrap 42" in text and "jinja2" in text and "logical cores" in text
+    assert ("instruction sets" in text) == bool(report.hardware().get("isa"))
 
 
 def test_oversized_report_warns(outputs: Path, monkeypatch: pytest.MonkeyPatch,
