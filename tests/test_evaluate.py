@@ -20,8 +20,8 @@ from scipy.special import softmax
 
 from lib import evaluate as ev
 from lib import plots
+from lib.jsonio import write_json
 from lib.predict import write_predictions
-from lib.train import write_json
 
 CLASSES = ["a", "b", "c"]
 # Hand-checked: confusion rows (true) [[1,1,0],[0,2,0],[1,0,1]]

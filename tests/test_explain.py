@@ -805,7 +805,7 @@ def test_notebook_parameters_match_the_documented_interface():
     names = {line.split("=")[0].strip() for line in "".join(cell["source"]).splitlines()
              if "=" in line and not line.startswith("#")}
     assert {"raw_dir", "manifest_path", "models_dir", "figures_dir", "metrics_path",
-            "params_path", "methods", "method", "layer", "min_grid", "class_index", "sample_size",
+            "phantom", "methods", "method", "layer", "min_grid", "class_index", "sample_size",
             "sanity_size", "occlusion_patch", "occlusion_stride", "smooth_samples",
             "smooth_noise", "score_cam_max_n", "iou_threshold", "bootstrap_resamples",
             "sanity_layers", "faithfulness_steps", "gallery_per_class", "seed"} <= names
