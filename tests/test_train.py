@@ -188,6 +188,7 @@ print("finished", result.epochs_run, result.resumed_at, flush=True)
 """
 
 
+@pytest.mark.slow  # a real subprocess killed mid-training: make test, not test-fast
 def test_killed_training_resumes_where_it_stopped(tiny, tmp_path: Path) -> None:
     script = tmp_path / "resume_me.py"
     script.write_text(textwrap.dedent(RESUME_SCRIPT))
