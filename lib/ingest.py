@@ -1,0 +1,569 @@
+"""Importers: turn a real MRI dataset into the study's raw layout.
+
+    python -m lib.ingest figshare SRC [--healthy DIR] [--out data/raw] [--test-fraction 0.2]
+    python -m lib.ingest nifti SRC --label-class glioma [--healthy-slices] [--channel 0]
+    python -m lib.ingest dicom SRC
+
+Every importer writes ``<out>/{Training,Testing}/<class>/<name>.png`` (8-bit greyscale), a
+``<name>_mask.png`` beside the image when the source has a tumour mask (binary 0/255, same size
+as the image), and ``<out>/groups.csv`` (columns ``file`` = image path relative to out, posix;
+``group`` = ``<format>:<patient or subject id>``). Classes are the study's: glioma, meningioma,
+notumor, pituitary.
+
+Rules shared by all importers:
+
+* Training/Testing is assigned per GROUP (patient/subject), never per image, so a patient is
+  never in both: the sorted group ids are shuffled with ``numpy.random.default_rng(seed)`` and the
+  first ``round(test_fraction * n_groups)`` go to Testing (at least one group in each split when
+  there are two or more groups). The split is not stratified by class.
+* SRC is only opened for reading; ``out`` may not lie inside SRC (nor SRC inside out).
+* Idempotent: PNG bytes are a pure function of the source and the options; an existing file with
+  identical bytes is left alone (counted as ``unchanged``), a different one is an error unless
+  ``--overwrite``. An image already present in the *other* split (a different seed or test
+  fraction) is also an error unless ``--overwrite``, which then removes it, so nothing is
+  duplicated. ``groups.csv`` is merged (rows of other importers kept), so several importers can
+  write into the same out folder one after the other.
+* Everything not imported is returned as ``(source, reason)`` in ``IngestResult.skipped`` and
+  summarised on stdout.
+
+8-bit windowing rule (``window_percentile``): intensities are converted to float64, the 0.5th and
+99.5th percentiles ``lo, hi`` of a reference sample are mapped linearly to 0 and 255, values are
+clipped to [0, 255] and rounded half to even (``numpy.rint``); a constant reference (``hi <= lo``)
+gives an all-zero image. The reference is the slice itself for figshare and for DICOM files
+without a window; for NIfTI it is the volume's non-zero (brain) voxels, so the slices of one
+subject share one window. DICOM files with WindowCenter/WindowWidth use ``window_dicom``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import sys
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .splits import TESTING, TRAINING
+
+CLASSES: tuple[str, ...] = ("glioma", "meningioma", "notumor", "pituitary")
+FIGSHARE_LABELS: dict[int, str] = {1: "meningioma", 2: "glioma", 3: "pituitary"}
+GROUPS_CSV = "groups.csv"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+MIN_BRAIN_FRACTION = 0.05  # NIfTI: a slice with less brain than this share of its area is skipped
+
+
+class IngestError(RuntimeError):
+    """The import cannot go on safely (a conflicting file, out inside SRC, a bad option)."""
+
+
+@dataclass
+class Item:
+    """One image to write: class, name (no extension), group id, 8-bit pixels, optional mask."""
+
+    cls: str
+    name: str
+    group: str
+    image: np.ndarray
+    mask: np.ndarray | None = None
+    source: str = ""
+
+
+@dataclass
+class IngestResult:
+    """What an importer did: counts per split and class, groups, written files and skips."""
+
+    format: str
+    out: str
+    written: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    images: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> class -> n
+    groups: dict[str, int] = field(default_factory=dict)  # split -> number of groups
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [f"{self.format} -> {self.out}: {self.written} file(s) written, "
+                 f"{self.unchanged} unchanged, {self.removed} removed from the other split"]
+        for split in (TRAINING, TESTING):
+            per = self.images.get(split, {})
+            counts = ", ".join(f"{c} {per[c]}" for c in sorted(per)) or "none"
+            lines.append(f"  {split}: {self.groups.get(split, 0)} group(s); images: {counts}")
+        reasons = Counter(reason for _, reason in self.skipped)
+        lines.append(f"  skipped {len(self.skipped)}:")
+        for reason, n in sorted(reasons.items()):
+            example = next(src for src, r in self.skipped if r == reason)
+            lines.append(f"    {n} x {reason} (e.g. {example})")
+        lines.extend(f"  WARNING: {w}" for w in self.warnings)
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- windowing
+
+
+def window_percentile(x: np.ndarray, ref: np.ndarray | None = None) -> np.ndarray:
+    """8-bit image of x: the 0.5th-99.5th percentiles of ref (default x) -> 0-255, clipped."""
+    x = np.asarray(x, dtype=np.float64)
+    sample = x if ref is None else np.asarray(ref, dtype=np.float64)
+    if sample.size == 0:
+        return np.zeros(x.shape, np.uint8)
+    lo, hi = np.percentile(sample, [0.5, 99.5])
+    if hi <= lo:
+        return np.zeros(x.shape, np.uint8)
+    return np.rint(np.clip((x - lo) / (hi - lo), 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def window_dicom(x: np.ndarray, center: float, width: float) -> np.ndarray:
+    """8-bit image of x with a DICOM window: [center - width/2, center + width/2] -> 0-255.
+
+    A simplified linear VOI window (without the standard's -0.5/-1 offsets), clipped and rounded
+    half to even; x is the modality value (stored value * RescaleSlope + RescaleIntercept).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if width <= 0:
+        raise ValueError(f"window width must be positive, got {width}")
+    lo = center - width / 2.0
+    return np.rint(np.clip((x - lo) / width, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def binary_mask(mask: np.ndarray) -> np.ndarray:
+    """0/255 uint8 mask: any non-zero label is tumour."""
+    return np.where(np.asarray(mask) > 0, 255, 0).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- splits and writing
+
+
+def assign_splits(groups: Iterable[str], test_fraction: float, seed: int) -> dict[str, str]:
+    """Group id -> Training | Testing: seeded shuffle of the sorted ids, test share of groups."""
+    if not 0.0 <= test_fraction < 1.0:
+        raise IngestError(f"--test-fraction must be in [0, 1), got {test_fraction}")
+    ids = sorted(set(groups))
+    order = np.random.default_rng(seed).permutation(len(ids))
+    n_test = int(round(test_fraction * len(ids)))
+    if len(ids) >= 2 and test_fraction > 0:
+        n_test = min(max(n_test, 1), len(ids) - 1)
+    test = {ids[i] for i in order[:n_test]}
+    return {g: (TESTING if g in test else TRAINING) for g in ids}
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """Deterministic PNG encoding of an 8-bit greyscale array (no timestamps or text chunks)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), mode="L").save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _check_paths(src: Path, out: Path) -> None:
+    if not src.exists():
+        raise IngestError(f"source not found: {src}")
+    s, o = src.resolve(), out.resolve()
+    if o == s or s in o.parents or o in s.parents:
+        raise IngestError(f"out folder {out} and source {src} overlap: the source must stay "
+                          "untouched, write somewhere else")
+    if out.is_dir():
+        foreign = sorted(e.name for e in out.iterdir()
+                         if e.name not in (TRAINING, TESTING, GROUPS_CSV))
+        if foreign:
+            raise IngestError(f"out folder {out} holds {foreign[:5]}, which no importer wrote; "
+                              "use an empty folder or one made by lib.ingest")
+
+
+class _Writer:
+    """Writes items idempotently into out and keeps the counts."""
+
+    def __init__(self, out: Path, result: IngestResult, overwrite: bool) -> None:
+        self.out, self.result, self.overwrite = out, result, overwrite
+        self.groups: dict[str, str] = {}
+
+    def _put(self, path: Path, data: bytes) -> None:
+        if path.exists():
+            if path.read_bytes() == data:
+                self.result.unchanged += 1
+                return
+            if not self.overwrite:
+                raise IngestError(f"{path} exists with different content (another importer, "
+                                  "other options, or changed code); pass --overwrite to replace")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        self.result.written += 1
+
+    def write(self, item: Item, split: str) -> None:
+        other = TESTING if split == TRAINING else TRAINING
+        rel = Path(split, item.cls, f"{item.name}.png")
+        stale = self.out / other / item.cls / f"{item.name}.png"
+        if stale.exists():
+            if not self.overwrite:
+                raise IngestError(f"{stale.relative_to(self.out).as_posix()} is in the other "
+                                  "split (different seed or test fraction?); pass --overwrite "
+                                  "to move it, or use a fresh out folder")
+            for p in (stale, stale.with_name(f"{item.name}_mask.png")):
+                if p.exists():
+                    p.unlink()
+                    self.result.removed += 1
+            self.groups[Path(other, item.cls, f"{item.name}.png").as_posix()] = ""
+        self._put(self.out / rel, png_bytes(item.image))
+        if item.mask is not None:
+            self._put(self.out / split / item.cls / f"{item.name}_mask.png",
+                      png_bytes(binary_mask(item.mask)))
+        self.groups[rel.as_posix()] = item.group
+        per = self.result.images.setdefault(split, {})
+        per[item.cls] = per.get(item.cls, 0) + 1
+
+    def write_groups(self) -> None:
+        path = self.out / GROUPS_CSV
+        rows: dict[str, str] = {}
+        if path.exists():
+            with path.open(newline="") as fh:
+                rows = {r["file"]: r["group"] for r in csv.DictReader(fh)}
+        rows.update(self.groups)
+        rows = {f: g for f, g in rows.items() if g}
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["file", "group"])
+        writer.writerows(sorted(rows.items()))
+        data = buf.getvalue().encode()
+        if path.exists() and path.read_bytes() == data:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)  # merged rows: rewriting is always safe
+        path.write_bytes(data)
+
+
+def _run(fmt: str, src: Path, out: Path, items: Iterator[Item], result: IngestResult,
+         test_fraction: float, seed: int, overwrite: bool) -> IngestResult:
+    """Collect the items, split their groups, write them and groups.csv."""
+    collected = list(items)
+    splits = assign_splits((it.group for it in collected), test_fraction, seed)
+    writer = _Writer(out, result, overwrite)
+    for item in sorted(collected, key=lambda it: (it.cls, it.name)):
+        writer.write(item, splits[item.group])
+    if collected:
+        writer.write_groups()
+    else:
+        result.warnings.append("nothing imported: check SRC and the options")
+    result.groups = dict(Counter(splits.values()))
+    return result
+
+
+def _hidden(path: Path) -> bool:
+    return path.name.startswith(".")
+
+
+# ----------------------------------------------------------------------------- healthy images
+
+
+def _healthy_items(folder: Path, result: IngestResult) -> Iterator[Item]:
+    """Images of a folder as notumor, converted to 8-bit greyscale ("L") without windowing.
+
+    Group: the first sub-folder under ``folder`` (one folder per subject), else the file stem
+    (each image its own group, which cannot protect against a subject with several images).
+    """
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if path.suffix.lower() not in IMAGE_SUFFIXES:
+            result.skipped.append((str(path), "not an image file"))
+            continue
+        if path.stem.endswith("_mask") or "_mask_" in path.stem:
+            result.skipped.append((str(path), "mask file in a healthy folder"))
+            continue
+        try:
+            with Image.open(path) as im:
+                pixels = np.asarray(im.convert("L"))
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is a reported skip
+            result.skipped.append((str(path), f"unreadable image: {type(exc).__name__}"))
+            continue
+        subject = rel.parts[0] if len(rel.parts) > 1 else path.stem
+        name = "healthy_" + "__".join(rel.with_suffix("").parts)
+        yield Item("notumor", name, f"healthy:{subject}", pixels, None, str(path))
+
+
+# ----------------------------------------------------------------------------- figshare
+
+
+def _figshare_items(src: Path, result: IngestResult) -> Iterator[Item]:
+    import h5py
+
+    files = [src] if src.is_file() else sorted(p for p in src.rglob("*.mat") if not _hidden(p))
+    for path in files:
+        try:
+            with h5py.File(path, "r") as f:
+                cj = f["cjdata"]
+                image = np.asarray(cj["image"]).T  # MATLAB is column-major: transpose
+                mask = np.asarray(cj["tumorMask"]).T
+                label = int(np.asarray(cj["label"]).ravel()[0])
+                pid = "".join(chr(int(c)) for c in np.asarray(cj["PID"]).ravel()).strip()
+        except (OSError, KeyError, ValueError, IndexError, TypeError) as exc:
+            result.skipped.append((str(path), f"unreadable or not a cjdata v7.3 .mat file: "
+                                              f"{type(exc).__name__}"))
+            continue
+        if label not in FIGSHARE_LABELS:
+            result.skipped.append((str(path), f"label {label} is not 1, 2 or 3"))
+        elif image.ndim != 2:
+            result.skipped.append((str(path), f"image is {image.ndim}-D, not a 2-D slice"))
+        elif mask.shape != image.shape:
+            result.skipped.append((str(path), f"mask {mask.shape} != image {image.shape}"))
+        elif not pid:
+            result.skipped.append((str(path), "empty PID: cannot group by patient"))
+        else:
+            yield Item(FIGSHARE_LABELS[label], f"figshare_{path.stem}", f"figshare:{pid}",
+                       window_percentile(image), mask, str(path))
+
+
+def import_figshare(src: Path | str, out: Path | str = "data/raw", test_fraction: float = 0.2,
+                    seed: int = 42, healthy: Path | str | None = None,
+                    overwrite: bool = False) -> IngestResult:
+    """Cheng et al. figshare brain-tumour set (MATLAB v7.3 .mat files) -> raw layout.
+
+    Reads ``cjdata/image`` (int16, windowed to 8 bit per slice by the percentile rule of the
+    module docstring), ``cjdata/label`` (1 meningioma, 2 glioma, 3 pituitary), ``cjdata/PID``
+    (uint16 character codes: the patient id, the group) and ``cjdata/tumorMask`` (the mask), all
+    transposed from MATLAB's column-major storage. The set has NO healthy class: pass
+    ``healthy=DIR`` (images copied into notumor, see ``_healthy_items`` for their groups) or run
+    another importer (e.g. ``nifti --healthy-slices``) into the same out folder, otherwise the
+    study has three classes only. Healthy groups are split together with the patients.
+    """
+    src, out = Path(src), Path(out)
+    _check_paths(src, out)
+    result = IngestResult("figshare", str(out))
+
+    def items() -> Iterator[Item]:
+        yield from _figshare_items(src, result)
+        if healthy is not None:
+            _check_paths(Path(healthy), out)
+            yield from _healthy_items(Path(healthy), result)
+
+    _run("figshare", src, out, items(), result, test_fraction, seed, overwrite)
+    if healthy is None:
+        result.warnings.append("figshare has no healthy (notumor) class: add one with --healthy "
+                               "DIR or another importer into the same out folder")
+    return result
+
+
+# ----------------------------------------------------------------------------- nifti
+
+
+def _nifti_stem(path: Path) -> str:
+    name = path.name
+    for ext in (".nii.gz", ".nii"):
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return path.stem
+
+
+def _nifti_items(src: Path, label_class: str, min_fraction: float, healthy_slices: bool,
+                 channel: int, result: IngestResult) -> Iterator[Item]:
+    import nibabel as nib
+
+    images_dir, labels_dir = src / "imagesTr", src / "labelsTr"
+    if not images_dir.is_dir():
+        raise IngestError(f"{images_dir} not found: expected imagesTr/ and labelsTr/ in {src}")
+    for path in sorted(p for p in images_dir.iterdir() if p.name.endswith((".nii", ".nii.gz"))):
+        if _hidden(path):
+            continue
+        subject = _nifti_stem(path)
+        label_path = next((labels_dir / f"{subject}{e}" for e in (".nii.gz", ".nii")
+                           if (labels_dir / f"{subject}{e}").is_file()), None)
+        if label_path is None:
+            result.skipped.append((str(path), "no label map in labelsTr/"))
+            continue
+        try:
+            img = nib.as_closest_canonical(nib.load(str(path)))
+            lab = nib.as_closest_canonical(nib.load(str(label_path)))
+            data = np.asarray(img.dataobj)
+            labels = np.asarray(lab.dataobj)
+        except Exception as exc:  # noqa: BLE001 - any unreadable volume is a reported skip
+            result.skipped.append((str(path), f"unreadable NIfTI: {type(exc).__name__}"))
+            continue
+        if data.ndim == 4:
+            if not 0 <= channel < data.shape[3]:
+                result.skipped.append((str(path), f"channel {channel} not in 0..{data.shape[3]-1}"))
+                continue
+            data = data[..., channel]
+        if data.ndim != 3 or labels.shape[:3] != data.shape:
+            result.skipped.append((str(path), f"image {data.shape} and label {labels.shape} "
+                                              "are not matching 3-D volumes"))
+            continue
+        brain_all = data[data != 0]
+        for z in range(data.shape[2]):
+            where = f"{path}#z={z}"
+            img2 = np.rot90(data[:, :, z])  # RAS: rows run anterior (top) to posterior
+            lab2 = np.rot90(labels[:, :, z])
+            brain = int(np.count_nonzero(img2))
+            if brain < MIN_BRAIN_FRACTION * img2.size:
+                result.skipped.append((where, "little or no brain in the slice"))
+                continue
+            tumour = int(np.count_nonzero(lab2 > 0))
+            name = f"{subject}_z{z:03d}"
+            pixels = window_percentile(img2, brain_all)
+            if tumour == 0:
+                if healthy_slices:
+                    yield Item("notumor", name, f"nifti:{subject}", pixels, None, where)
+                else:
+                    result.skipped.append((where, "no tumour (notumor needs --healthy-slices)"))
+            elif tumour / brain > min_fraction:
+                yield Item(label_class, name, f"nifti:{subject}", pixels, lab2, where)
+            else:
+                result.skipped.append((where, "tumour below --min-tumour-fraction"))
+
+
+def import_nifti(src: Path | str, out: Path | str = "data/raw", label_class: str = "glioma",
+                 test_fraction: float = 0.2, seed: int = 42, min_tumour_fraction: float = 0.01,
+                 healthy_slices: bool = False, channel: int = 0,
+                 overwrite: bool = False) -> IngestResult:
+    """BraTS / Medical Segmentation Decathlon volumes -> axial slices in the raw layout.
+
+    SRC holds ``imagesTr/<subject>.nii[.gz]`` and ``labelsTr/<subject>.nii[.gz]``. Both are
+    reoriented to RAS (``nibabel.as_closest_canonical``); axial slice z is ``volume[:, :, z]``
+    rotated 90 degrees (anterior at the top). A 4-D image (Decathlon BrainTumour: FLAIR, T1w,
+    T1gd, T2w) contributes channel ``channel`` only. Slices with brain (non-zero image) below
+    5 % of the slice area are skipped. A slice whose tumour area (label > 0) over its brain area
+    exceeds ``min_tumour_fraction`` becomes ``label_class`` with the label map as mask; a slice
+    with some tumour at or below the threshold is skipped; a slice without tumour becomes notumor
+    only with ``healthy_slices`` (slices of tumour patients: a possible shortcut, see the
+    warning). The subject id is the group; windowing uses the subject's brain voxels.
+    """
+    if label_class not in CLASSES or label_class == "notumor":
+        raise IngestError(f"--label-class must be a tumour class of {CLASSES}, got {label_class}")
+    src, out = Path(src), Path(out)
+    _check_paths(src, out)
+    result = IngestResult("nifti", str(out))
+    items = _nifti_items(src, label_class, min_tumour_fraction, healthy_slices, channel, result)
+    _run("nifti", src, out, items, result, test_fraction, seed, overwrite)
+    if healthy_slices:
+        result.warnings.append(
+            "notumor slices come from the same tumour patients' volumes (other slice levels, "
+            "same scanner and preprocessing): slice position or intensity can be a shortcut; "
+            "the confounder audit should check it")
+    return result
+
+
+# ----------------------------------------------------------------------------- dicom
+
+
+def _first(value: object) -> float:
+    """A DICOM numeric value that may be multi-valued: its first value."""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        value = list(value)[0]  # type: ignore[call-overload]
+    return float(value)  # type: ignore[arg-type]
+
+
+def _dicom_items(src: Path, result: IngestResult) -> Iterator[Item]:
+    import pydicom
+
+    for folder in sorted(p for p in src.iterdir() if p.is_dir() and not _hidden(p)):
+        if folder.name not in CLASSES:
+            n = sum(1 for p in folder.rglob("*") if p.is_file())
+            result.skipped.append((str(folder), f"folder is not a class of {CLASSES} ({n} files)"))
+            continue
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            rel = path.relative_to(folder)
+            if any(part.startswith(".") for part in rel.parts):
+                continue
+            if path.suffix.lower() != ".dcm":
+                result.skipped.append((str(path), "not a .dcm file"))
+                continue
+            try:
+                ds = pydicom.dcmread(path)
+                if "PixelData" not in ds:
+                    result.skipped.append((str(path), "no pixel data"))
+                    continue
+                raw = np.asarray(ds.pixel_array)
+            except Exception as exc:  # noqa: BLE001 - any unreadable file is a reported skip
+                result.skipped.append((str(path), f"unreadable DICOM: {type(exc).__name__}"))
+                continue
+            if raw.ndim != 2:
+                result.skipped.append((str(path), f"pixel data is {raw.shape}, not one "
+                                                  "greyscale frame"))
+                continue
+            group = str(ds.get("PatientID", "") or ds.get("StudyInstanceUID", "") or "")
+            if not group:
+                result.skipped.append((str(path), "no PatientID or StudyInstanceUID: cannot "
+                                                  "group by patient"))
+                continue
+            value = raw * _first(ds.get("RescaleSlope", 1) or 1) + _first(
+                ds.get("RescaleIntercept", 0) or 0)
+            center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
+            if center is not None and width is not None and _first(width) > 0:
+                pixels = window_dicom(value, _first(center), _first(width))
+            else:
+                pixels = window_percentile(value)
+            if ds.get("PhotometricInterpretation", "") == "MONOCHROME1":
+                pixels = 255 - pixels
+            name = "__".join(rel.with_suffix("").parts)
+            yield Item(folder.name, name, f"dicom:{group}", pixels, None, str(path))
+
+
+def import_dicom(src: Path | str, out: Path | str = "data/raw", test_fraction: float = 0.2,
+                 seed: int = 42, overwrite: bool = False) -> IngestResult:
+    """A folder per class of DICOM slices (``SRC/<class>/**/*.dcm``) -> raw layout, no masks.
+
+    Pixels: stored values * RescaleSlope + RescaleIntercept, then windowed with the file's
+    WindowCenter/WindowWidth (first value when multi-valued; ``window_dicom``) when present,
+    else with the percentile rule of the module docstring; MONOCHROME1 is inverted. Group:
+    PatientID, else StudyInstanceUID, else the file is skipped. Files without pixel data,
+    unreadable or compressed beyond what pydicom decodes alone, multi-frame or colour files and
+    folders that are not a study class are reported skips.
+    """
+    src, out = Path(src), Path(out)
+    _check_paths(src, out)
+    result = IngestResult("dicom", str(out))
+    return _run("dicom", src, out, _dicom_items(src, result), result, test_fraction, seed,
+                overwrite)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def main(argv: Sequence[str] | None = None) -> IngestResult:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("src", type=Path, help="the dataset (opened read-only)")
+    common.add_argument("--out", type=Path, default=Path("data/raw"))
+    common.add_argument("--test-fraction", type=float, default=0.2,
+                        help="share of groups (patients) in Testing")
+    common.add_argument("--seed", type=int, default=42)
+    common.add_argument("--overwrite", action="store_true",
+                        help="replace files whose content differs, move images between splits")
+    parser = argparse.ArgumentParser(prog="python -m lib.ingest", description=__doc__.split(
+        "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="format", required=True)
+    fig = sub.add_parser("figshare", parents=[common], help="Cheng et al. .mat (v7.3) files")
+    fig.add_argument("--healthy", type=Path, help="folder of healthy images for notumor")
+    nii = sub.add_parser("nifti", parents=[common], help="imagesTr/labelsTr NIfTI volumes")
+    nii.add_argument("--label-class", required=True, choices=[c for c in CLASSES
+                                                              if c != "notumor"])
+    nii.add_argument("--min-tumour-fraction", type=float, default=0.01)
+    nii.add_argument("--healthy-slices", action="store_true")
+    nii.add_argument("--channel", type=int, default=0)
+    sub.add_parser("dicom", parents=[common], help="SRC/<class>/**/*.dcm")
+    args = parser.parse_args(argv)
+    common_kw = dict(out=args.out, test_fraction=args.test_fraction, seed=args.seed,
+                     overwrite=args.overwrite)
+    try:
+        if args.format == "figshare":
+            result = import_figshare(args.src, healthy=args.healthy, **common_kw)
+        elif args.format == "nifti":
+            result = import_nifti(args.src, label_class=args.label_class,
+                                  min_tumour_fraction=args.min_tumour_fraction,
+                                  healthy_slices=args.healthy_slices, channel=args.channel,
+                                  **common_kw)
+        else:
+            result = import_dicom(args.src, **common_kw)
+    except IngestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    print(result.summary())
+    return result
+
+
+if __name__ == "__main__":
+    main()
