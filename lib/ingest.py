@@ -237,19 +237,27 @@ class _Writer:
         path.write_bytes(data)
 
 
-def _run(fmt: str, src: Path, out: Path, items: Iterator[Item], result: IngestResult,
+def _run(out: Path, groups: Iterable[str], items: Iterator[Item], result: IngestResult,
          test_fraction: float, seed: int, overwrite: bool) -> IngestResult:
-    """Collect the items, split their groups, write them and groups.csv."""
-    collected = list(items)
-    splits = assign_splits((it.group for it in collected), test_fraction, seed)
+    """Split the groups (found by a cheap first pass), then stream and write the items.
+
+    Streaming keeps one image in memory at a time (a Decathlon set is ~75 000 slices); the
+    groups of files that later turn out unreadable take part in the split, harmlessly.
+    """
+    splits = assign_splits(groups, test_fraction, seed)
     writer = _Writer(out, result, overwrite)
-    for item in sorted(collected, key=lambda it: (it.cls, it.name)):
+    n = 0
+    for item in items:
+        if item.group not in splits:  # the first pass and the import disagree: a bug, not data
+            raise IngestError(f"{item.source}: group {item.group} was not seen by the first pass")
         writer.write(item, splits[item.group])
-    if collected:
+        n += 1
+    if n:
         writer.write_groups()
     else:
         result.warnings.append("nothing imported: check SRC and the options")
-    result.groups = dict(Counter(splits.values()))
+    used = set(writer.groups.values())
+    result.groups = dict(Counter(v for g, v in splits.items() if g in used))
     return result
 
 
@@ -266,10 +274,8 @@ def _healthy_items(folder: Path, result: IngestResult) -> Iterator[Item]:
     Group: the first sub-folder under ``folder`` (one folder per subject), else the file stem
     (each image its own group, which cannot protect against a subject with several images).
     """
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in _visible_files(folder):
         rel = path.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts):
-            continue
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             result.skipped.append((str(path), "not an image file"))
             continue
@@ -282,26 +288,55 @@ def _healthy_items(folder: Path, result: IngestResult) -> Iterator[Item]:
         except Exception as exc:  # noqa: BLE001 - any unreadable file is a reported skip
             result.skipped.append((str(path), f"unreadable image: {type(exc).__name__}"))
             continue
-        subject = rel.parts[0] if len(rel.parts) > 1 else path.stem
         name = "healthy_" + "__".join(rel.with_suffix("").parts)
-        yield Item("notumor", name, f"healthy:{subject}", pixels, None, str(path))
+        yield Item("notumor", name, _healthy_group(folder, path), pixels, None, str(path))
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    """The files under folder, sorted, hidden files and folders left out."""
+    return sorted(p for p in folder.rglob("*") if p.is_file()
+                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def _healthy_group(folder: Path, path: Path) -> str:
+    rel = path.relative_to(folder)
+    return "healthy:" + (rel.parts[0] if len(rel.parts) > 1 else path.stem)
 
 
 # ----------------------------------------------------------------------------- figshare
 
 
+def _figshare_files(src: Path) -> list[Path]:
+    return [src] if src.is_file() else sorted(p for p in src.rglob("*.mat") if not _hidden(p))
+
+
+def _figshare_pid(cj: object) -> str:
+    return "".join(chr(int(c)) for c in np.asarray(cj["PID"]).ravel()).strip()  # type: ignore
+
+
+def _figshare_groups(src: Path) -> Iterator[str]:
+    """First pass: the patient ids, read without the images."""
+    import h5py
+
+    for path in _figshare_files(src):
+        try:
+            with h5py.File(path, "r") as f:
+                yield f"figshare:{_figshare_pid(f['cjdata'])}"
+        except (OSError, KeyError, ValueError, TypeError):
+            continue
+
+
 def _figshare_items(src: Path, result: IngestResult) -> Iterator[Item]:
     import h5py
 
-    files = [src] if src.is_file() else sorted(p for p in src.rglob("*.mat") if not _hidden(p))
-    for path in files:
+    for path in _figshare_files(src):
         try:
             with h5py.File(path, "r") as f:
                 cj = f["cjdata"]
                 image = np.asarray(cj["image"]).T  # MATLAB is column-major: transpose
                 mask = np.asarray(cj["tumorMask"]).T
                 label = int(np.asarray(cj["label"]).ravel()[0])
-                pid = "".join(chr(int(c)) for c in np.asarray(cj["PID"]).ravel()).strip()
+                pid = _figshare_pid(cj)
         except (OSError, KeyError, ValueError, IndexError, TypeError) as exc:
             result.skipped.append((str(path), f"unreadable or not a cjdata v7.3 .mat file: "
                                               f"{type(exc).__name__}"))
@@ -336,13 +371,17 @@ def import_figshare(src: Path | str, out: Path | str = "data/raw", test_fraction
     _check_paths(src, out)
     result = IngestResult("figshare", str(out))
 
+    groups = list(_figshare_groups(src))
+    if healthy is not None:
+        _check_paths(Path(healthy), out)
+        groups += [_healthy_group(Path(healthy), p) for p in _visible_files(Path(healthy))]
+
     def items() -> Iterator[Item]:
         yield from _figshare_items(src, result)
         if healthy is not None:
-            _check_paths(Path(healthy), out)
             yield from _healthy_items(Path(healthy), result)
 
-    _run("figshare", src, out, items(), result, test_fraction, seed, overwrite)
+    _run(out, groups, items(), result, test_fraction, seed, overwrite)
     if healthy is None:
         result.warnings.append("figshare has no healthy (notumor) class: add one with --healthy "
                                "DIR or another importer into the same out folder")
@@ -360,16 +399,20 @@ def _nifti_stem(path: Path) -> str:
     return path.stem
 
 
+def _nifti_files(src: Path) -> list[Path]:
+    images_dir = src / "imagesTr"
+    if not images_dir.is_dir():
+        raise IngestError(f"{images_dir} not found: expected imagesTr/ and labelsTr/ in {src}")
+    return sorted(p for p in images_dir.iterdir()
+                  if p.name.endswith((".nii", ".nii.gz")) and not _hidden(p))
+
+
 def _nifti_items(src: Path, label_class: str, min_fraction: float, healthy_slices: bool,
                  channel: int, result: IngestResult) -> Iterator[Item]:
     import nibabel as nib
 
-    images_dir, labels_dir = src / "imagesTr", src / "labelsTr"
-    if not images_dir.is_dir():
-        raise IngestError(f"{images_dir} not found: expected imagesTr/ and labelsTr/ in {src}")
-    for path in sorted(p for p in images_dir.iterdir() if p.name.endswith((".nii", ".nii.gz"))):
-        if _hidden(path):
-            continue
+    labels_dir = src / "labelsTr"
+    for path in _nifti_files(src):
         subject = _nifti_stem(path)
         label_path = next((labels_dir / f"{subject}{e}" for e in (".nii.gz", ".nii")
                            if (labels_dir / f"{subject}{e}").is_file()), None)
@@ -438,7 +481,8 @@ def import_nifti(src: Path | str, out: Path | str = "data/raw", label_class: str
     _check_paths(src, out)
     result = IngestResult("nifti", str(out))
     items = _nifti_items(src, label_class, min_tumour_fraction, healthy_slices, channel, result)
-    _run("nifti", src, out, items, result, test_fraction, seed, overwrite)
+    groups = [f"nifti:{_nifti_stem(p)}" for p in _nifti_files(src)]
+    _run(out, groups, items, result, test_fraction, seed, overwrite)
     if healthy_slices:
         result.warnings.append(
             "notumor slices come from the same tumour patients' volumes (other slice levels, "
@@ -457,6 +501,30 @@ def _first(value: object) -> float:
     return float(value)  # type: ignore[arg-type]
 
 
+def _dicom_group(ds: object) -> str:
+    """dicom:<PatientID>, else dicom:<StudyInstanceUID>, else '' (cannot be grouped)."""
+    key = str(ds.get("PatientID", "") or ds.get("StudyInstanceUID", "") or "")  # type: ignore
+    return f"dicom:{key}" if key else ""
+
+
+def _dicom_files(folder: Path) -> list[Path]:
+    return [p for p in _visible_files(folder) if p.suffix.lower() == ".dcm"]
+
+
+def _dicom_groups(src: Path) -> Iterator[str]:
+    """First pass: the group of every readable .dcm in a class folder, headers only."""
+    import pydicom
+
+    for folder in sorted(p for p in src.iterdir() if p.is_dir() and p.name in CLASSES):
+        for path in _dicom_files(folder):
+            try:
+                group = _dicom_group(pydicom.dcmread(path, stop_before_pixels=True))
+            except Exception:  # noqa: BLE001 - reported by the import pass
+                continue
+            if group:
+                yield group
+
+
 def _dicom_items(src: Path, result: IngestResult) -> Iterator[Item]:
     import pydicom
 
@@ -465,10 +533,8 @@ def _dicom_items(src: Path, result: IngestResult) -> Iterator[Item]:
             n = sum(1 for p in folder.rglob("*") if p.is_file())
             result.skipped.append((str(folder), f"folder is not a class of {CLASSES} ({n} files)"))
             continue
-        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        for path in _visible_files(folder):
             rel = path.relative_to(folder)
-            if any(part.startswith(".") for part in rel.parts):
-                continue
             if path.suffix.lower() != ".dcm":
                 result.skipped.append((str(path), "not a .dcm file"))
                 continue
@@ -485,7 +551,7 @@ def _dicom_items(src: Path, result: IngestResult) -> Iterator[Item]:
                 result.skipped.append((str(path), f"pixel data is {raw.shape}, not one "
                                                   "greyscale frame"))
                 continue
-            group = str(ds.get("PatientID", "") or ds.get("StudyInstanceUID", "") or "")
+            group = _dicom_group(ds)
             if not group:
                 result.skipped.append((str(path), "no PatientID or StudyInstanceUID: cannot "
                                                   "group by patient"))
@@ -500,7 +566,7 @@ def _dicom_items(src: Path, result: IngestResult) -> Iterator[Item]:
             if ds.get("PhotometricInterpretation", "") == "MONOCHROME1":
                 pixels = 255 - pixels
             name = "__".join(rel.with_suffix("").parts)
-            yield Item(folder.name, name, f"dicom:{group}", pixels, None, str(path))
+            yield Item(folder.name, name, group, pixels, None, str(path))
 
 
 def import_dicom(src: Path | str, out: Path | str = "data/raw", test_fraction: float = 0.2,
@@ -517,7 +583,7 @@ def import_dicom(src: Path | str, out: Path | str = "data/raw", test_fraction: f
     src, out = Path(src), Path(out)
     _check_paths(src, out)
     result = IngestResult("dicom", str(out))
-    return _run("dicom", src, out, _dicom_items(src, result), result, test_fraction, seed,
+    return _run(out, _dicom_groups(src), _dicom_items(src, result), result, test_fraction, seed,
                 overwrite)
 
 

@@ -219,7 +219,8 @@ def write_dcm(path: Path, pixels: np.ndarray | None, patient: str | None, **tags
         setattr(ds, key, value)
     if pixels is not None:
         ds.Rows, ds.Columns = pixels.shape
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = tags.get("PhotometricInterpretation", "MONOCHROME2")
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
         ds.PixelData = pixels.astype("<i2").tobytes()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -230,7 +231,7 @@ def test_dicom_windowing_groups_and_skips_via_cli(tmp_path) -> None:
     rng = np.random.default_rng(2)
     src = tmp_path / "dicom"
     px = {name: rng.integers(-100, 1200, size=(8, 10)).astype(np.int16)
-          for name in ("a", "b", "c", "d")}
+          for name in ("a", "b", "c", "d", "e")}
     write_dcm(src / "glioma" / "pat1" / "a.dcm", px["a"], "P1",
               WindowCenter=[300, 40], WindowWidth=[600, 80])
     write_dcm(src / "glioma" / "pat2" / "b.dcm", px["b"], "P2",
@@ -238,6 +239,7 @@ def test_dicom_windowing_groups_and_skips_via_cli(tmp_path) -> None:
     write_dcm(src / "notumor" / "c.dcm", px["c"], "P3")
     write_dcm(src / "notumor" / "d.dcm", px["d"], None, StudyInstanceUID="1.2.3")
     write_dcm(src / "pituitary" / "report.dcm", None, "P4")
+    write_dcm(src / "pituitary" / "E.DCM", px["e"], "P5", PhotometricInterpretation="MONOCHROME1")
     (src / "meningioma").mkdir()
     (src / "meningioma" / "broken.dcm").write_bytes(b"\0" * 50)
     (src / "other").mkdir()
@@ -250,13 +252,15 @@ def test_dicom_windowing_groups_and_skips_via_cli(tmp_path) -> None:
     assert "no pixel data" in proc.stdout and "unreadable DICOM" in proc.stdout
     assert tree_hash(src) == before
     groups = assert_groups_disjoint(out)
-    assert sorted(groups.values()) == ["dicom:1.2.3", "dicom:P1", "dicom:P2", "dicom:P3"]
+    assert sorted(groups.values()) == ["dicom:1.2.3", "dicom:P1", "dicom:P2", "dicom:P3",
+                                       "dicom:P5"]
     want = {  # first of the multi-valued window: [300 - 600/2, 300 + 600/2] -> 0-255
         "glioma/pat1__a": np.rint(np.clip((px["a"] - 0.0) / 600, 0, 1) * 255),
         # modality value 2 * x - 10, window [500 - 1000/2, 500 + 1000/2]
         "glioma/pat2__b": np.rint(np.clip((px["b"] * 2.0 - 10 - 0.0) / 1000, 0, 1) * 255),
         "notumor/c": expected_8bit(px["c"]),
         "notumor/d": expected_8bit(px["d"]),
+        "pituitary/E": 255 - expected_8bit(px["e"]),  # MONOCHROME1: high values are dark
     }
     for name, pixels in want.items():
         [png] = list(out.glob(f"*/{name}.png"))
