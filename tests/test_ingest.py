@@ -275,3 +275,17 @@ def test_dicom_windowing_groups_and_skips_via_cli(tmp_path) -> None:
     assert skipped[str(src / "meningioma" / "broken.dcm")].startswith("unreadable DICOM")
     assert "not a class" in skipped[str(src / "other")]
     assert result.written == 0
+
+
+def test_two_importers_share_one_out_folder(tmp_path, figshare_src) -> None:
+    src, _, _ = figshare_src
+    healthy = tmp_path / "dicom"
+    for i in range(2):
+        write_dcm(healthy / "notumor" / f"h{i}.dcm", np.full((6, 6), 10 * i, np.int16), f"H{i}")
+    out = tmp_path / "raw"
+    ingest.import_figshare(src, out, seed=4)
+    ingest.import_dicom(healthy, out, seed=4)
+    first = tree_hash(out)
+    assert {g.split(":")[0] for g in assert_groups_disjoint(out).values()} == {"figshare", "dicom"}
+    assert ingest.import_figshare(src, out, seed=4).written == 0
+    assert tree_hash(out) == first
