@@ -303,7 +303,7 @@ def confounder_audit(
             score, _, p = permutation_test_score(
                 model, x, y, cv=cv, n_permutations=int(permutations),
                 scoring="balanced_accuracy", random_state=seed, n_jobs=1)
-        ba, p = float(score), float(p)
+        ba, p = round(float(score), 4), round(float(p), 4)  # stable JSON bytes across CPUs
         finding = bool(ba - chance >= chance_margin and p <= alpha)
         msg = _message(family, ba, chance, p)
         if not finding:
