@@ -487,7 +487,13 @@ def audit_markdown(audit: dict[str, Any], max_rows_per_kind: int = 200) -> str:
             f"{dup['phash_max_distance']}), confirmed when the standardised thumbnails differ "
             f"by <= {dup['near_max_diff']}",
             f"- pHash distance to the nearest other image (distance: images): {nn or '-'}",
-            f"- thumbnail difference of candidates (bin: pairs): {td or '-'}", ""]
+            f"- thumbnail difference of candidates (bin: pairs): {td or '-'}",
+            f"- {dup.get('label_conflict_pairs', 0)} label conflict(s): the same picture in two "
+            "classes (also found rotated by up to "
+            f"{ROTATION_SEARCH_DEG} degrees)", ""]
+    out += ["## Validation split", "",
+            f"Carved from Training {audit.get('split', 'by image')}, stratified by class and "
+            "seeded; duplicate groups stay on one side.", ""]
     out += [f"## Findings ({len(audit['findings'])})", ""]
     grouped: dict[str, list[dict[str, str]]] = defaultdict(list)
     for f in audit["findings"]:

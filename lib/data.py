@@ -488,13 +488,14 @@ def _read_groups(raw_dir: Path, rows: list[_Row],
         return None
     try:
         with path.open(encoding="utf-8-sig", newline="") as fh:
-            records = list(csv.DictReader(fh))
-            header = [h.strip() for h in (records[0].keys() if records else [])]
+            reader = csv.DictReader(fh)
+            records = list(reader)
+            header = [(h or "").strip() for h in (reader.fieldnames or [])]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         findings.append(Finding("groups_file", GROUPS_FILE,
                                 f"cannot read it ({exc}); the split is made by image"))
         return None
-    if records and not {"file", "group"} <= set(header):
+    if not {"file", "group"} <= set(header):
         findings.append(Finding("groups_file", GROUPS_FILE,
                                 f"needs the columns 'file' and 'group', has {header}; "
                                 "the split is made by image"))
@@ -610,8 +611,8 @@ def _group_leakage(rows: list[_Row], usable: list[int], groups: dict[int, str],
     return dropped
 
 
-def _label_conflicts(rows: list[_Row], hashed: list[int],
-                     check: ThumbCheck, pair_dist: dict[tuple[int, int], int],
+def _label_conflicts(rows: list[_Row], hashed: list[int], check: ThumbCheck,
+                     candidates: np.ndarray, pair_dist: dict[tuple[int, int], int],
                      cfg: PrepareConfig, findings: list[Finding]) -> int:
     """The same picture under two classes: label_conflict findings, whatever the policies.
 
@@ -624,17 +625,13 @@ def _label_conflicts(rows: list[_Row], hashed: list[int],
     for (i, j), d in pair_dist.items():
         if rows[i].cls != rows[j].cls:
             found[(i, j)] = _dup_phrase(rows[i].info.md5 == rows[j].info.md5, d)
-    h = hash_array([rows[i].info.phash for i in hashed])
-    if len(h):
-        cand, _ = near_duplicate_pairs(h, cfg.phash_max_distance)
-        for a, b, d in cand.tolist():
-            i, j = hashed[a], hashed[b]
-            if rows[i].cls == rows[j].cls or (i, j) in found:
-                continue
-            deg = rotated_match(check.thumbs[a], check.thumbs[b], 2 * cfg.near_max_diff)
-            if deg is not None:
-                found[(i, j)] = (f"near copy rotated by about {abs(deg):.0f} degrees (pHash "
-                                 f"distance {d})")
+    for a, b in candidates.tolist():
+        i, j = hashed[a], hashed[b]
+        deg = rotated_match(check.thumbs[a], check.thumbs[b], 2 * cfg.near_max_diff)
+        if deg is not None:
+            d = bin(int(rows[i].info.phash, 16) ^ int(rows[j].info.phash, 16)).count("1")
+            found[(i, j)] = (f"near copy rotated by about {abs(deg):.0f} degrees (pHash "
+                             f"distance {d})")
     for (i, j), phrase in sorted(found.items()):
         findings.append(Finding(
             "label_conflict", rows[i].path,
@@ -656,9 +653,18 @@ def _deduplicate_and_split(rows: list[_Row], cfg: PrepareConfig,
     hashes = hash_array([rows[i].info.phash for i in hashed])
     check = ThumbCheck([rows[i].info.thumb for i in hashed], cfg.near_max_diff)
     max_pairs = max(100_000, 50 * len(hashed))
+    labels = np.array([rows[i].label for i in hashed], dtype=np.int64)
+    cross_candidates: list[np.ndarray] = []  # unconfirmed pHash candidates across classes
+
+    def confirm(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        ok = check(i, j)
+        other = (labels[i] != labels[j]) & ~ok
+        cross_candidates.append(np.stack([i[other], j[other]], axis=1))
+        return ok
+
     try:
         near, nn = near_duplicate_pairs(hashes, cfg.phash_max_distance, max_pairs=max_pairs,
-                                        confirm=check)
+                                        confirm=confirm)
     except TooManyPairsError as exc:
         raise DataError(str(exc)) from exc
     pair_dist: dict[tuple[int, int], int] = {
@@ -670,7 +676,9 @@ def _deduplicate_and_split(rows: list[_Row], cfg: PrepareConfig,
         for i, j in itertools.combinations(sorted(group), 2):
             pair_dist.setdefault((i, j), 0)
     pairs = sorted(pair_dist)
-    conflicts = _label_conflicts(rows, hashed, check, pair_dist, cfg, findings)
+    candidates = (np.concatenate(cross_candidates) if cross_candidates
+                  else np.zeros((0, 2), dtype=np.int64))
+    conflicts = _label_conflicts(rows, hashed, check, candidates, pair_dist, cfg, findings)
 
     dropped: set[int] = set()
     if groups is not None:
@@ -771,7 +779,7 @@ def _deduplicate_and_split(rows: list[_Row], cfg: PrepareConfig,
         "exact_duplicate_pairs": sum(rows[i].info.md5 == rows[j].info.md5 for i, j in pairs),
         "largest_duplicate_group": max(sizes.values(), default=0),
         "label_conflict_pairs": conflicts,
-        "split": split_by,
+        "split": split_by,  # moved to the audit's top level by _audit
     }
 
 
@@ -850,8 +858,13 @@ def _audit(rows: list[_Row], classes: list[str], findings: list[Finding], cfg: P
             usable[r.cls][r.split] += 1
     findings = sorted(set(findings), key=Finding.sort_key)
     by_kind = Counter(f.kind for f in findings)
+    dup_stats = dict(dup_stats)
+    split_by = dup_stats.pop("split", "by image")
     return {
         "classes": list(classes),
+        # how train/val was carved: "by image" (duplicate groups kept together) or
+        # "by group (N groups)" when <raw>/groups.csv names each image's patient
+        "split": split_by,
         "params": cfg.to_dict(),
         "counts": {
             "manifest_rows": len(rows),

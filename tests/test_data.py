@@ -651,7 +651,7 @@ def test_robust_inputs_are_findings_and_nothing_is_lost(robust):
             assert rel in known or any(D._shown(a.as_posix()) in known
                                        for a in Path(rel).parents), rel
     md = (robust["base"] / "reports" / "data_audit.md").read_text(encoding="utf-8")
-    assert "bad\\xff.png" in md and "### label_conflict" in md
+    assert "bad\\xff.png" in md and "### label_conflict" in md and "by image" in md
     on_disk = (robust["base"] / "processed" / "manifest.csv").read_text(encoding="utf-8")
     assert "bad" not in on_disk  # not a row: the name cannot be written or read back
 
@@ -776,7 +776,7 @@ def test_groups_split_by_patient_and_report_leakage(tmp_path_factory, seed):
     for cls, rows in train.groupby("class"):
         n_val = (rows["split"] == "val").sum()
         assert 3 <= n_val <= 9, (cls, n_val)  # whole patients of 3 images, ~15 % of 36
-    assert audit["duplicates"]["split"] == "by group (25 groups)"
+    assert audit["split"] == "by group (25 groups)"
     kinds = {(f["kind"], f["path"]) for f in audit["findings"]}
     assert ("group_leakage", "Training/benign/benign_p05_0.png") in kinds
     assert ("group_leakage", "Training/malignant/malignant_p05_0.png") in kinds
@@ -806,4 +806,15 @@ def test_group_leakage_drop_excludes_the_training_side(tmp_path):
 
 def test_without_groups_the_split_is_by_image_and_no_group_column(robust):
     assert "group" not in robust["manifest"].columns
-    assert robust["audit"]["duplicates"]["split"] == "by image"
+    assert robust["audit"]["split"] == "by image"
+
+
+def test_a_bad_groups_file_is_a_finding_and_the_split_falls_back_to_images(tmp_path):
+    raw = simple_dataset(tmp_path / "raw", n_train=6, n_test=2)
+    (raw / "groups.csv").write_text("image;patient\nTraining/benign/benign_000.png;p1\n")
+    before = tree_digest(raw)
+    m, audit = D.build_manifest(raw, PrepareConfig(), progress=False)
+    assert tree_digest(raw) == before and not audit["errors"]
+    bad = [f for f in audit["findings"] if f["kind"] == "groups_file"]
+    assert len(bad) == 1 and "'file' and 'group'" in bad[0]["reason"]
+    assert audit["split"] == "by image" and "group" not in m.columns
