@@ -408,6 +408,42 @@ def rotated_match(a: np.ndarray, b: np.ndarray, max_diff: float,
     return None
 
 
+def rotated_matches(thumbs: np.ndarray, pairs: np.ndarray, max_diff: float,
+                    max_deg: int = ROTATION_SEARCH_DEG) -> list[float | None]:
+    """rotated_match for many (i, j) pairs of rows of `thumbs`, each j rotated only once.
+
+    Pairs are grouped by j: its 2*max_deg+1 rotations are standardised once and compared with
+    every i paired with it at once, so the cost is one set of rotations per image, not per pair.
+    """
+    thumbs = np.asarray(thumbs)
+    out: list[float | None] = [None] * len(pairs)
+    if not len(pairs):
+        return out
+    m = thumbs.shape[1] // 8
+    angles = sorted(range(-max_deg, max_deg + 1), key=lambda d: (abs(d), d))
+
+    def z(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        axes = tuple(range(x.ndim - 2, x.ndim))
+        std = np.maximum(x.std(axis=axes, keepdims=True), 1e-3)
+        return (x - x.mean(axis=axes, keepdims=True)) / std
+
+    by_j: dict[int, list[int]] = defaultdict(list)
+    for k, j in enumerate(pairs[:, 1].tolist()):
+        by_j[j].append(k)
+    for j, ks in by_j.items():
+        img = Image.fromarray(np.asarray(thumbs[j], dtype=np.uint8))
+        rot = z(np.stack([np.asarray(img.rotate(d, resample=Image.Resampling.BILINEAR))
+                          for d in angles]))[:, m:-m, m:-m]
+        za = z(thumbs[pairs[ks, 0]])[:, m:-m, m:-m]
+        diff = np.abs(za[:, None] - rot[None]).max(axis=(2, 3))  # (pairs, angles)
+        ok = diff <= max_diff
+        for row, k in enumerate(ks):
+            hit = np.flatnonzero(ok[row])
+            out[k] = float(angles[hit[0]]) if len(hit) else None
+    return out
+
+
 class ThumbCheck:
     """Confirms pHash candidates by comparing standardised thumbnails pixel by pixel.
 

@@ -53,7 +53,7 @@ from .audit import (
     inspect_image,
     inspect_mask,
     near_duplicate_pairs,
-    rotated_match,
+    rotated_matches,
     worst_status,
 )
 from .config import load_params, repo_root, section
@@ -625,9 +625,9 @@ def _label_conflicts(rows: list[_Row], hashed: list[int], check: ThumbCheck,
     for (i, j), d in pair_dist.items():
         if rows[i].cls != rows[j].cls:
             found[(i, j)] = _dup_phrase(rows[i].info.md5 == rows[j].info.md5, d)
-    for a, b in candidates.tolist():
+    angles = rotated_matches(check.thumbs, candidates, 2 * cfg.near_max_diff)
+    for (a, b), deg in zip(candidates.tolist(), angles, strict=True):
         i, j = hashed[a], hashed[b]
-        deg = rotated_match(check.thumbs[a], check.thumbs[b], 2 * cfg.near_max_diff)
         if deg is not None:
             d = bin(int(rows[i].info.phash, 16) ^ int(rows[j].info.phash, 16)).count("1")
             found[(i, j)] = (f"near copy rotated by about {abs(deg):.0f} degrees (pHash "
