@@ -17,7 +17,7 @@ from typing import Any
 
 import imagehash
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from .hashing import file_md5
 
@@ -29,6 +29,8 @@ OK_MODES = {"L", "RGB"}
 THUMB_SIZE = 64  # side of the thumbnails that confirm pHash candidates
 # Statuses from best to worst: a file's status is the worst severity among its issues.
 SEVERITY = {"ok": 0, "warn": 1, "excluded": 2}
+EXIF_ORIENTATION = 0x0112  # the EXIF tag viewers rotate by; 1 = upright, 2..8 = flips/rotations
+ROTATION_SEARCH_DEG = 10  # label conflicts: a copy rotated by up to this many degrees still matches
 _FORMAT_ALIASES = {"MPO": "JPEG"}  # multi-picture JPEGs decode as plain JPEGs
 
 # Every finding kind, with the heading it gets in the readable report.
@@ -36,6 +38,7 @@ FINDING_KINDS: dict[str, str] = {
     "missing_split_dir": "Training or Testing folder missing",
     "unknown_folder": "Top-level folders other than Training/Testing (not used)",
     "stray_file": "Files outside class folders (not used)",
+    "non_utf8_name": "File or folder names that are not valid UTF-8 (not used, not renamed)",
     "hidden_ignored": "Hidden or system files and folders (ignored)",
     "nested_file": "Files in sub-folders of a class folder (not used)",
     "empty_class_folder": "Class folders without any image file",
@@ -52,7 +55,9 @@ FINDING_KINDS: dict[str, str] = {
     "mode_cmyk": "CMYK images (excluded)",
     "mode_1bit": "1-bit images (excluded)",
     "mode_unsupported": "Images in another unsupported mode (excluded)",
+    "too_small": "Images smaller than prepare.min_side (excluded)",
     "decode_warning": "Images that decoded with a warning",
+    "exif_orientation": "JPEG/PNG EXIF orientation applied (as viewers show the image)",
     "multi_frame": "Multi-frame images (first frame used)",
     "extension_mismatch": "Extension does not match the content",
     "orphan_mask": "Masks without their image (not used)",
@@ -65,6 +70,10 @@ FINDING_KINDS: dict[str, str] = {
     "duplicate_near_cross_split": "Near duplicates across splits (leakage)",
     "duplicate_exact_within_split": "Exact duplicates within a split",
     "duplicate_near_within_split": "Near duplicates within a split",
+    "label_conflict": "The same picture filed under two classes (at least one label is wrong)",
+    "groups_file": "Problems in groups.csv",
+    "group_missing": "Images without a group in groups.csv (each is its own group)",
+    "group_leakage": "Groups (patients) in both Training and Testing (leakage)",
 }
 
 
@@ -99,6 +108,7 @@ class ImageInfo:
     mode: str = ""
     md5: str = ""
     phash: str = ""
+    orientation: int = 1
     thumb: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
@@ -180,7 +190,16 @@ def _result(issues: list[tuple[str, str, str]], **kw: Any) -> ImageInfo:
     return ImageInfo(status=status, reason=reason, issues=tuple(issues), **kw)
 
 
-def inspect_image(path: Path, max_pixels: int) -> ImageInfo:
+def exif_orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1..8) of an opened image; 1 when absent or invalid."""
+    try:
+        value = int(img.getexif().get(EXIF_ORIENTATION, 1))
+    except Exception:  # a broken EXIF block is not worth a crash; the image stays as stored
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def inspect_image(path: Path, max_pixels: int, min_side: int = 1) -> ImageInfo:
     """Open, size-check and fully decode one file; bad content becomes a status, never an error.
 
     The size is checked from the header before decoding, so a decompression bomb is refused
@@ -242,6 +261,21 @@ def inspect_image(path: Path, max_pixels: int) -> ImageInfo:
                     return _result([("corrupt", "excluded",
                                      f"truncated or corrupt image data ({type(exc).__name__}: "
                                      f"{exc}); re-export or re-download it")], **meta)
+                if min(width, height) < min_side:
+                    issues.append(("too_small", "excluded",
+                                   f"{width}x{height} image: a side is below prepare.min_side "
+                                   f"= {min_side} px, too small to be a scan (an icon or a "
+                                   "thumbnail?); replace it with the full-size image"))
+                orientation = exif_orientation(img)
+                meta["orientation"] = orientation
+                shown = img
+                if orientation != 1:
+                    shown = ImageOps.exif_transpose(img)
+                    meta.update(width=shown.size[0], height=shown.size[1])
+                    issues.append(("exif_orientation", "ok",
+                                   f"EXIF orientation {orientation} applied, as viewers show "
+                                   f"it (stored {width}x{height}); the model sees the same "
+                                   "pixels (manifest column 'orientation')"))
                 mode_issue = _mode_issue(img.mode)
                 if mode_issue:
                     issues.append((mode_issue[0], "excluded", mode_issue[1]))
@@ -256,8 +290,8 @@ def inspect_image(path: Path, max_pixels: int) -> ImageInfo:
                                    f"{fmt} content with a {path.suffix} extension; it decodes "
                                    "fine, but rename it so other tools agree"))
                 try:
-                    meta["phash"] = str(imagehash.phash(img))
-                    gray = img.convert("L").resize((THUMB_SIZE, THUMB_SIZE),
+                    meta["phash"] = str(imagehash.phash(shown))
+                    gray = shown.convert("L").resize((THUMB_SIZE, THUMB_SIZE),
                                                    Image.Resampling.BOX)
                     meta["thumb"] = np.asarray(gray, dtype=np.uint8)
                 except Exception:  # an unhashable image only loses dedup
@@ -352,6 +386,64 @@ def hash_array(hexes: Sequence[str]) -> np.ndarray:
     return np.array([int(h, 16) for h in hexes], dtype=np.uint64)
 
 
+def rotated_match(a: np.ndarray, b: np.ndarray, max_diff: float,
+                  max_deg: int = ROTATION_SEARCH_DEG) -> float | None:
+    """The rotation (degrees) that makes thumbnail b match a, None if none in +-max_deg does.
+
+    Standardised thumbnails are compared on their central part (rotation brings in corners)
+    for every whole degree; a match is a maximum difference <= max_diff. Costs ~21 small
+    rotations, so it is only run on pHash candidates whose plain comparison failed.
+    """
+    def z(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        return (x - x.mean()) / max(float(x.std()), 1e-3)
+
+    m = a.shape[0] // 8
+    za = z(a)[m:-m, m:-m]
+    img = Image.fromarray(np.asarray(b, dtype=np.uint8))
+    for deg in sorted(range(-max_deg, max_deg + 1), key=lambda d: (abs(d), d)):
+        zb = z(np.asarray(img.rotate(deg, resample=Image.Resampling.BILINEAR)))[m:-m, m:-m]
+        if float(np.abs(za - zb).max()) <= max_diff:
+            return float(deg)
+    return None
+
+
+def rotated_matches(thumbs: np.ndarray, pairs: np.ndarray, max_diff: float,
+                    max_deg: int = ROTATION_SEARCH_DEG) -> list[float | None]:
+    """rotated_match for many (i, j) pairs of rows of `thumbs`, each j rotated only once.
+
+    Pairs are grouped by j: its 2*max_deg+1 rotations are standardised once and compared with
+    every i paired with it at once, so the cost is one set of rotations per image, not per pair.
+    """
+    thumbs = np.asarray(thumbs)
+    out: list[float | None] = [None] * len(pairs)
+    if not len(pairs):
+        return out
+    m = thumbs.shape[1] // 8
+    angles = sorted(range(-max_deg, max_deg + 1), key=lambda d: (abs(d), d))
+
+    def z(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        axes = tuple(range(x.ndim - 2, x.ndim))
+        std = np.maximum(x.std(axis=axes, keepdims=True), 1e-3)
+        return (x - x.mean(axis=axes, keepdims=True)) / std
+
+    by_j: dict[int, list[int]] = defaultdict(list)
+    for k, j in enumerate(pairs[:, 1].tolist()):
+        by_j[j].append(k)
+    for j, ks in by_j.items():
+        img = Image.fromarray(np.asarray(thumbs[j], dtype=np.uint8))
+        rot = z(np.stack([np.asarray(img.rotate(d, resample=Image.Resampling.BILINEAR))
+                          for d in angles]))[:, m:-m, m:-m]
+        za = z(thumbs[pairs[ks, 0]])[:, m:-m, m:-m]
+        diff = np.abs(za[:, None] - rot[None]).max(axis=(2, 3))  # (pairs, angles)
+        ok = diff <= max_diff
+        for row, k in enumerate(ks):
+            hit = np.flatnonzero(ok[row])
+            out[k] = float(angles[hit[0]]) if len(hit) else None
+    return out
+
+
 class ThumbCheck:
     """Confirms pHash candidates by comparing standardised thumbnails pixel by pixel.
 
@@ -431,7 +523,13 @@ def audit_markdown(audit: dict[str, Any], max_rows_per_kind: int = 200) -> str:
             f"{dup['phash_max_distance']}), confirmed when the standardised thumbnails differ "
             f"by <= {dup['near_max_diff']}",
             f"- pHash distance to the nearest other image (distance: images): {nn or '-'}",
-            f"- thumbnail difference of candidates (bin: pairs): {td or '-'}", ""]
+            f"- thumbnail difference of candidates (bin: pairs): {td or '-'}",
+            f"- {dup.get('label_conflict_pairs', 0)} label conflict(s): the same picture in two "
+            "classes (also found rotated by up to "
+            f"{ROTATION_SEARCH_DEG} degrees)", ""]
+    out += ["## Validation split", "",
+            f"Carved from Training {audit.get('split', 'by image')}, stratified by class and "
+            "seeded; duplicate groups stay on one side.", ""]
     out += [f"## Findings ({len(audit['findings'])})", ""]
     grouped: dict[str, list[dict[str, str]]] = defaultdict(list)
     for f in audit["findings"]:

@@ -22,6 +22,7 @@ CLI (the DVC stage): ``python -m lib.data --params params.yaml``.
 from __future__ import annotations
 
 import argparse
+import csv
 import itertools
 import json
 import os
@@ -35,7 +36,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from .audit import (
@@ -47,10 +48,12 @@ from .audit import (
     ThumbCheck,
     TooManyPairsError,
     audit_markdown,
+    exif_orientation,
     hash_array,
     inspect_image,
     inspect_mask,
     near_duplicate_pairs,
+    rotated_matches,
     worst_status,
 )
 from .config import load_params, repo_root, section
@@ -58,6 +61,7 @@ from .splits import SOURCE_TO_SPLIT, SPLITS, TEST, TESTING, TRAIN, TRAINING, VAL
 
 MASK_SUFFIX = "_mask"
 DUPLICATE_POLICIES = ("drop", "report")
+GROUPS_FILE = "groups.csv"  # optional <raw>/groups.csv: file (relative to raw), group (patient)
 
 MANIFEST_COLUMNS = [
     "path", "class", "label", "source_split", "split", "md5", "phash",
@@ -91,13 +95,19 @@ class PrepareConfig:
     max_pixels: int = 40_000_000
     seed: int = 42
     near_max_diff: float = 0.5
+    min_side: int = 32
+    group_leakage: str = "report"
 
     def __post_init__(self) -> None:
-        if self.duplicates not in DUPLICATE_POLICIES:
-            raise ValueError(
-                f"prepare.duplicates must be one of {', '.join(DUPLICATE_POLICIES)}; "
-                f"got {self.duplicates!r}"
-            )
+        for key in ("duplicates", "group_leakage"):
+            if getattr(self, key) not in DUPLICATE_POLICIES:
+                raise ValueError(
+                    f"prepare.{key} must be one of {', '.join(DUPLICATE_POLICIES)}; "
+                    f"got {getattr(self, key)!r}"
+                )
+        ms = self.min_side
+        if isinstance(ms, bool) or not isinstance(ms, int) or ms < 1:
+            raise ValueError(f"prepare.min_side must be a positive int; got {ms!r}")
         vf = self.val_fraction
         if isinstance(vf, bool) or not isinstance(vf, int | float) or not 0 < vf < 1:
             raise ValueError(f"prepare.val_fraction must be a number in (0, 1); got {vf!r}")
@@ -139,10 +149,44 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".") or name in _SYSTEM_NAMES
 
 
-def _entries(folder: Path) -> list[os.DirEntry[str]]:
-    """Sorted directory entries, so every output is independent of file-system order."""
+def _is_utf8(name: str) -> bool:
+    """False for a name whose bytes are not UTF-8 (Python holds them as lone surrogates)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(rel: str) -> str:
+    """A printable, UTF-8-safe form of a path: undecodable bytes appear as \\xNN escapes."""
+    return rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _entries(folder: Path, raw_dir: Path | None = None,
+             findings: list[Finding] | None = None) -> list[os.DirEntry[str]]:
+    """Sorted directory entries, so every output is independent of file-system order.
+
+    Entries whose name is not valid UTF-8 become non_utf8_name findings (never renamed) and
+    are left out: the manifest and the audit are UTF-8 text, and tf.data would need the name.
+    """
     with os.scandir(folder) as it:
-        return sorted(it, key=lambda e: e.name)
+        entries = sorted(it, key=lambda e: e.name)
+    if findings is None or raw_dir is None:
+        return entries
+    kept = []
+    for entry in entries:
+        if _is_utf8(entry.name):
+            kept.append(entry)
+            continue
+        rel = _shown(_rel(raw_dir, entry.path))
+        what = (f"folder (its {_count_files(Path(entry.path))} file(s) are not used)"
+                if entry.is_dir(follow_symlinks=False) else "file, not used")
+        findings.append(Finding(
+            "non_utf8_name", rel,
+            f"name is not valid UTF-8 (bytes shown as \\xNN; an archive from another system?): "
+            f"{what}; left untouched, rename it to UTF-8 to use it"))
+    return kept
 
 
 def _count_files(folder: Path) -> int:
@@ -166,8 +210,10 @@ def scan(raw_dir: Path) -> tuple[list[str], pd.DataFrame, list[Finding]]:
             "set first; expected the layout <raw>/Training/<class>/*.jpg and <raw>/Testing/..."
         )
     findings: list[Finding] = []
-    for entry in _entries(raw_dir):
+    for entry in _entries(raw_dir, raw_dir, findings):
         name = entry.name
+        if name == GROUPS_FILE and entry.is_file():
+            continue  # read by build_manifest
         if _is_hidden(name):
             findings.append(_hidden_finding(raw_dir, entry))
         elif entry.is_dir():
@@ -191,7 +237,7 @@ def scan(raw_dir: Path) -> tuple[list[str], pd.DataFrame, list[Finding]]:
                                     f"{SOURCE_TO_SPLIT[split_dir]} split has no data"))
             continue
         class_folders[split_dir] = {}
-        for entry in _entries(folder):
+        for entry in _entries(folder, raw_dir, findings):
             rel = f"{split_dir}/{entry.name}"
             if _is_hidden(entry.name):
                 findings.append(_hidden_finding(raw_dir, entry))
@@ -223,7 +269,7 @@ def scan(raw_dir: Path) -> tuple[list[str], pd.DataFrame, list[Finding]]:
 
 
 def _hidden_finding(raw_dir: Path, entry: os.DirEntry[str]) -> Finding:
-    rel = _rel(raw_dir, entry.path)
+    rel = _shown(_rel(raw_dir, entry.path))
     if entry.is_dir():
         n = _count_files(Path(entry.path))
         return Finding("hidden_ignored", rel,
@@ -237,7 +283,7 @@ def _scan_class_folder(raw_dir: Path, split_dir: str, cls: str, folder: Path,
     images: list[tuple[str, str]] = []  # (rel path, stem)
     masks: dict[str, list[str]] = defaultdict(list)  # image stem -> mask rel paths
     others: list[str] = []
-    for entry in _entries(folder):
+    for entry in _entries(folder, raw_dir, findings):
         rel = _rel(raw_dir, entry.path)
         if _is_hidden(entry.name):
             findings.append(_hidden_finding(raw_dir, entry))
@@ -246,7 +292,7 @@ def _scan_class_folder(raw_dir: Path, split_dir: str, cls: str, folder: Path,
                 sub_dirs.sort()
                 for name in sorted(sub_files):
                     findings.append(Finding(
-                        "nested_file", _rel(raw_dir, Path(sub_root) / name),
+                        "nested_file", _shown(_rel(raw_dir, Path(sub_root) / name)),
                         f"inside a sub-folder of class folder {split_dir}/{cls}; the layout is "
                         "flat (<split>/<class>/<file>), so it is not used; move it up if needed"))
         elif not entry.is_file():
@@ -413,7 +459,7 @@ def build_manifest(raw_dir: Path, cfg: PrepareConfig,
                      "class folder or convert it")
             issues = [issue]
         else:
-            info = inspect_image(raw_dir / rec["path"], cfg.max_pixels)
+            info = inspect_image(raw_dir / rec["path"], cfg.max_pixels, cfg.min_side)
             issues = list(info.issues)
         row = _Row(rec["path"], rec["class"], label_of[rec["class"]], rec["source_split"],
                    rec["mask"], info, issues)
@@ -421,11 +467,64 @@ def build_manifest(raw_dir: Path, cfg: PrepareConfig,
         findings.extend(Finding(k, row.path, r) for k, _, r in issues)
 
     _check_masks(raw_dir, rows, classes, findings, progress)
-    dup_stats = _deduplicate_and_split(rows, cfg, findings)
+    groups = _read_groups(raw_dir, rows, findings)
+    dup_stats = _deduplicate_and_split(rows, cfg, findings, groups)
 
-    manifest = _to_frame(rows)
+    manifest = _to_frame(rows, groups)
     audit = _audit(rows, classes, findings, cfg, dup_stats, raw_dir)
     return manifest, audit
+
+
+def _read_groups(raw_dir: Path, rows: list[_Row],
+                 findings: list[Finding]) -> dict[int, str] | None:
+    """Row index -> group (patient) from <raw>/groups.csv; None when there is no such file.
+
+    Problems with the file are findings, never errors: a row naming an unknown file is
+    reported, an image without a row is its own group (reported), a file given two groups
+    keeps the first (reported).
+    """
+    path = raw_dir / GROUPS_FILE
+    if not path.is_file():
+        return None
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            reader = csv.DictReader(fh)
+            records = list(reader)
+            header = [(h or "").strip() for h in (reader.fieldnames or [])]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        findings.append(Finding("groups_file", GROUPS_FILE,
+                                f"cannot read it ({exc}); the split is made by image"))
+        return None
+    if not {"file", "group"} <= set(header):
+        findings.append(Finding("groups_file", GROUPS_FILE,
+                                f"needs the columns 'file' and 'group', has {header}; "
+                                "the split is made by image"))
+        return None
+    index = {r.path: i for i, r in enumerate(rows)}
+    groups: dict[int, str] = {}
+    for n, rec in enumerate(records, start=2):
+        rec = {(k or "").strip(): (v or "").strip() for k, v in rec.items()}
+        rel = Path(rec["file"].replace("\\", "/")).as_posix()
+        group = rec["group"]
+        where = f"{GROUPS_FILE} line {n}"
+        if rel not in index:
+            findings.append(Finding("groups_file", GROUPS_FILE,
+                                    f"{where}: file {rel!r} is not an image of the manifest "
+                                    "(paths are relative to the raw folder); row ignored"))
+        elif not group:
+            findings.append(Finding("groups_file", rel, f"{where}: empty group; row ignored"))
+        elif index[rel] in groups and groups[index[rel]] != group:
+            findings.append(Finding("groups_file", rel,
+                                    f"{where}: second group {group!r} for this file, the first "
+                                    f"({groups[index[rel]]!r}) is kept"))
+        else:
+            groups.setdefault(index[rel], group)
+    for i, row in enumerate(rows):
+        if i not in groups and row.usable:
+            findings.append(Finding("group_missing", row.path,
+                                    f"no row in {GROUPS_FILE}: treated as its own group (its "
+                                    "patient may still appear in another split)"))
+    return groups
 
 
 def _check_masks(raw_dir: Path, rows: list[_Row], classes: list[str],
@@ -469,8 +568,82 @@ def _mask_name(row: _Row) -> str:
     return (p.parent / f"{p.stem}{MASK_SUFFIX}.png").as_posix()
 
 
+def _group_leakage(rows: list[_Row], usable: list[int], groups: dict[int, str],
+                   cfg: PrepareConfig, findings: list[Finding]) -> set[int]:
+    """Groups with usable images in both Training and Testing: findings, and under
+    group_leakage=drop the Training images of those groups (returned) are excluded."""
+    members: dict[str, list[int]] = defaultdict(list)
+    for i in usable:
+        if i in groups:
+            members[groups[i]].append(i)
+    dropped: set[int] = set()
+    for group, idx in sorted(members.items()):
+        train = sorted((i for i in idx if rows[i].source_split == TRAINING),
+                       key=lambda i: rows[i].path)
+        test = sorted((i for i in idx if rows[i].source_split == TESTING),
+                      key=lambda i: rows[i].path)
+        if not train or not test:
+            continue
+        if cfg.group_leakage == "drop":
+            action = f"its {len(train)} Training image(s) excluded (group_leakage=drop)"
+            dropped.update(train)
+        else:
+            action = "kept (group_leakage=report): test scores may be optimistic"
+        findings.append(Finding(
+            "group_leakage", rows[train[0]].path,
+            f"group {group!r} has {len(train)} image(s) in Training and {len(test)} in "
+            f"Testing: the same patient on both sides; {action}",
+            other_path=rows[test[0]].path))
+        for i in train:
+            why = (f"group {group!r} is also in Testing ({rows[test[0]].path})")
+            if cfg.group_leakage == "drop":
+                rows[i].issues.append(("group_leakage", "excluded",
+                                       f"{why}: excluded (group_leakage=drop)"))
+            else:
+                rows[i].issues.append(("group_leakage", "warn",
+                                       f"{why}: possible leakage, kept (group_leakage=report)"))
+        if cfg.group_leakage == "report":
+            for i in test:
+                rows[i].issues.append((
+                    "group_leakage", "warn",
+                    f"group {group!r} is also in Training ({rows[train[0]].path}): possible "
+                    "leakage, kept (group_leakage=report)"))
+    return dropped
+
+
+def _label_conflicts(rows: list[_Row], hashed: list[int], check: ThumbCheck,
+                     candidates: np.ndarray, pair_dist: dict[tuple[int, int], int],
+                     cfg: PrepareConfig, findings: list[Finding]) -> int:
+    """The same picture under two classes: label_conflict findings, whatever the policies.
+
+    Confirmed duplicate pairs (exact or near) across classes count, and so do pHash candidates
+    across classes whose thumbnails match once one is rotated by up to ROTATION_SEARCH_DEG
+    degrees (a lightly rotated copy fails the plain comparison). Such rotation-only pairs are
+    not treated as duplicates (the split and the manifest do not change): they are reported.
+    """
+    found: dict[tuple[int, int], str] = {}
+    for (i, j), d in pair_dist.items():
+        if rows[i].cls != rows[j].cls:
+            found[(i, j)] = _dup_phrase(rows[i].info.md5 == rows[j].info.md5, d)
+    angles = rotated_matches(check.thumbs, candidates, 2 * cfg.near_max_diff)
+    for (a, b), deg in zip(candidates.tolist(), angles, strict=True):
+        i, j = hashed[a], hashed[b]
+        if deg is not None:
+            d = bin(int(rows[i].info.phash, 16) ^ int(rows[j].info.phash, 16)).count("1")
+            found[(i, j)] = (f"near copy rotated by about {abs(deg):.0f} degrees (pHash "
+                             f"distance {d})")
+    for (i, j), phrase in sorted(found.items()):
+        findings.append(Finding(
+            "label_conflict", rows[i].path,
+            f"{phrase} of {rows[j].path}, filed as '{rows[i].cls}' and '{rows[j].cls}': at "
+            "least one label is wrong; check both and remove the wrong copy",
+            other_path=rows[j].path))
+    return len(found)
+
+
 def _deduplicate_and_split(rows: list[_Row], cfg: PrepareConfig,
-                           findings: list[Finding]) -> dict[str, Any]:
+                           findings: list[Finding],
+                           groups: dict[int, str] | None = None) -> dict[str, Any]:
     """Find duplicate pairs among usable rows, apply the policy, then split Training.
 
     Dropping happens before the split so that val keeps its stratified size.
@@ -480,9 +653,18 @@ def _deduplicate_and_split(rows: list[_Row], cfg: PrepareConfig,
     hashes = hash_array([rows[i].info.phash for i in hashed])
     check = ThumbCheck([rows[i].info.thumb for i in hashed], cfg.near_max_diff)
     max_pairs = max(100_000, 50 * len(hashed))
+    labels = np.array([rows[i].label for i in hashed], dtype=np.int64)
+    cross_candidates: list[np.ndarray] = []  # unconfirmed pHash candidates across classes
+
+    def confirm(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        ok = check(i, j)
+        other = (labels[i] != labels[j]) & ~ok
+        cross_candidates.append(np.stack([i[other], j[other]], axis=1))
+        return ok
+
     try:
         near, nn = near_duplicate_pairs(hashes, cfg.phash_max_distance, max_pairs=max_pairs,
-                                        confirm=check)
+                                        confirm=confirm)
     except TooManyPairsError as exc:
         raise DataError(str(exc)) from exc
     pair_dist: dict[tuple[int, int], int] = {
@@ -494,8 +676,13 @@ def _deduplicate_and_split(rows: list[_Row], cfg: PrepareConfig,
         for i, j in itertools.combinations(sorted(group), 2):
             pair_dist.setdefault((i, j), 0)
     pairs = sorted(pair_dist)
+    candidates = (np.concatenate(cross_candidates) if cross_candidates
+                  else np.zeros((0, 2), dtype=np.int64))
+    conflicts = _label_conflicts(rows, hashed, check, candidates, pair_dist, cfg, findings)
 
     dropped: set[int] = set()
+    if groups is not None:
+        dropped |= _group_leakage(rows, usable, groups, cfg, findings)
     if cfg.duplicates == "drop":
         for i, j in pairs:
             si, sj = rows[i].source_split, rows[j].source_split
@@ -503,7 +690,18 @@ def _deduplicate_and_split(rows: list[_Row], cfg: PrepareConfig,
                 dropped.add(i if SOURCE_TO_SPLIT[si] == TRAIN else j)
 
     training = [i for i in usable if rows[i].source_split == TRAINING and i not in dropped]
-    _split_training(rows, training, pairs, cfg)
+    split_pairs: list[tuple[int, int]] = list(pairs)
+    split_by = "by image"
+    if groups is not None:
+        first: dict[str, int] = {}
+        for i in training:
+            g = groups.get(i)
+            if g is not None:
+                split_pairs.append((first.setdefault(g, i), i))
+        n_groups = len({groups[i] for i in training if i in groups})
+        n_groups += sum(i not in groups for i in training)
+        split_by = f"by group ({n_groups} groups)"
+    _split_training(rows, training, split_pairs, cfg)
     for i in usable:
         if rows[i].source_split == TESTING:
             rows[i].split = "test"
@@ -580,17 +778,29 @@ def _deduplicate_and_split(rows: list[_Row], cfg: PrepareConfig,
         "duplicate_pairs": len(pairs),
         "exact_duplicate_pairs": sum(rows[i].info.md5 == rows[j].info.md5 for i, j in pairs),
         "largest_duplicate_group": max(sizes.values(), default=0),
+        "label_conflict_pairs": conflicts,
+        "split": split_by,  # moved to the audit's top level by _audit
     }
 
 
-def _to_frame(rows: list[_Row]) -> pd.DataFrame:
+def _to_frame(rows: list[_Row], groups: dict[int, str] | None = None) -> pd.DataFrame:
+    """The manifest; `orientation` and `group` columns only exist when the data has them."""
     data = [{
         "path": r.path, "class": r.cls, "label": r.label, "source_split": r.source_split,
         "split": r.split if r.usable else "", "md5": r.info.md5, "phash": r.info.phash,
         "width": r.info.width, "height": r.info.height, "mode": r.info.mode, "mask": r.mask,
         "status": r.status, "reason": "; ".join(reason for _, _, reason in r.issues),
     } for r in rows]
-    frame = pd.DataFrame(data, columns=MANIFEST_COLUMNS)
+    columns = list(MANIFEST_COLUMNS)
+    if any(r.info.orientation != 1 for r in rows):
+        columns.append("orientation")
+        for rec, r in zip(data, rows, strict=True):
+            rec["orientation"] = r.info.orientation
+    if groups is not None:
+        columns.append("group")
+        for k, rec in enumerate(data):
+            rec["group"] = groups.get(k, "")
+    frame = pd.DataFrame(data, columns=columns)
     frame["label"] = frame["label"].astype("int64")
     for col in ("width", "height"):
         frame[col] = pd.array(frame[col].tolist(), dtype="Int64")
@@ -648,8 +858,13 @@ def _audit(rows: list[_Row], classes: list[str], findings: list[Finding], cfg: P
             usable[r.cls][r.split] += 1
     findings = sorted(set(findings), key=Finding.sort_key)
     by_kind = Counter(f.kind for f in findings)
+    dup_stats = dict(dup_stats)
+    split_by = dup_stats.pop("split", "by image")
     return {
         "classes": list(classes),
+        # how train/val was carved: "by image" (duplicate groups kept together) or
+        # "by group (N groups)" when <raw>/groups.csv names each image's patient
+        "split": split_by,
         "params": cfg.to_dict(),
         "counts": {
             "manifest_rows": len(rows),
@@ -706,17 +921,24 @@ def load_manifest(path: Path, usable_only: bool = True) -> pd.DataFrame:
     frame["label"] = frame["label"].astype("int64")
     for col in ("width", "height"):
         frame[col] = pd.to_numeric(frame[col].replace("", np.nan)).astype("Int64")
+    if "orientation" in frame.columns:
+        frame["orientation"] = frame["orientation"].astype("int64")
     if usable_only:
         frame = frame[frame["status"] != "excluded"].reset_index(drop=True)
     return frame
 
 
 def load_image(raw_dir: Path, rel_path: str) -> np.ndarray:
-    """uint8 grayscale HxW; RGB goes through PIL "L" so every consumer sees the same pixels."""
+    """uint8 grayscale HxW; RGB goes through PIL "L" so every consumer sees the same pixels.
+
+    EXIF orientation is applied as viewers do (and as make_dataset does).
+    """
     with Image.open(Path(raw_dir) / rel_path) as img:
         if img.mode not in OK_MODES:
             raise DataError(f"{rel_path}: mode {img.mode} is not supported (L or RGB); "
                             "the manifest should have excluded it")
+        if exif_orientation(img) != 1:
+            img = ImageOps.exif_transpose(img)
         return np.array(img.convert("L") if img.mode != "L" else img, dtype=np.uint8)
 
 
@@ -726,6 +948,8 @@ def load_mask(raw_dir: Path, rel_path: str | None, shape: tuple[int, ...]) -> np
     if rel_path is None or (isinstance(rel_path, float) and np.isnan(rel_path)) or not rel_path:
         return np.zeros(shape, dtype=bool)
     with Image.open(Path(raw_dir) / rel_path) as img:
+        if exif_orientation(img) != 1:
+            img = ImageOps.exif_transpose(img)
         mask = np.asarray(img.convert("L")) > 0
     if mask.shape != shape:
         raise DataError(f"{rel_path}: mask shape {mask.shape} does not match image {shape}")
@@ -766,11 +990,36 @@ def resize_to_model(image: Any, image_size: int) -> Any:
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
-def _decode(path: Any, image_size: int) -> Any:
+def apply_orientation(image: Any, orientation: Any) -> Any:
+    """HxWxC tensor as stored -> as shown, for EXIF orientation 1..8 (PIL's exif_transpose).
+
+    tf.io.decode_image ignores EXIF; prepare records each image's orientation in the manifest
+    (column `orientation`, present only when some image has one), and make_dataset applies it
+    here so that training sees what the audit, load_image and a viewer see.
+    """
+    import tensorflow as tf
+
+    branches = [
+        lambda: image,                                          # 1 upright
+        lambda: tf.image.flip_left_right(image),                # 2 mirrored
+        lambda: tf.image.rot90(image, k=2),                     # 3 rotated 180
+        lambda: tf.image.flip_up_down(image),                   # 4 flipped
+        lambda: tf.image.transpose(image),                      # 5 transposed
+        lambda: tf.image.rot90(image, k=3),                     # 6 rotate 90 clockwise
+        lambda: tf.image.rot90(tf.image.transpose(image), k=2),  # 7 transversed
+        lambda: tf.image.rot90(image, k=1),                     # 8 rotate 90 anticlockwise
+    ]
+    index = tf.clip_by_value(tf.cast(orientation, tf.int32) - 1, 0, 7)
+    return tf.switch_case(index, branches)
+
+
+def _decode(path: Any, image_size: int, orientation: Any = None) -> Any:
     """File bytes -> float32 HxWx1 in 0-255 at the model's size (``resize_to_model``)."""
     import tensorflow as tf
 
     image = tf.io.decode_image(tf.io.read_file(path), channels=1, expand_animations=False)
+    if orientation is not None:
+        image = apply_orientation(image, orientation)
     return resize_to_model(image, image_size)
 
 
@@ -792,9 +1041,16 @@ def make_dataset(frame: pd.DataFrame, raw_dir: Path, *, image_size: int, n_class
     labels = frame["label"].to_numpy(dtype="int64")
     if len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
         raise DataError(f"labels outside 0..{n_classes - 1}; the model and manifest disagree")
-    ds = tf.data.Dataset.from_tensor_slices((paths, tf.one_hot(labels, n_classes)))
-    ds = ds.map(lambda p, y: (_decode(p, image_size), y), num_parallel_calls=tf.data.AUTOTUNE,
-                deterministic=True)
+    orient = (frame["orientation"].to_numpy(dtype="int64") if "orientation" in frame.columns
+              else np.ones(len(paths), dtype="int64"))
+    if (orient != 1).any():
+        ds = tf.data.Dataset.from_tensor_slices((paths, orient, tf.one_hot(labels, n_classes)))
+        ds = ds.map(lambda p, o, y: (_decode(p, image_size, o), y),
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:  # the common case keeps the plain graph
+        ds = tf.data.Dataset.from_tensor_slices((paths, tf.one_hot(labels, n_classes)))
+        ds = ds.map(lambda p, y: (_decode(p, image_size), y),
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if cache:
         ds = ds.cache()
     if shuffle:

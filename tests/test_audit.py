@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lib.audit import TooManyPairsError, inspect_image, near_duplicate_pairs
+from lib.audit import (
+    TooManyPairsError,
+    inspect_image,
+    near_duplicate_pairs,
+    rotated_match,
+    rotated_matches,
+)
 from lib.data import PrepareConfig, build_manifest
 from tests.test_data import SIZE, png_header_only, save, simple_dataset, smooth
 
@@ -80,3 +86,23 @@ def test_look_alike_images_are_not_near_duplicates(tmp_path):
 def test_near_duplicate_search_stops_at_max_pairs():
     with pytest.raises(TooManyPairsError, match="more than 5 image pairs"):
         near_duplicate_pairs(np.zeros(20, dtype=np.uint64), 0, max_pairs=5)
+
+
+def test_rotated_matches_agrees_with_rotated_match_pair_by_pair():
+    from PIL import Image
+
+    from tests.test_data import phantom_image
+
+    base = [phantom_image(k) for k in range(3)]
+    thumbs = [np.asarray(Image.fromarray(b).resize((64, 64), Image.Resampling.BOX)) for b in base]
+    for b in base:
+        for deg in (3, -7):
+            turned = Image.fromarray(b).rotate(deg, resample=Image.Resampling.BICUBIC)
+            thumbs.append(np.asarray(turned.resize((64, 64), Image.Resampling.BOX)))
+    thumbs = np.stack(thumbs)
+    pairs = np.array([(i, j) for i in range(len(thumbs)) for j in range(len(thumbs)) if i != j])
+    many = rotated_matches(thumbs, pairs, 1.0)
+    one = [rotated_match(thumbs[i], thumbs[j], 1.0) for i, j in pairs.tolist()]
+    assert many == one
+    assert many[pairs.tolist().index([0, 3])] is not None  # a 3-degree copy is found
+    assert many[pairs.tolist().index([0, 1])] is None  # another scan is not

@@ -566,3 +566,255 @@ def test_resize_to_model_is_bit_identical_to_the_three_former_resizes(tmp_path, 
         np.testing.assert_array_equal(new[..., 0], np.clip(old_notebook.numpy(), 0.0, 255.0))
         assert np.abs(new[..., 0] - old_notebook.numpy()).max() < 1e-4
         assert new.dtype == np.float32 and new.shape == (size, size, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Robustness battery: non-UTF-8 names, tiny images, EXIF orientation, label conflicts, groups
+
+
+def png_bytes(array: np.ndarray, **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, "PNG", **kw)
+    return buf.getvalue()
+
+
+def phantom_image(k: int, cls: str = "glioma") -> np.ndarray:
+    from lib import phantom as P
+
+    image, _ = P.render_case(P.PhantomConfig(image_size=SIZE), "Training", cls, k)
+    return image
+
+
+def exif_with(orientation: int) -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif
+
+
+def robust_dataset(root: Path) -> Path:
+    """simple_dataset plus the inputs of the robustness issue (each once)."""
+    simple_dataset(root, n_train=12, n_test=4)
+    tb = root / "Training" / "benign"
+    broot = os.fsencode(root)
+    # 1. names that are not UTF-8 (a file and a whole class folder)
+    with open(broot + b"/Training/benign/bad\xff.png", "wb") as fh:
+        fh.write(png_bytes(smooth(900)))
+    os.mkdir(broot + b"/Training/cl\xe9")
+    with open(broot + b"/Training/cl\xe9/x.png", "wb") as fh:
+        fh.write(png_bytes(smooth(901)))
+    # 2. too small
+    save(tb / "tiny.png", np.full((1, 1), 128, np.uint8))
+    save(tb / "thin.png", np.full((8, 200), 128, np.uint8))
+    # 3. EXIF orientation 6 (stored rotated; shown upright)
+    upright = smooth(902)
+    Image.fromarray(np.rot90(upright, k=1)).save(tb / "exif6.jpg", "JPEG", quality=95,
+                                                 exif=exif_with(6))
+    # 4. the same scan under two classes, lightly rotated
+    scan = phantom_image(0)
+    save(tb / "scan.png", scan)
+    save(root / "Training" / "malignant" / "scan_rot.png",
+         np.asarray(Image.fromarray(scan).rotate(3, resample=Image.Resampling.BICUBIC)))
+    return root
+
+
+ROBUST_EXPECTED = {
+    ("non_utf8_name", "Training/benign/bad\\xff.png"),
+    ("non_utf8_name", "Training/cl\\xe9"),
+    ("too_small", "Training/benign/tiny.png"),
+    ("too_small", "Training/benign/thin.png"),
+    ("exif_orientation", "Training/benign/exif6.jpg"),
+    ("label_conflict", "Training/benign/scan.png"),
+}
+
+
+@pytest.fixture(scope="module")
+def robust(tmp_path_factory) -> dict:
+    base = tmp_path_factory.mktemp("robust")
+    raw = robust_dataset(base / "raw")
+    before = tree_digest(raw)
+    manifest = D.prepare(raw, base / "processed", base / "reports", PrepareConfig(),
+                         progress=False)
+    audit = json.loads((base / "reports" / "metrics" / "data_audit.json").read_text())
+    return {"base": base, "raw": raw, "before": before, "manifest": manifest, "audit": audit}
+
+
+def test_robust_inputs_are_findings_and_nothing_is_lost(robust):
+    raw, audit, m = robust["raw"], robust["audit"], robust["manifest"]
+    found = {(f["kind"], f["path"]) for f in audit["findings"]}
+    assert ROBUST_EXPECTED <= found, sorted(ROBUST_EXPECTED - found)
+    assert all(f["kind"] in FINDING_KINDS and len(f["reason"]) > 15 for f in audit["findings"])
+    assert tree_digest(raw) == robust["before"]  # nothing renamed or written
+    known = set(m["path"]) | {f["path"] for f in audit["findings"]}
+    for p in raw.rglob("*"):
+        if p.is_file():
+            rel = D._shown(p.relative_to(raw).as_posix())
+            assert rel in known or any(D._shown(a.as_posix()) in known
+                                       for a in Path(rel).parents), rel
+    md = (robust["base"] / "reports" / "data_audit.md").read_text(encoding="utf-8")
+    assert "bad\\xff.png" in md and "### label_conflict" in md and "by image" in md
+    on_disk = (robust["base"] / "processed" / "manifest.csv").read_text(encoding="utf-8")
+    assert "bad" not in on_disk  # not a row: the name cannot be written or read back
+
+
+def test_too_small_images_are_excluded_with_size_and_minimum(robust):
+    m = robust["manifest"].set_index("path")
+    for path, size in (("tiny.png", "1x1"), ("thin.png", "200x8")):
+        row = m.loc[f"Training/benign/{path}"]
+        assert row["status"] == "excluded" and row["split"] == ""
+        assert size in row["reason"] and "min_side = 32" in row["reason"]
+    with pytest.raises(ValueError, match="min_side"):
+        PrepareConfig(min_side=0)
+
+
+def test_label_conflict_is_reported_under_both_policies(robust, tmp_path):
+    for audit in (robust["audit"], D.build_manifest(
+            robust["raw"], PrepareConfig(duplicates="drop"), progress=False)[1]):
+        conflict = [f for f in audit["findings"] if f["kind"] == "label_conflict"]
+        assert len(conflict) == 1
+        assert conflict[0]["other_path"] == "Training/malignant/scan_rot.png"
+        assert "rotated" in conflict[0]["reason"] and "benign" in conflict[0]["reason"]
+    # an exact copy in another class is a label conflict as well
+    raw = simple_dataset(tmp_path / "raw", n_train=6, n_test=2)
+    save(raw / "Testing" / "malignant" / "copy.png", smooth(0))  # = Training/benign/benign_000
+    before = tree_digest(raw)
+    _, audit = D.build_manifest(raw, PrepareConfig(), progress=False)
+    kinds = {(f["kind"], f["path"]) for f in audit["findings"]}
+    assert ("label_conflict", "Testing/malignant/copy.png") in kinds or (
+        "label_conflict", "Training/benign/benign_000.png") in kinds
+    assert tree_digest(raw) == before
+
+
+def test_exif_orientation_is_applied_in_audit_and_model_path(robust):
+    m = robust["manifest"].set_index("path")
+    assert "orientation" in m.columns and m.loc["Training/benign/exif6.jpg", "orientation"] == 6
+    assert m.loc["Training/benign/exif6.jpg", "status"] == "ok"
+    assert (m.drop(index="Training/benign/exif6.jpg")["orientation"] == 1).all()
+    on_disk = D.load_manifest(robust["base"] / "processed" / "manifest.csv")
+    assert on_disk["orientation"].dtype == "int64"
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_rotated_image_gives_the_pixels_of_its_upright_copy(tmp_path, orientation):
+    """PNG carries EXIF too and is lossless, so every orientation can be checked exactly."""
+    from PIL import ImageOps
+
+    stored = np.random.default_rng(orientation).integers(0, 256, (40, 56)).astype(np.uint8)
+    (tmp_path / "rot.png").write_bytes(png_bytes(stored, exif=exif_with(orientation)))
+    with Image.open(tmp_path / "rot.png") as img:
+        upright = np.asarray(ImageOps.exif_transpose(img))
+    save(tmp_path / "up.png", upright)
+    np.testing.assert_array_equal(D.load_image(tmp_path, "rot.png"), upright)
+    frame = pd.DataFrame({"path": ["rot.png", "up.png"], "label": [0, 0],
+                          "orientation": [orientation, 1]})
+    x, _ = D.load_arrays(frame, tmp_path, image_size=48, n_classes=1)
+    np.testing.assert_array_equal(x[0], x[1])
+    info = D.inspect_image(tmp_path / "rot.png", 10**6)
+    assert info.orientation == orientation
+    assert (info.width, info.height) == upright.shape[::-1]
+    assert info.phash == D.inspect_image(tmp_path / "up.png", 10**6).phash
+
+
+def test_exif_rotated_jpeg_matches_its_upright_copy(tmp_path):
+    from PIL import ImageOps
+
+    Image.fromarray(np.rot90(smooth(5), k=1)).save(tmp_path / "r.jpg", "JPEG", quality=95,
+                                                   exif=exif_with(6))
+    with Image.open(tmp_path / "r.jpg") as img:
+        save(tmp_path / "u.png", np.asarray(ImageOps.exif_transpose(img).convert("L")))
+    frame = pd.DataFrame({"path": ["r.jpg", "r.jpg", "u.png"], "label": [0, 0, 0],
+                          "orientation": [6, 1, 1]})
+    x, _ = D.load_arrays(frame, tmp_path, image_size=SIZE, n_classes=1)
+    # the model path turns the stored JPEG exactly as PIL does (90 degrees clockwise) ...
+    np.testing.assert_array_equal(x[0], np.rot90(x[1], k=-1))
+    # ... and matches the upright copy (decoded by PIL) up to the decoders' JPEG rounding:
+    # TensorFlow's default IDCT is not PIL's (~1.6 grey levels on average here, also for
+    # upright JPEGs); a wrong turn would differ by tens of levels
+    diff = np.abs(x[0] - x[2])
+    assert diff.mean() < 3.0 and np.percentile(diff, 99) < 10.0
+    np.testing.assert_array_equal(D.load_image(tmp_path, "r.jpg"), D.load_image(tmp_path, "u.png"))
+
+
+# Patient groups
+
+
+def grouped_dataset(root: Path) -> Path:
+    """Two classes, 3 images per patient; patient p05 of each class is also in Testing."""
+    seed = 5000
+    rows = ["file,group"]
+    for cls in ("benign", "malignant"):
+        for patient in range(12):
+            for k in range(3):
+                rel = f"Training/{cls}/{cls}_p{patient:02d}_{k}.png"
+                save(root / rel, smooth(seed))
+                seed += 1
+                rows.append(f"{rel},{cls}-p{patient:02d}")
+        for patient in range(12, 15):
+            rel = f"Testing/{cls}/{cls}_p{patient:02d}.png"
+            save(root / rel, smooth(seed))
+            seed += 1
+            rows.append(f"{rel},{cls}-p{patient:02d}")
+        rel = f"Testing/{cls}/{cls}_p05_test.png"
+        save(root / rel, smooth(seed))
+        seed += 1
+        rows.append(f"{rel},{cls}-p05")
+    save(root / "Training" / "benign" / "nogroup.png", smooth(seed))
+    rows.append("Training/benign/ghost.png,benign-p99")
+    (root / "groups.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("seed", [0, 1, 42])
+def test_groups_split_by_patient_and_report_leakage(tmp_path_factory, seed):
+    raw = grouped_dataset(tmp_path_factory.mktemp("groups") / "raw")
+    before = tree_digest(raw)
+    m, audit = D.build_manifest(raw, PrepareConfig(seed=seed), progress=False)
+    assert tree_digest(raw) == before and not audit["errors"]
+    assert "group" in m.columns
+    train = m[m["source_split"] == "Training"]
+    sides = train.groupby("group")["split"].nunique()
+    assert (sides == 1).all(), sides[sides > 1]
+    for cls, rows in train.groupby("class"):
+        n_val = (rows["split"] == "val").sum()
+        assert 3 <= n_val <= 9, (cls, n_val)  # whole patients of 3 images, ~15 % of 36
+    assert audit["split"] == "by group (25 groups)"
+    kinds = {(f["kind"], f["path"]) for f in audit["findings"]}
+    assert ("group_leakage", "Training/benign/benign_p05_0.png") in kinds
+    assert ("group_leakage", "Training/malignant/malignant_p05_0.png") in kinds
+    assert ("group_missing", "Training/benign/nogroup.png") in kinds
+    assert ("groups_file", "groups.csv") in kinds  # the ghost row
+    assert not any(f["path"] == "groups.csv" and f["kind"] == "stray_file"
+                   for f in audit["findings"])
+    leaked = m[m["path"].str.contains("_p05_")]
+    assert (leaked["status"] == "warn").all() and (leaked["split"] != "").all()
+    again, _ = D.build_manifest(raw, PrepareConfig(seed=seed), progress=False)
+    assert again["split"].tolist() == m["split"].tolist()
+
+
+def test_group_leakage_drop_excludes_the_training_side(tmp_path):
+    raw = grouped_dataset(tmp_path / "raw")
+    m, audit = D.build_manifest(raw, PrepareConfig(group_leakage="drop"), progress=False)
+    m = m.set_index("path")
+    for cls in ("benign", "malignant"):
+        for k in range(3):
+            row = m.loc[f"Training/{cls}/{cls}_p05_{k}.png"]
+            assert row["status"] == "excluded" and row["split"] == ""
+            assert "group_leakage=drop" in row["reason"]
+        assert m.loc[f"Testing/{cls}/{cls}_p05_test.png", "split"] == "test"
+    with pytest.raises(ValueError, match="group_leakage"):
+        PrepareConfig(group_leakage="delete")
+
+
+def test_without_groups_the_split_is_by_image_and_no_group_column(robust):
+    assert "group" not in robust["manifest"].columns
+    assert robust["audit"]["split"] == "by image"
+
+
+def test_a_bad_groups_file_is_a_finding_and_the_split_falls_back_to_images(tmp_path):
+    raw = simple_dataset(tmp_path / "raw", n_train=6, n_test=2)
+    (raw / "groups.csv").write_text("image;patient\nTraining/benign/benign_000.png;p1\n")
+    before = tree_digest(raw)
+    m, audit = D.build_manifest(raw, PrepareConfig(), progress=False)
+    assert tree_digest(raw) == before and not audit["errors"]
+    bad = [f for f in audit["findings"] if f["kind"] == "groups_file"]
+    assert len(bad) == 1 and "'file' and 'group'" in bad[0]["reason"]
+    assert audit["split"] == "by image" and "group" not in m.columns
