@@ -205,7 +205,7 @@ def _design(records: Sequence[dict[str, Any]], family: str):
     if "jpeg_quality" in frame:
         # Not a JPEG -> 0, so the column is numeric; the format column already says "not JPEG".
         frame["jpeg_quality"] = frame["jpeg_quality"].astype(float).fillna(0.0)
-    cats = [c for c in frame.columns if frame[c].dtype == object]
+    cats = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
     frame = pd.get_dummies(frame, columns=cats, dtype=float)
     keep = [c for c in frame.columns if frame[c].nunique(dropna=False) > 1]
     return frame[keep].to_numpy(dtype=np.float64), keep

@@ -57,6 +57,8 @@ from .audit import (
     worst_status,
 )
 from .config import load_params, repo_root, section
+from .confounders import confounder_audit
+from .confounders import markdown as confounders_markdown
 from .splits import SOURCE_TO_SPLIT, SPLITS, TEST, TESTING, TRAIN, TRAINING, VAL
 
 MASK_SUFFIX = "_mask"
@@ -97,6 +99,8 @@ class PrepareConfig:
     near_max_diff: float = 0.5
     min_side: int = 32
     group_leakage: str = "report"
+    confounder_permutations: int = 0  # the confounder audit's permutation test; 0 skips the audit
+                                      # (params.yaml runs it with 100)
 
     def __post_init__(self) -> None:
         for key in ("duplicates", "group_leakage"):
@@ -907,12 +911,31 @@ def prepare(raw_dir: Path, out_dir: Path, reports_dir: Path, cfg: PrepareConfig,
             raise DataError(f"refusing to write {target} inside the raw data folder {raw_dir}")
     manifest, audit = build_manifest(raw_dir, cfg, progress=progress)
     _write_text(out_dir / MANIFEST_NAME, manifest.to_csv(index=False, lineterminator="\n"))
+    audit["confounders"] = _confounders(manifest, raw_dir, cfg, progress)
     _write_text(reports_dir / AUDIT_JSON,
                 json.dumps(audit, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-    _write_text(reports_dir / AUDIT_MD, audit_markdown(audit))
+    text = audit_markdown(audit)
+    if audit["confounders"]:
+        text = text.rstrip("\n") + "\n\n" + confounders_markdown(audit["confounders"])
+    _write_text(reports_dir / AUDIT_MD, text)
     if audit["errors"]:
         raise DataError("\n".join(audit["errors"]))
     return manifest
+
+
+def _confounders(manifest: pd.DataFrame, raw_dir: Path, cfg: PrepareConfig,
+                 progress: bool) -> dict[str, Any] | None:
+    """Can the class be told from things that are not anatomy (size, format, border, histogram)?
+
+    Run on the usable images; a finding is a warning for the researcher, not an error.
+    """
+    if not cfg.confounder_permutations:
+        return None
+    usable = manifest[manifest["status"] != "excluded"]
+    if progress:
+        print(f"prepare: confounder audit on {len(usable)} images", file=sys.stderr)
+    return confounder_audit(usable[["path", "class"]], seed=cfg.seed, root=raw_dir,
+                            permutations=cfg.confounder_permutations)
 
 
 def load_manifest(path: Path, usable_only: bool = True) -> pd.DataFrame:

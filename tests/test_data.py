@@ -18,7 +18,7 @@ from PIL import Image
 
 from lib import data as D
 from lib.audit import FINDING_KINDS
-from lib.data import DataError, PrepareConfig
+from lib.data import DataError, PrepareConfig, prepare
 
 SIZE = 96
 
@@ -139,7 +139,7 @@ EXPECTED = {
 }
 EXCLUDED_KINDS = {"zero_byte", "corrupt", "not_an_image", "mode_16bit", "mode_alpha",
                   "mode_palette", "mode_cmyk", "mode_1bit", "huge_image", "non_image_extension"}
-MESSY_CFG = PrepareConfig(max_pixels=150 * 150)
+MESSY_CFG = PrepareConfig(max_pixels=150 * 150, confounder_permutations=5)  # the audit too
 
 
 def messy_dataset(root: Path) -> Path:
@@ -818,3 +818,23 @@ def test_a_bad_groups_file_is_a_finding_and_the_split_falls_back_to_images(tmp_p
     bad = [f for f in audit["findings"] if f["kind"] == "groups_file"]
     assert len(bad) == 1 and "'file' and 'group'" in bad[0]["reason"]
     assert audit["split"] == "by image" and "group" not in m.columns
+
+
+def test_prepare_writes_the_confounder_audit(tmp_path: Path) -> None:
+    """The audit runs on the usable images and lands in data_audit.json and data_audit.md."""
+    from lib.tiny import tiny_dataset
+
+    tiny = tiny_dataset(per_class=6, seed=5, workdir=tmp_path / "tiny")
+    cfg = PrepareConfig(seed=5, confounder_permutations=20)
+    manifest = prepare(tiny.raw_dir, tmp_path / "out", tmp_path / "reports", cfg, progress=False)
+    audit = json.loads((tmp_path / "reports" / "metrics" / "data_audit.json").read_text())
+    conf = audit["confounders"]
+    assert conf["n_images"] == int((manifest["status"] != "excluded").sum())
+    assert conf["permutations"] == 20 and conf["verdict"] == "no confounder found"
+    assert "## Confounders" in (tmp_path / "reports" / "data_audit.md").read_text()
+    skipped = prepare(tiny.raw_dir, tmp_path / "out2", tmp_path / "reports2",
+                      PrepareConfig(seed=5, confounder_permutations=0), progress=False)
+    assert len(skipped) == len(manifest)
+    assert json.loads((tmp_path / "reports2" / "metrics" / "data_audit.json").read_text()
+                      )["confounders"] is None
+
