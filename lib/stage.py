@@ -154,8 +154,10 @@ def filtered_stderr() -> Iterator[None]:
     os.dup2(write, fd)
     os.close(write)
 
+    sink_fd = os.dup(saved)  # before the thread starts: `saved` may be closed by then
+
     def pump() -> None:
-        with os.fdopen(read, "rb") as source, os.fdopen(os.dup(saved), "wb") as sink:
+        with os.fdopen(read, "rb") as source, os.fdopen(sink_fd, "wb") as sink:
             for line in source:
                 if not is_noise(line.decode("utf-8", "replace")):
                     sink.write(line)
