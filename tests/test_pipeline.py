@@ -30,6 +30,7 @@ MODEL_KEYS = (*(f"scratch_{v}_s42" for v in VARIANTS), "transfer_s42")
 def tiny_params(params: dict) -> dict:
     """Seconds-sized settings for every stage; the structure of the study stays the same."""
     params["phantom"].update(TINY)
+    params["prepare"]["confounder_permutations"] = 10  # the audit runs, cheaply
     params["eda"]["samples_per_class"] = 2
     params["augmentation"]["preview_n"] = 3
     params["train"].update(batch_size=8)
