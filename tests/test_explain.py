@@ -284,6 +284,7 @@ def test_min_grid_rule_on_mobilenet_v3_small_at_64_px():
         assert maps.shape == (3, 64, 64) and np.isfinite(maps).all(), method
 
 
+@pytest.mark.slow  # the backbone sweep: make test, not test-fast
 @pytest.mark.parametrize("backbone, layer", [
     ("MobileNetV3Small", None),  # Keras numbers its activations: the last one, checked below
     ("EfficientNetV2B0", "top_activation"),
