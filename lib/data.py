@@ -1036,14 +1036,25 @@ def apply_orientation(image: Any, orientation: Any) -> Any:
     return tf.switch_case(index, branches)
 
 
-def _decode(path: Any, image_size: int, orientation: Any = None) -> Any:
-    """File bytes -> float32 HxWx1 in 0-255 at the model's size (``resize_to_model``)."""
+def decode_to_model(data: Any, image_size: int, orientation: Any = None) -> Any:
+    """Encoded image bytes -> float32 HxWx1 in 0-255 at the model's size: the one decode.
+
+    Training, evaluation and the app (lib.serve, for an uploaded file) all call it, so a model
+    sees an upload exactly as it would see the same file in data/raw.
+    """
     import tensorflow as tf
 
-    image = tf.io.decode_image(tf.io.read_file(path), channels=1, expand_animations=False)
+    image = tf.io.decode_image(data, channels=1, expand_animations=False)
     if orientation is not None:
         image = apply_orientation(image, orientation)
     return resize_to_model(image, image_size)
+
+
+def _decode(path: Any, image_size: int, orientation: Any = None) -> Any:
+    """A file path -> ``decode_to_model`` of its bytes."""
+    import tensorflow as tf
+
+    return decode_to_model(tf.io.read_file(path), image_size, orientation)
 
 
 def make_dataset(frame: pd.DataFrame, raw_dir: Path, *, image_size: int, n_classes: int,

@@ -525,6 +525,25 @@ def _dicom_groups(src: Path) -> Iterator[str]:
                 yield group
 
 
+def dicom_to_uint8(ds: object, raw: np.ndarray) -> np.ndarray:
+    """8-bit greyscale of one DICOM frame: rescaled to modality values, then windowed.
+
+    The file's WindowCenter/WindowWidth when present (``window_dicom``), else the percentile rule;
+    MONOCHROME1 (white = low) is inverted so that every image shows bright tissue as bright. The
+    importer and the app (lib.serve, a DICOM upload) share it.
+    """
+    value = raw * _first(ds.get("RescaleSlope", 1) or 1) + _first(  # type: ignore[attr-defined]
+        ds.get("RescaleIntercept", 0) or 0)  # type: ignore[attr-defined]
+    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")  # type: ignore[attr-defined]
+    if center is not None and width is not None and _first(width) > 0:
+        pixels = window_dicom(value, _first(center), _first(width))
+    else:
+        pixels = window_percentile(value)
+    if ds.get("PhotometricInterpretation", "") == "MONOCHROME1":  # type: ignore[attr-defined]
+        pixels = 255 - pixels
+    return pixels
+
+
 def _dicom_items(src: Path, result: IngestResult) -> Iterator[Item]:
     import pydicom
 
@@ -556,15 +575,7 @@ def _dicom_items(src: Path, result: IngestResult) -> Iterator[Item]:
                 result.skipped.append((str(path), "no PatientID or StudyInstanceUID: cannot "
                                                   "group by patient"))
                 continue
-            value = raw * _first(ds.get("RescaleSlope", 1) or 1) + _first(
-                ds.get("RescaleIntercept", 0) or 0)
-            center, width = ds.get("WindowCenter"), ds.get("WindowWidth")
-            if center is not None and width is not None and _first(width) > 0:
-                pixels = window_dicom(value, _first(center), _first(width))
-            else:
-                pixels = window_percentile(value)
-            if ds.get("PhotometricInterpretation", "") == "MONOCHROME1":
-                pixels = 255 - pixels
+            pixels = dicom_to_uint8(ds, raw)
             name = "__".join(rel.with_suffix("").parts)
             yield Item(folder.name, name, group, pixels, None, str(path))
 

@@ -1,0 +1,225 @@
+"""One upload -> checked pixels -> class probabilities and, on request, a saliency map.
+
+Every check is the prepare stage's (``lib.audit.inspect_image`` with ``prepare.max_pixels`` and
+``prepare.min_side``), every decode is training's (``lib.data.decode_to_model``) and every map
+is the explain stage's (``lib.explain.Explainer``), so the app cannot drift from the study. Bad
+input raises ``BadInput`` with an HTTP status and a reason a user can act on.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..audit import inspect_image
+from ..config import section
+from ..data import PrepareConfig, decode_to_model, load_image
+from ..explain import METHODS, Explainer, SaliencyConfig, predict_probs
+from ..localise import energy_in_mask, pointing_game
+from .registry import LoadedModel
+
+DEFAULT_MAX_BYTES = 20 * 1024 * 1024  # an MRI slice is well under 1 MiB as PNG; DICOM a few MiB
+DICOM_MAGIC_OFFSET, DICOM_MAGIC = 128, b"DICM"
+_SUFFIX = {b"\x89PNG": ".png", b"\xff\xd8\xff": ".jpg", b"BM": ".bmp", b"II*\x00": ".tif",
+           b"MM\x00*": ".tif", b"GIF8": ".gif"}
+_STATUS = {"huge_image": 413, "not_an_image": 415, "non_image_extension": 415}
+
+
+class BadInput(ValueError):
+    """An upload or option the app refuses: an HTTP status (4xx) and a reason."""
+
+    def __init__(self, reason: str, status: int = 422) -> None:
+        super().__init__(reason)
+        self.reason, self.status = reason, status
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What an upload may be: bytes on the wire, and prepare's pixel limits."""
+
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_pixels: int = PrepareConfig.max_pixels
+    min_side: int = PrepareConfig.min_side
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], max_bytes: int = DEFAULT_MAX_BYTES) -> Limits:
+        prep = section(params, "prepare")
+        return cls(max_bytes, int(prep.get("max_pixels", cls.max_pixels)),
+                   int(prep.get("min_side", cls.min_side)))
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An accepted image: the encoded bytes a model decodes and the 8-bit pixels as shown."""
+
+    data: bytes           # as uploaded, or a PNG of a DICOM frame
+    pixels: np.ndarray    # uint8 HxW, EXIF orientation applied (what a viewer shows)
+    orientation: int      # EXIF orientation 1..8 (1 = upright)
+    format: str           # PNG, JPEG, ... or DICOM
+
+
+def _dicom_png(data: bytes) -> bytes:
+    """A single-frame DICOM -> PNG bytes of its 8-bit windowed pixels (the importer's rule)."""
+    import pydicom
+
+    from ..ingest import dicom_to_uint8, png_bytes
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data))
+        if "PixelData" not in ds:
+            raise BadInput("DICOM file without pixel data (a header-only or structured report "
+                           "object); upload an image series slice", 422)
+        raw = np.asarray(ds.pixel_array)
+    except BadInput:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any unreadable DICOM is the user's file, not a 500
+        raise BadInput(f"unreadable DICOM file ({type(exc).__name__}: {exc})", 422) from exc
+    if raw.ndim != 2:
+        raise BadInput(f"DICOM pixel data has shape {raw.shape}; one greyscale frame is needed",
+                       422)
+    return png_bytes(dicom_to_uint8(ds, raw))
+
+
+def read_upload(data: bytes, limits: Limits = Limits()) -> Upload:
+    """Check an uploaded file as prepare checks a raw image; BadInput says why it is refused."""
+    if not data:
+        raise BadInput("empty upload: no bytes received", 400)
+    if len(data) > limits.max_bytes:
+        raise BadInput(f"upload of {len(data):,} bytes exceeds the limit of "
+                       f"{limits.max_bytes:,} bytes", 413)
+    fmt = None
+    if data[DICOM_MAGIC_OFFSET:DICOM_MAGIC_OFFSET + 4] == DICOM_MAGIC:
+        data, fmt = _dicom_png(data), "DICOM"
+    suffix = next((s for magic, s in _SUFFIX.items() if data.startswith(magic)), ".bin")
+    with tempfile.TemporaryDirectory(prefix="brain-mri-upload-") as tmp:
+        path = Path(tmp) / f"upload{suffix}"
+        path.write_bytes(data)
+        info = inspect_image(path, limits.max_pixels, limits.min_side)
+        if info.status == "excluded":
+            kind = next((k for k, sev, _ in info.issues if sev == "excluded"), "")
+            raise BadInput(info.reason, _STATUS.get(kind, 415 if kind.startswith("mode_")
+                                                    else 422))
+        pixels = load_image(Path(tmp), path.name)
+    return Upload(data, pixels, int(info.orientation or 1), fmt or suffix[1:].upper())
+
+
+def model_input(loaded: LoadedModel, upload: Upload) -> np.ndarray:
+    """(1, S, S, C) float32 in 0-255, exactly as make_dataset feeds the model this file."""
+    orientation = upload.orientation if upload.orientation != 1 else None
+    x = np.asarray(decode_to_model(upload.data, loaded.size, orientation))
+    if loaded.channels == 3:
+        x = np.repeat(x, 3, axis=-1)
+    return x[None]
+
+
+def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Softmax of log(p) / T: the evaluate stage's calibration (lib.evaluate, imported lazily)."""
+    from ..evaluate import apply_temperature as scaled
+
+    return scaled(np.asarray(probs, dtype=np.float64)[None], temperature)[0]
+
+
+@dataclass
+class Prediction:
+    """What a model says about one image, and (when asked) where it looked."""
+
+    artifact: str
+    key: str
+    classes: list[str]
+    probs: np.ndarray             # softmax, as the model outputs it
+    probs_calibrated: np.ndarray  # after the evaluate stage's temperature
+    temperature: float
+    method: str | None = None
+    saliency: np.ndarray | None = None  # HxW in [0, 1] at the upload's size
+    peak: tuple[int, int] | None = None  # (row, col) of the map's maximum, upload pixels
+
+    @property
+    def index(self) -> int:
+        return int(np.argmax(self.probs))
+
+    @property
+    def label(self) -> str:
+        return self.classes[self.index]
+
+
+def check_method(method: str | None) -> str | None:
+    """None/''/'none' -> None; a saliency method name -> itself; else BadInput listing them."""
+    if method in (None, "", "none"):
+        return None
+    if method not in METHODS:
+        raise BadInput(f"unknown method {method!r}; choose one of: none, {', '.join(METHODS)}",
+                       422)
+    return method
+
+
+def saliency_config(params: dict[str, Any]) -> tuple[SaliencyConfig, str, int]:
+    """The explain stage's saliency knobs, CAM layer and min grid, from params.yaml."""
+    ex = section(params, "explain")
+    fields = SaliencyConfig.__dataclass_fields__
+    cfg = SaliencyConfig(**{k: ex[k] for k in fields if k in ex and k != "seed"},
+                         seed=int(params.get("seed", 42)))
+    return cfg, str(ex.get("layer", "auto")), int(ex.get("min_grid", 8))
+
+
+def to_image_size(saliency: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A model-size map -> the upload's HxW (bilinear, as the report's overlays resize)."""
+    sal = np.asarray(saliency, dtype=np.float32)
+    if sal.shape == tuple(shape):
+        return sal
+    return np.clip(np.asarray(Image.fromarray(sal).resize((shape[1], shape[0]),
+                                                          Image.Resampling.BILINEAR)), 0, 1)
+
+
+def predict(loaded: LoadedModel, upload: Upload, classes: list[str], method: str | None = None,
+            params: dict[str, Any] | None = None) -> Prediction:
+    """Probabilities of one upload; with a method, its map for the predicted class."""
+    method = check_method(method)
+    x = model_input(loaded, upload)
+    with loaded.lock:  # one model, one caller at a time: tf-keras-vis objects are not reentrant
+        probs = predict_probs(loaded.model, x)[0]
+        pred = Prediction(loaded.card.artifact, loaded.card.key, list(classes), probs,
+                          apply_temperature(probs, loaded.card.temperature),
+                          loaded.card.temperature, method)
+        if method is not None:
+            if loaded.explainer is None:
+                cfg, layer, min_grid = saliency_config(params or {"explain": {}})
+                loaded.explainer = Explainer(loaded.model, layer, cfg, min_grid)
+            sal = loaded.explainer.maps(x, np.array([pred.index]), method)[0]
+            pred.saliency = to_image_size(sal, upload.pixels.shape)
+            row, col = np.unravel_index(int(np.argmax(pred.saliency)), pred.saliency.shape)
+            pred.peak = (int(row), int(col))
+    return pred
+
+
+def overlay(upload: Upload, pred: Prediction, alpha: float = 0.7) -> np.ndarray:
+    """RGB uint8 of the upload with the map blended in (the report's overlay)."""
+    from ..plots import saliency_overlay
+
+    return saliency_overlay(upload.pixels, pred.saliency, alpha)
+
+
+def png(rgb_or_grey: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 image."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb_or_grey, dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def score_against(pred: Prediction, mask: np.ndarray) -> dict[str, float | bool]:
+    """Pointing game and energy-in-mask of the prediction's map against a lesion mask."""
+    if pred.saliency is None:
+        raise BadInput("no saliency map to score: ask for a method", 422)
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != pred.saliency.shape:
+        raise BadInput(f"mask of shape {mask.shape} does not match the image "
+                       f"{pred.saliency.shape}", 422)
+    if not mask.any():
+        raise BadInput("the mask is empty: draw where the lesion is", 422)
+    return {"pointing_game": bool(pointing_game(pred.saliency, mask)),
+            "energy_in_mask": float(energy_in_mask(pred.saliency, mask))}
