@@ -6,7 +6,9 @@ silently, and a bad file never crashes the stage. The validation split is strati
 duplicate-group aware so that it cannot leak by construction.
 
 Manifest conventions: one row per image-like or non-image file of a class folder (masks are
-named in the `mask` column of their image, never rows); `status` is ok | warn | excluded;
+named in the `mask` column of their image, never rows: ``<name>_mask.<ext>`` and, BUSI-style, one
+``<name>_mask_<k>.<ext>`` per further lesion, several joined with ``|`` and OR-merged by
+`load_mask`); `status` is ok | warn | excluded;
 `split` is train | val | test for usable rows and empty for excluded ones, so
 ``split != ""`` and ``status != "excluded"`` select the same rows. Duplicates: exact = same
 md5; near = pHash distance <= phash_max_distance confirmed by a thumbnail comparison
@@ -26,6 +28,7 @@ import csv
 import itertools
 import json
 import os
+import re
 import sys
 import zlib
 from collections import Counter, defaultdict
@@ -62,8 +65,14 @@ from .confounders import markdown as confounders_markdown
 from .splits import SOURCE_TO_SPLIT, SPLITS, TEST, TESTING, TRAIN, TRAINING, VAL
 
 MASK_SUFFIX = "_mask"
+# <stem>_mask and, BUSI-style (one mask per lesion), <stem>_mask_<k>; case-insensitive
+_MASK_STEM = re.compile(r"(?P<stem>.*)(?P<suffix>_mask(?:_(?P<k>[0-9]+))?)", re.IGNORECASE)
+MASK_SEPARATOR = "|"  # the manifest's `mask` column joins an image's several masks with it
 DUPLICATE_POLICIES = ("drop", "report")
 GROUPS_FILE = "groups.csv"  # optional <raw>/groups.csv: file (relative to raw), group (patient)
+# Without groups.csv, a <raw>/manifest.csv with a `group` column and a `path` (or `file`) column
+# (e.g. exported from an earlier prepare run) is the group source.
+GROUP_PATH_COLUMNS = ("path", "file")
 
 MANIFEST_COLUMNS = [
     "path", "class", "label", "source_split", "split", "md5", "phash",
@@ -205,7 +214,9 @@ def scan(raw_dir: Path) -> tuple[list[str], pd.DataFrame, list[Finding]]:
     """Walk the raw tree without opening any file: classes, file table and structural findings.
 
     The file table has one row per candidate file in a class folder, with columns
-    path, class, source_split, role (image | mask | other) and mask (the paired mask of an image).
+    path, class, source_split, role (image | mask | other) and mask (the paired mask(s) of an
+    image, joined with MASK_SEPARATOR). The group sources (groups.csv, or a manifest.csv with a
+    group column) are left to build_manifest; a manifest.csv that cannot be one is a stray file.
     """
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
@@ -218,7 +229,14 @@ def scan(raw_dir: Path) -> tuple[list[str], pd.DataFrame, list[Finding]]:
         name = entry.name
         if name == GROUPS_FILE and entry.is_file():
             continue  # read by build_manifest
-        if _is_hidden(name):
+        if name == MANIFEST_NAME and entry.is_file():
+            problem = _group_columns(Path(entry.path))[1]
+            if not problem:
+                continue  # a group source: read (or reported as unused) by build_manifest
+            findings.append(Finding("stray_file", name,
+                                    f"file at the top level, outside Training/Testing: {problem}; "
+                                    "not used"))
+        elif _is_hidden(name):
             findings.append(_hidden_finding(raw_dir, entry))
         elif entry.is_dir():
             if name not in SOURCE_TO_SPLIT:
@@ -272,6 +290,36 @@ def scan(raw_dir: Path) -> tuple[list[str], pd.DataFrame, list[Finding]]:
     return classes, table, findings
 
 
+def _group_columns(path: Path) -> tuple[tuple[str, str] | None, str]:
+    """((path column, group column), "") if the csv at `path` can name groups, else (None, why).
+
+    Only the header is read; a file that cannot be read is a why, never an error.
+    """
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            header = [(h or "").strip() for h in next(csv.reader(fh), [])]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        return None, f"cannot read it as a csv ({type(exc).__name__}: {exc})"
+    path_col = next((c for c in GROUP_PATH_COLUMNS if c in header), None)
+    if "group" not in header or path_col is None:
+        return None, (f"its columns {header[:12]} lack 'group' and 'path' (or 'file'), so it is "
+                      "not a group source either")
+    return (path_col, "group"), ""
+
+
+def _mask_order(item: tuple[str, Any]) -> tuple[int, str]:
+    """Sort key of (mask suffix, ...): "_mask" first, then "_mask_<k>" by k (numerically)."""
+    k = item[0][len(MASK_SUFFIX) + 1:]
+    return (int(k) + 1 if k else 0, item[0])
+
+
+def mask_paths(value: Any) -> list[str]:
+    """The mask paths of a manifest `mask` cell: [] for ''/None/NaN, else the joined parts."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or not value:
+        return []
+    return [part for part in str(value).split(MASK_SEPARATOR) if part]
+
+
 def _hidden_finding(raw_dir: Path, entry: os.DirEntry[str]) -> Finding:
     rel = _shown(_rel(raw_dir, entry.path))
     if entry.is_dir():
@@ -283,9 +331,15 @@ def _hidden_finding(raw_dir: Path, entry: os.DirEntry[str]) -> Finding:
 
 def _scan_class_folder(raw_dir: Path, split_dir: str, cls: str, folder: Path,
                        findings: list[Finding]) -> list[dict[str, str]]:
-    """Classify the files of one class folder and pair masks with their images."""
+    """Classify the files of one class folder and pair masks with their images.
+
+    An image's masks are its ``<stem>_mask.*`` and ``<stem>_mask_<k>.*`` files (BUSI names one
+    mask per lesion so); the row's `mask` joins them with MASK_SEPARATOR, `_mask` first, then by k.
+    Of one mask name under several extensions the .png is used and the others are findings.
+    """
     images: list[tuple[str, str]] = []  # (rel path, stem)
-    masks: dict[str, list[str]] = defaultdict(list)  # image stem -> mask rel paths
+    # image stem -> mask suffix ("_mask", "_mask_1", ...) -> mask rel paths (one per extension)
+    masks: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     others: list[str] = []
     for entry in _entries(folder, raw_dir, findings):
         rel = _rel(raw_dir, entry.path)
@@ -307,40 +361,49 @@ def _scan_class_folder(raw_dir: Path, split_dir: str, cls: str, folder: Path,
             stem = entry.name[: len(entry.name) - len(suffix)]
             if suffix.lower() not in IMAGE_EXTENSIONS:
                 others.append(rel)
-            elif stem.lower().endswith(MASK_SUFFIX):
-                masks[stem[: -len(MASK_SUFFIX)]].append(rel)
+            elif match := _MASK_STEM.fullmatch(stem):
+                masks[match["stem"]][match["suffix"].lower()].append(rel)
             else:
                 images.append((rel, stem))
 
-    used_masks: set[str] = set()
+    used_masks: dict[str, str] = {}  # mask rel path -> its image's rel path
     rows = []
     for rel, stem in images:
-        candidates = masks.get(stem, [])
-        # Prefer the documented <stem>_mask.png; any other image extension is accepted.
-        candidates = sorted(candidates, key=lambda p: (not p.lower().endswith(".png"), p))
-        mask = candidates[0] if candidates else ""
-        if mask:
-            used_masks.add(mask)
+        parts = []
+        for _, candidates in sorted(masks.get(stem, {}).items(), key=_mask_order):
+            # Prefer the documented .png; any other image extension is accepted.
+            candidates = sorted(candidates, key=lambda p: (not p.lower().endswith(".png"), p))
+            if MASK_SEPARATOR in Path(candidates[0]).name:
+                continue  # reported below: the joined column could not be split back
+            parts.append(candidates[0])
+            used_masks[candidates[0]] = rel
         rows.append({"path": rel, "class": cls, "source_split": split_dir, "role": "image",
-                     "mask": mask})
+                     "mask": MASK_SEPARATOR.join(parts)})
     image_stems = {stem for _, stem in images}
-    for stem, paths in sorted(masks.items()):
-        for mask in sorted(paths):
-            if mask in used_masks:
-                continue
-            if stem in image_stems:
-                reason = "a second mask for the same image (the .png one was used); not used"
-            else:
-                reason = (f"mask without an image named {stem}.* beside it; not used "
-                          "(if it is a scan, rename it without the _mask suffix)")
-            findings.append(Finding("orphan_mask", mask, reason))
+    for stem, by_suffix in sorted(masks.items()):
+        for suffix, paths in sorted(by_suffix.items(), key=_mask_order):
+            used = next((p for p in paths if p in used_masks), None)
+            for mask in sorted(paths):
+                if mask == used:
+                    continue
+                if stem not in image_stems:
+                    reason = (f"mask without an image named {stem}.* beside it; not used "
+                              "(if it is a scan, rename it without the _mask suffix)")
+                elif MASK_SEPARATOR in Path(mask).name:
+                    reason = (f"the name contains {MASK_SEPARATOR!r}, which separates an image's "
+                              "masks in the manifest; not used (rename it)")
+                else:
+                    reason = (f"a second {stem}{suffix}.* mask for the same image ({used} was "
+                              "used); not used")
+                findings.append(Finding("orphan_mask", mask, reason))
     for rel in others:
         rows.append({"path": rel, "class": cls, "source_split": split_dir, "role": "other",
                      "mask": ""})
     if not images:
         what = f"it holds {len(others)} non-image file(s)" if others else "it has no files"
         if masks:
-            what += f" and {sum(map(len, masks.values()))} mask(s) without images"
+            n_masks = sum(len(paths) for by in masks.values() for paths in by.values())
+            what += f" and {n_masks} mask(s) without images"
         findings.append(Finding("empty_class_folder", f"{split_dir}/{cls}",
                                 f"class folder without any image file ({what}): class '{cls}' "
                                 f"has no data in {split_dir}"))
@@ -471,48 +534,72 @@ def build_manifest(raw_dir: Path, cfg: PrepareConfig,
         findings.extend(Finding(k, row.path, r) for k, _, r in issues)
 
     _check_masks(raw_dir, rows, classes, findings, progress)
-    groups = _read_groups(raw_dir, rows, findings)
-    dup_stats = _deduplicate_and_split(rows, cfg, findings, groups)
+    groups, group_source = _read_groups(raw_dir, rows, findings)
+    dup_stats = _deduplicate_and_split(rows, cfg, findings, groups, group_source)
 
     manifest = _to_frame(rows, groups)
     audit = _audit(rows, classes, findings, cfg, dup_stats, raw_dir)
     return manifest, audit
 
 
-def _read_groups(raw_dir: Path, rows: list[_Row],
-                 findings: list[Finding]) -> dict[int, str] | None:
-    """Row index -> group (patient) from <raw>/groups.csv; None when there is no such file.
+def _group_source(raw_dir: Path, findings: list[Finding]) -> tuple[str, str] | None:
+    """(file name, path column) of the group source, or None when the raw folder has none.
 
-    Problems with the file are findings, never errors: a row naming an unknown file is
-    reported, an image without a row is its own group (reported), a file given two groups
-    keeps the first (reported).
+    <raw>/groups.csv (columns file, group) wins; without it, a <raw>/manifest.csv with a group
+    column and a path (or file) column is used. A manifest.csv whose group column loses to
+    groups.csv is a finding (scan reports a manifest.csv that cannot name groups as stray).
     """
-    path = raw_dir / GROUPS_FILE
-    if not path.is_file():
-        return None
+    manifest = raw_dir / MANIFEST_NAME
+    columns = _group_columns(manifest)[0] if manifest.is_file() else None
+    if (raw_dir / GROUPS_FILE).is_file():
+        if columns:
+            findings.append(Finding(
+                "groups_file", MANIFEST_NAME,
+                f"has a '{columns[1]}' column, but {GROUPS_FILE} is there too and is the group "
+                "source: this file's groups are not used"))
+        return GROUPS_FILE, "file"
+    if columns:
+        return MANIFEST_NAME, columns[0]
+    return None
+
+
+def _read_groups(raw_dir: Path, rows: list[_Row],
+                 findings: list[Finding]) -> tuple[dict[int, str] | None, str]:
+    """(row index -> group (patient), source file name); (None, "") without a group source.
+
+    The source is <raw>/groups.csv, else the group column of <raw>/manifest.csv
+    (see _group_source). Problems with it are findings, never errors: a row naming an unknown
+    file is reported, an image without a row is its own group (reported), a file given two
+    groups keeps the first (reported).
+    """
+    source = _group_source(raw_dir, findings)
+    if source is None:
+        return None, ""
+    name, path_col = source
     try:
-        with path.open(encoding="utf-8-sig", newline="") as fh:
+        with (raw_dir / name).open(encoding="utf-8-sig", newline="") as fh:
             reader = csv.DictReader(fh)
             records = list(reader)
             header = [(h or "").strip() for h in (reader.fieldnames or [])]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        findings.append(Finding("groups_file", GROUPS_FILE,
+        findings.append(Finding("groups_file", name,
                                 f"cannot read it ({exc}); the split is made by image"))
-        return None
-    if not {"file", "group"} <= set(header):
-        findings.append(Finding("groups_file", GROUPS_FILE,
-                                f"needs the columns 'file' and 'group', has {header}; "
+        return None, ""
+    if not {path_col, "group"} <= set(header):
+        findings.append(Finding("groups_file", name,
+                                f"needs the columns '{path_col}' and 'group', has {header}; "
                                 "the split is made by image"))
-        return None
+        return None, ""
     index = {r.path: i for i, r in enumerate(rows)}
     groups: dict[int, str] = {}
     for n, rec in enumerate(records, start=2):
-        rec = {(k or "").strip(): (v or "").strip() for k, v in rec.items()}
-        rel = Path(rec["file"].replace("\\", "/")).as_posix()
+        # (a row longer than the header puts its extra fields under the key None: left out)
+        rec = {(k or "").strip(): (v or "").strip() for k, v in rec.items() if k is not None}
+        rel = Path(rec[path_col].replace("\\", "/")).as_posix()
         group = rec["group"]
-        where = f"{GROUPS_FILE} line {n}"
+        where = f"{name} line {n}"
         if rel not in index:
-            findings.append(Finding("groups_file", GROUPS_FILE,
+            findings.append(Finding("groups_file", name,
                                     f"{where}: file {rel!r} is not an image of the manifest "
                                     "(paths are relative to the raw folder); row ignored"))
         elif not group:
@@ -526,25 +613,44 @@ def _read_groups(raw_dir: Path, rows: list[_Row],
     for i, row in enumerate(rows):
         if i not in groups and row.usable:
             findings.append(Finding("group_missing", row.path,
-                                    f"no row in {GROUPS_FILE}: treated as its own group (its "
+                                    f"no row in {name}: treated as its own group (its "
                                     "patient may still appear in another split)"))
-    return groups
+    return groups, name
 
 
 def _check_masks(raw_dir: Path, rows: list[_Row], classes: list[str],
                  findings: list[Finding], progress: bool) -> None:
-    """Validate paired masks; flag images that lack one where their class otherwise has them."""
+    """Validate paired masks; flag images that lack one where their class otherwise has them.
+
+    Every mask of an image is checked; one bad mask of several makes the whole `mask` empty (the
+    others alone would miss a lesion), with a finding for each bad one.
+    """
     with_mask = [r for r in rows if r.mask and r.usable and r.info.width]
     for row in tqdm(with_mask, desc="prepare: masks", unit="mask", disable=not progress,
                     file=sys.stderr):
-        problem = inspect_mask(raw_dir / row.mask, (row.info.width, row.info.height))
-        if problem:
+        parts = mask_paths(row.mask)
+        bad: list[str] = []
+        for part in parts:
+            problem = inspect_mask(raw_dir / part, (row.info.width, row.info.height))
+            if not problem:
+                continue
             kind, why = problem
             verb = "unreadable" if kind == "mask_unreadable" else "of a different size"
-            reason = (f"mask {row.mask} is {verb} ({why}): image usable for classification "
+            reason = (f"mask {part} is {verb} ({why}): image usable for classification "
                       "but not for localisation; fix or remove the mask")
-            findings.append(Finding(kind, row.mask, reason, other_path=row.path))
+            if len(parts) > 1:
+                reason += (f" (its other {len(parts) - 1} mask(s) are not used either: they "
+                           "would miss this lesion)")
+            findings.append(Finding(kind, part, reason, other_path=row.path))
             row.issues.append((kind, "warn", reason))
+            bad.append(part)
+        for part in parts if bad else []:
+            if part not in bad:  # a good mask left unused is said so, not dropped silently
+                findings.append(Finding(
+                    "orphan_mask", part,
+                    f"not used: {bad[0]}, another mask of the same image, is bad, and without "
+                    "it the image's masks would miss a lesion", other_path=row.path))
+        if bad:
             row.mask = ""
     classes_with_masks = {r.cls for r in rows if r.mask or any(
         k in ("mask_unreadable", "mask_size_mismatch") for k, _, _ in r.issues)}
@@ -647,7 +753,8 @@ def _label_conflicts(rows: list[_Row], hashed: list[int], check: ThumbCheck,
 
 def _deduplicate_and_split(rows: list[_Row], cfg: PrepareConfig,
                            findings: list[Finding],
-                           groups: dict[int, str] | None = None) -> dict[str, Any]:
+                           groups: dict[int, str] | None = None,
+                           group_source: str = GROUPS_FILE) -> dict[str, Any]:
     """Find duplicate pairs among usable rows, apply the policy, then split Training.
 
     Dropping happens before the split so that val keeps its stratified size.
@@ -704,7 +811,7 @@ def _deduplicate_and_split(rows: list[_Row], cfg: PrepareConfig,
                 split_pairs.append((first.setdefault(g, i), i))
         n_groups = len({groups[i] for i in training if i in groups})
         n_groups += sum(i not in groups for i in training)
-        split_by = f"by group ({n_groups} groups)"
+        split_by = f"by group ({n_groups} groups, from {group_source})"
     _split_training(rows, training, split_pairs, cfg)
     for i in usable:
         if rows[i].source_split == TESTING:
@@ -867,7 +974,8 @@ def _audit(rows: list[_Row], classes: list[str], findings: list[Finding], cfg: P
     return {
         "classes": list(classes),
         # how train/val was carved: "by image" (duplicate groups kept together) or
-        # "by group (N groups)" when <raw>/groups.csv names each image's patient
+        # "by group (N groups, from <file>)" when <raw>/groups.csv (or the group column of
+        # <raw>/manifest.csv) names each image's patient
         "split": split_by,
         "params": cfg.to_dict(),
         "counts": {
@@ -966,16 +1074,21 @@ def load_image(raw_dir: Path, rel_path: str) -> np.ndarray:
 
 
 def load_mask(raw_dir: Path, rel_path: str | None, shape: tuple[int, ...]) -> np.ndarray:
-    """Boolean lesion mask (any non-zero pixel); all False when the image has no mask."""
+    """Boolean lesion mask (any non-zero pixel); all False when the image has no mask.
+
+    `rel_path` is a manifest `mask` cell: one path, or several joined with MASK_SEPARATOR (one
+    mask per lesion, BUSI-style), OR-merged; each must have the image's shape.
+    """
     shape = tuple(shape)[:2]
-    if rel_path is None or (isinstance(rel_path, float) and np.isnan(rel_path)) or not rel_path:
-        return np.zeros(shape, dtype=bool)
-    with Image.open(Path(raw_dir) / rel_path) as img:
-        if exif_orientation(img) != 1:
-            img = ImageOps.exif_transpose(img)
-        mask = np.asarray(img.convert("L")) > 0
-    if mask.shape != shape:
-        raise DataError(f"{rel_path}: mask shape {mask.shape} does not match image {shape}")
+    mask = np.zeros(shape, dtype=bool)
+    for part in mask_paths(rel_path):
+        with Image.open(Path(raw_dir) / part) as img:
+            if exif_orientation(img) != 1:
+                img = ImageOps.exif_transpose(img)
+            one = np.asarray(img.convert("L")) > 0
+        if one.shape != shape:
+            raise DataError(f"{part}: mask shape {one.shape} does not match image {shape}")
+        mask |= one
     return mask
 
 

@@ -776,7 +776,7 @@ def test_groups_split_by_patient_and_report_leakage(tmp_path_factory, seed):
     for cls, rows in train.groupby("class"):
         n_val = (rows["split"] == "val").sum()
         assert 3 <= n_val <= 9, (cls, n_val)  # whole patients of 3 images, ~15 % of 36
-    assert audit["split"] == "by group (25 groups)"
+    assert audit["split"] == "by group (25 groups, from groups.csv)"
     kinds = {(f["kind"], f["path"]) for f in audit["findings"]}
     assert ("group_leakage", "Training/benign/benign_p05_0.png") in kinds
     assert ("group_leakage", "Training/malignant/malignant_p05_0.png") in kinds
@@ -818,6 +818,195 @@ def test_a_bad_groups_file_is_a_finding_and_the_split_falls_back_to_images(tmp_p
     bad = [f for f in audit["findings"] if f["kind"] == "groups_file"]
     assert len(bad) == 1 and "'file' and 'group'" in bad[0]["reason"]
     assert audit["split"] == "by image" and "group" not in m.columns
+
+
+def _groups_as_manifest(raw: Path, extra: str = "") -> dict[str, str]:
+    """Turn grouped_dataset's groups.csv into a <raw>/manifest.csv (path, class, group)."""
+    rows = pd.read_csv(raw / "groups.csv", dtype=str)
+    (raw / "groups.csv").unlink()
+    frame = pd.DataFrame({"path": rows["file"], "class": rows["file"].str.split("/").str[1],
+                          "group": rows["group"]})
+    (raw / "manifest.csv").write_text(frame.to_csv(index=False) + extra)
+    return dict(zip(rows["file"], rows["group"], strict=True))
+
+
+@pytest.mark.parametrize("seed", [0, 42])
+def test_groups_from_a_manifest_column_split_by_patient_and_report_leakage(tmp_path, seed):
+    raw = grouped_dataset(tmp_path / "raw")
+    expected = _groups_as_manifest(raw)
+    before = tree_digest(raw)
+    m, audit = D.build_manifest(raw, PrepareConfig(seed=seed), progress=False)
+    assert tree_digest(raw) == before and not audit["errors"]
+    assert audit["split"] == "by group (25 groups, from manifest.csv)"
+    got = dict(zip(m["path"], m["group"], strict=True))
+    assert all(got[p] == g for p, g in expected.items() if p in got)
+    assert got["Training/benign/nogroup.png"] == ""
+    train = m[m["source_split"] == "Training"]
+    assert (train.groupby("group")["split"].nunique() == 1).all()
+    kinds = {(f["kind"], f["path"]) for f in audit["findings"]}
+    assert ("group_leakage", "Training/benign/benign_p05_0.png") in kinds
+    assert ("group_leakage", "Training/malignant/malignant_p05_0.png") in kinds
+    assert ("group_missing", "Training/benign/nogroup.png") in kinds
+    assert ("groups_file", "manifest.csv") in kinds  # the ghost row
+    assert not any(f["kind"] == "stray_file" for f in audit["findings"])
+    # the same split as with groups.csv
+    twin = grouped_dataset(tmp_path / "twin")
+    g, g_audit = D.build_manifest(twin, PrepareConfig(seed=seed), progress=False)
+    assert g["split"].tolist() == m["split"].tolist()
+    assert g_audit["split"] == "by group (25 groups, from groups.csv)"
+
+
+def test_a_manifest_exported_by_prepare_is_a_group_source(tmp_path):
+    """The manifest a prepare run wrote (with its group column) groups the next run the same."""
+    raw = grouped_dataset(tmp_path / "raw")
+    first = prepare(raw, tmp_path / "p1", tmp_path / "r1", PrepareConfig(), progress=False)
+    exported = (tmp_path / "p1" / "manifest.csv").read_bytes()
+    (raw / "groups.csv").unlink()
+    (raw / "manifest.csv").write_bytes(exported)
+    before = tree_digest(raw)
+    second = prepare(raw, tmp_path / "p2", tmp_path / "r2", PrepareConfig(), progress=False)
+    assert tree_digest(raw) == before
+    assert second["group"].tolist() == first["group"].tolist()
+    assert second["split"].tolist() == first["split"].tolist()
+    md = (tmp_path / "r2" / "data_audit.md").read_text(encoding="utf-8")
+    assert "from manifest.csv" in md
+
+
+def test_groups_csv_wins_over_a_manifest_group_column(tmp_path):
+    raw = grouped_dataset(tmp_path / "raw")
+    truth = pd.read_csv(raw / "groups.csv", dtype=str)
+    # a manifest that puts every image in one group: used, it would give a single group
+    pd.DataFrame({"path": truth["file"], "group": "everyone"}).to_csv(raw / "manifest.csv",
+                                                                      index=False)
+    before = tree_digest(raw)
+    m, audit = D.build_manifest(raw, PrepareConfig(), progress=False)
+    assert tree_digest(raw) == before and not audit["errors"]
+    assert audit["split"] == "by group (25 groups, from groups.csv)"
+    assert "everyone" not in set(m["group"])
+    unused = [f for f in audit["findings"] if f["path"] == "manifest.csv"]
+    assert [f["kind"] for f in unused] == ["groups_file"]
+    assert "groups.csv" in unused[0]["reason"] and "not used" in unused[0]["reason"]
+
+
+@pytest.mark.parametrize("content", [
+    b"path,class\nTraining/benign/benign_000.png,benign\n",  # no group column
+    b"group,patient\np1,x\n",                                 # no path/file column
+    b"\xff\xfe\x00\x00 not text",                              # not UTF-8
+    b"",                                                        # empty
+])
+def test_a_manifest_without_groups_is_a_stray_file(tmp_path, content):
+    raw = simple_dataset(tmp_path / "raw", n_train=6, n_test=2)
+    (raw / "manifest.csv").write_bytes(content)
+    before = tree_digest(raw)
+    m, audit = D.build_manifest(raw, PrepareConfig(), progress=False)
+    assert tree_digest(raw) == before and not audit["errors"]
+    assert audit["split"] == "by image" and "group" not in m.columns
+    about = [f for f in audit["findings"] if f["path"] == "manifest.csv"]
+    assert [f["kind"] for f in about] == ["stray_file"] and "not used" in about[0]["reason"]
+
+
+def test_a_ragged_group_manifest_is_findings_not_a_crash(tmp_path):
+    raw = grouped_dataset(tmp_path / "raw")
+    _groups_as_manifest(raw, extra="Training/benign/nogroup.png,benign,p1,surplus,fields\n"
+                                   "Training/benign/benign_p00_0.png\n")
+    m, audit = D.build_manifest(raw, PrepareConfig(), progress=False)
+    assert not audit["errors"] and audit["split"].endswith("from manifest.csv)")
+    assert m.set_index("path").loc["Training/benign/nogroup.png", "group"] == "p1"
+    kinds = {(f["kind"], f["path"]) for f in audit["findings"]}
+    assert ("groups_file", "Training/benign/benign_p00_0.png") in kinds  # empty group
+
+
+# Several masks per image (BUSI names one per lesion: <name>_mask.png, <name>_mask_1.png, ...)
+
+
+def _blob(y: int, x: int, r: int = 8) -> np.ndarray:
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    return (((yy - y) ** 2 + (xx - x) ** 2 <= r * r) * 255).astype(np.uint8)
+
+
+def busi_dataset(root: Path) -> tuple[Path, list[np.ndarray]]:
+    """simple_dataset with masks, where malignant_000 has three lesion masks and one image has
+    a mask_1 of the wrong size, an orphan mask_1 and a mask_1 under two extensions."""
+    simple_dataset(root, n_train=6, n_test=2, masks=True)
+    tm = root / "Training" / "malignant"
+    blobs = [_blob(20, 20), _blob(50, 70), _blob(75, 30)]
+    save(tm / "malignant_000_mask.png", blobs[0])
+    save(tm / "malignant_000_mask_1.png", blobs[1])
+    save(tm / "malignant_000_mask_2.png", blobs[2])
+    save(tm / "malignant_001_mask_1.png", np.zeros((SIZE // 2, SIZE), np.uint8))  # wrong size
+    save(tm / "ghost_mask_1.png", blobs[1])  # no ghost.* image
+    save(tm / "malignant_002_mask_1.png", blobs[1])
+    save(tm / "malignant_002_mask_1.jpg", blobs[1])
+    for k in (10, 2):  # numeric order: _mask, _mask_2, _mask_10
+        save(tm / f"malignant_003_mask_{k}.png", _blob(10 + k, 40))
+    return root, blobs
+
+
+@pytest.fixture(scope="module")
+def busi(tmp_path_factory) -> dict:
+    base = tmp_path_factory.mktemp("busi")
+    raw, blobs = busi_dataset(base / "raw")
+    before = tree_digest(raw)
+    manifest = D.prepare(raw, base / "processed", base / "reports", PrepareConfig(),
+                         progress=False)
+    audit = json.loads((base / "reports" / "metrics" / "data_audit.json").read_text())
+    return {"base": base, "raw": raw, "before": before, "manifest": manifest, "audit": audit,
+            "blobs": blobs}
+
+
+def test_busi_masks_are_joined_and_or_merged(busi):
+    m, raw = busi["manifest"].set_index("path"), busi["raw"]
+    t = "Training/malignant/malignant_000"
+    assert m.loc[f"{t}.png", "mask"] == f"{t}_mask.png|{t}_mask_1.png|{t}_mask_2.png"
+    assert m.loc[f"{t}.png", "status"] == "ok"
+    merged = D.load_mask(raw, m.loc[f"{t}.png", "mask"], (SIZE, SIZE))
+    expected = (busi["blobs"][0] > 0) | (busi["blobs"][1] > 0) | (busi["blobs"][2] > 0)
+    assert np.array_equal(merged, expected) and merged.sum() > (busi["blobs"][0] > 0).sum()
+    t3 = "Training/malignant/malignant_003"
+    assert m.loc[f"{t3}.png", "mask"] == f"{t3}_mask.png|{t3}_mask_2.png|{t3}_mask_10.png"
+    assert not m.index.str.contains("_mask").any()  # no mask became a row
+    on_disk = D.load_manifest(busi["base"] / "processed" / "manifest.csv")
+    assert on_disk.set_index("path").loc[f"{t}.png", "mask"] == m.loc[f"{t}.png", "mask"]
+
+
+def test_busi_bad_and_orphan_masks_are_findings(busi):
+    m, audit = busi["manifest"].set_index("path"), busi["audit"]
+    found = {(f["kind"], f["path"]): f for f in audit["findings"]}
+    t = "Training/malignant/"
+    bad = found[("mask_size_mismatch", t + "malignant_001_mask_1.png")]
+    assert bad["other_path"] == t + "malignant_001.png"
+    row = m.loc[t + "malignant_001.png"]
+    assert row["status"] == "warn" and row["mask"] == "" and "localisation" in row["reason"]
+    unused = found[("orphan_mask", t + "malignant_001_mask.png")]  # good, but not enough alone
+    assert "malignant_001_mask_1.png" in unused["reason"]
+    assert "ghost" in found[("orphan_mask", t + "ghost_mask_1.png")]["reason"]
+    second = found[("orphan_mask", t + "malignant_002_mask_1.jpg")]
+    assert "second" in second["reason"] and "malignant_002_mask_1.png" in second["reason"]
+    assert m.loc[t + "malignant_002.png", "mask"] == (
+        f"{t}malignant_002_mask.png|{t}malignant_002_mask_1.png")
+    assert tree_digest(busi["raw"]) == busi["before"]
+    known = {p for cell in busi["manifest"]["mask"] for p in D.mask_paths(cell)}
+    known |= set(busi["manifest"]["path"]) | {f["path"] for f in audit["findings"]}
+    for p in busi["raw"].rglob("*"):
+        assert not p.is_file() or p.relative_to(busi["raw"]).as_posix() in known, p
+
+
+def test_load_mask_checks_every_part(busi):
+    raw, t = busi["raw"], "Training/malignant/malignant_001"
+    with pytest.raises(DataError, match="malignant_001_mask_1.png"):
+        D.load_mask(raw, f"{t}_mask.png|{t}_mask_1.png", (SIZE, SIZE))
+    assert D.load_mask(raw, f"{t}_mask.png", (SIZE, SIZE)).any()
+    assert D.mask_paths("") == [] and D.mask_paths(float("nan")) == []
+    assert D.mask_paths("a.png") == ["a.png"] and D.mask_paths("a.png|b.png") == ["a.png", "b.png"]
+
+
+def test_single_masks_keep_their_plain_manifest_value(tmp_path):
+    """One <name>_mask.png per image (the phantom's layout): the column is the bare path."""
+    raw = simple_dataset(tmp_path / "raw", masks=True)
+    m = D.prepare(raw, tmp_path / "p", tmp_path / "r", PrepareConfig(), progress=False)
+    assert (m["mask"] == m["path"].str.replace(".png", "_mask.png", regex=False)).all()
+    text = (tmp_path / "p" / "manifest.csv").read_text(encoding="utf-8")
+    assert "|" not in text and ",Training/benign/benign_000_mask.png,ok," in text
 
 
 def test_prepare_writes_the_confounder_audit(tmp_path: Path) -> None:
