@@ -60,7 +60,7 @@ FINDING_KINDS: dict[str, str] = {
     "exif_orientation": "JPEG/PNG EXIF orientation applied (as viewers show the image)",
     "multi_frame": "Multi-frame images (first frame used)",
     "extension_mismatch": "Extension does not match the content",
-    "orphan_mask": "Masks without their image (not used)",
+    "orphan_mask": "Masks not used (no image beside them, a second extension or a bad part)",
     "mask_unreadable": "Unreadable masks (image kept for classification only)",
     "mask_size_mismatch": "Masks of another size than their image (image kept for "
                           "classification only)",
@@ -71,8 +71,8 @@ FINDING_KINDS: dict[str, str] = {
     "duplicate_exact_within_split": "Exact duplicates within a split",
     "duplicate_near_within_split": "Near duplicates within a split",
     "label_conflict": "The same picture filed under two classes (at least one label is wrong)",
-    "groups_file": "Problems in groups.csv",
-    "group_missing": "Images without a group in groups.csv (each is its own group)",
+    "groups_file": "Problems in the group file (groups.csv, or manifest.csv's group column)",
+    "group_missing": "Images without a group in the group file (each is its own group)",
     "group_leakage": "Groups (patients) in both Training and Testing (leakage)",
 }
 

@@ -153,8 +153,9 @@ class SplitImages:
         skipped = {}
         if not len(tumour):
             skipped["localisation"] = (
-                f"no {split} image has a non-empty lesion mask (<name>_mask.png beside the "
-                "image), so pointing game, energy-in-mask and IoU cannot be measured; "
+                f"no {split} image has a non-empty lesion mask (<name>_mask.png or "
+                "<name>_mask_<k>.png beside the image), so pointing game, energy-in-mask and "
+                "IoU cannot be measured; "
                 f"faithfulness, sanity and the galleries use all {split} images")
         pool = tumour if len(tumour) else np.arange(len(frame))
         sample = pool[stratified_sample(frame["label"].to_numpy()[pool], sample_size, seed)]
