@@ -11,12 +11,13 @@ export PYTHONHASHSEED := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 export MPLBACKEND := Agg
 
-.PHONY: help setup data repro test test-fast lab bench report lint lock phantom clean
+.PHONY: help setup data repro test test-fast lab serve bench report lint lock phantom clean
 help:
 	@echo "make repro   set up .venv, make sure data/raw exists, run the whole study (dvc repro)"
 	@echo "make test    set up .venv, run the whole test suite (unit, notebooks, real dvc repro)"
 	@echo "make test-fast  unit tests only, for the edit loop (make test before you push)"
 	@echo "make lab     open the notebooks in JupyterLab with the project kernel"
+	@echo "make serve   the app: web UI at http://127.0.0.1:8000/ui/, REST API docs at /docs"
 	@echo "make bench   print the speed budgets as measured figures"
 	@echo "make report  rebuild only the HTML report from existing outputs"
 	@echo "make lint    ruff;  make lock  re-resolve requirements.in into requirements.txt"
@@ -63,6 +64,10 @@ test-fast: setup
 
 lab: setup
 	$(BIN)/jupyter lab notebooks
+
+# The trained models as a web UI and a REST API (lib.serve), on 127.0.0.1 only; after make repro.
+serve: setup
+	$(BIN)/python -m lib.serve
 
 bench: setup
 	$(BIN)/python bench/run.py

@@ -6,7 +6,8 @@ stage, under GNU time for the peak memory of its largest process. Each stage's o
 from the run's records (papermill's per-notebook clock, reports/timings/*.json for the python
 stages: lib.report.run_times, the table the report shows), so the slowest is obvious; the
 difference to the total is DVC's and the kernels' start-up. Then the input-pipeline throughput
-ratio (bench/throughput.py), the Grad-CAM figures (bench/gradcam.py) and a peer side by side
+ratio (bench/throughput.py), the Grad-CAM figures (bench/gradcam.py), the app's latency, throughput
+and start time (bench/serve.py: a real uvicorn over the trained models) and a peer side by side
 (bench/peer.py: the keras-io from-scratch recipe for the same seconds as our best scratch
 variant, test macro-F1 ratio ours / peer, target >= 1) run on the same copy.
 Ratios below 1 are in budget (the peer ratio is a target, printed apart).
@@ -98,6 +99,9 @@ def main() -> int:
         subprocess.run([sys.executable, "bench/throughput.py"], cwd=work, check=False)
         print("\nGrad-CAM (bench/gradcam.py):", flush=True)
         subprocess.run([sys.executable, "bench/gradcam.py"], cwd=work, check=False)
+        print("\nthe app (bench/serve.py):", flush=True)
+        subprocess.run([sys.executable, "bench/serve.py", "--root", str(work)], cwd=work,
+                       check=False)
         print("\npeer side by side (bench/peer.py):", flush=True)
         peer_json = work / "bench_peer.json"
         subprocess.run([sys.executable, "bench/peer.py", "--params", "params.yaml",

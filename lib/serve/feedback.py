@@ -79,13 +79,18 @@ def store(feedback_dir: Path, upload: Upload, label: str, classes: list[str],
     image = png_bytes(upload.pixels)
     when = datetime.now(UTC)
     stem = f"fb-{when:%Y%m%dT%H%M%S}-{hashlib.md5(image).hexdigest()[:10]}"
-    folder = Path(feedback_dir) / label
+    folder, records = Path(feedback_dir) / label, Path(feedback_dir) / RECORDS
     for k in range(1000):
         name = stem if k == 0 else f"{stem}-{k}"
+        try:  # the record claims the name across all labels (the same image, another label)
+            _create(records / f"{name}.json", b"")
+        except FileExistsError:
+            continue
         try:
             _create(folder / f"{name}.png", image)
             break
         except FileExistsError:
+            (records / f"{name}.json").unlink()
             continue
     else:
         raise BadInput("too many feedback items with the same image in one second", 429)
@@ -99,6 +104,6 @@ def store(feedback_dir: Path, upload: Upload, label: str, classes: list[str],
               "files": files, "image_md5": hashlib.md5(image).hexdigest(),
               "lesion_pixels": int(lesion.sum()) if lesion is not None else 0,
               "model_said": said}
-    _create(Path(feedback_dir) / RECORDS / f"{name}.json",
-            (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
+    # fills the record this call claimed above (empty until now), never another one
+    (records / f"{name}.json").write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     return record

@@ -8,6 +8,7 @@ is listed as not trained (with the command that makes it), never silently droppe
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 from dataclasses import dataclass, field
@@ -74,11 +75,13 @@ def model_key(path: str) -> str:
 
 def git_revision(root: Path) -> str | None:
     """HEAD's commit, with '+dirty' when tracked files changed; None outside a git checkout."""
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}  # git status must not rewrite .git/index
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                              text=True, timeout=10, check=True).stdout.strip()
+                              text=True, timeout=10, check=True, env=env).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=root, capture_output=True, text=True, timeout=10).stdout
+                               cwd=root, capture_output=True, text=True, timeout=10,
+                               env=env).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("+dirty" if dirty.strip() else "")
