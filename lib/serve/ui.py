@@ -38,7 +38,9 @@ EXAMPLES_PER_CLASS = 4
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
 MASK_SUFFIX = "_mask"
 OUTLINE_RGB = (0, 255, 120)  # the true lesion's outline: green, apart from the map's colours
-CSS = "#status p { font-weight: 600; } #scores p { font-size: 1.05em; }"
+CSS = """#status p { font-weight: 600; } #scores p { font-size: 1.05em; }
+#overlay img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"""
+HEAD = '<link rel="icon" href="data:,">'  # no favicon request to the parent app's root
 
 
 def theme() -> Any:
@@ -62,7 +64,7 @@ class Shown:
 
 
 def message(text: str, ok: bool = True) -> str:
-    return text if ok else f"⚠️ {text}"
+    return text if ok else f"⚠ {text}"
 
 
 def outline(mask: np.ndarray) -> np.ndarray:
@@ -118,8 +120,8 @@ class UI:
             return []
         out = []
         for folder in sorted(p for p in self.test_dir.iterdir() if p.is_dir()):
-            files = sorted(p for p in folder.iterdir()
-                           if p.suffix.lower() in IMAGE_SUFFIXES and not p.stem.endswith(MASK_SUFFIX))
+            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                           and not p.stem.endswith(MASK_SUFFIX))
             for p in files[:per_class]:
                 mask = " (lesion mask)" if self.mask_path(p) else ""
                 out.append((f"{folder.name} / {p.name}{mask}", f"{folder.name}/{p.name}"))
@@ -213,9 +215,10 @@ class UI:
             return message(exc.reason, ok=False)
         if got is None:
             return "Draw where the lesion is: the map is scored against your drawing."
-        hit = "hit ✅" if got["pointing_game"] else "miss ❌"
-        return (f"Pointing game: **{hit}** (the map's peak is {'inside' if got['pointing_game'] else 'outside'} "
-                f"your drawing) · energy in mask: **{got['energy_in_mask']:.3f}**")
+        hit = "hit ✓" if got["pointing_game"] else "miss ✗"
+        where = "inside" if got["pointing_game"] else "outside"
+        return (f"Pointing game: **{hit}** (the map's peak is {where} your drawing) · "
+                f"energy in mask: **{got['energy_in_mask']:.3f}**")
 
     def feedback(self, shown: Shown | None, editor: Any, label: str | None, user: str | None
                  ) -> str:
@@ -242,9 +245,11 @@ class UI:
         for card in self.service.registry.cards:
             if card.artifact not in self.service.registry.loaded:
                 continue
-            f1 = f", test macro-F1 {card.test_macro_f1:.3f}" if card.test_macro_f1 is not None else ""
-            best = " ★ best" if card.best else ""
-            out.append((f"{card.artifact}{best}{f1}", card.artifact))
+            notes = ["best"] if card.best else []
+            if card.test_macro_f1 is not None:
+                notes.append(f"F1 {card.test_macro_f1:.2f}")
+            out.append((f"{card.artifact} ({', '.join(notes)})" if notes else card.artifact,
+                        card.artifact))
         return out
 
     def blocks(self) -> Any:
@@ -320,5 +325,5 @@ def mount_ui(app: Any, service: Service, path: str = "/ui") -> Any:
     """Mount the UI on a FastAPI app with the system-font theme (gradio 6 sets it here)."""
     import gradio as gr
 
-    return gr.mount_gradio_app(app, build_ui(service), path=path, theme=theme(), css=CSS,
+    return gr.mount_gradio_app(app, build_ui(service), path=path, theme=theme(), css=CSS, head=HEAD,
                                footer_links=["api"], ssr_mode=False)
