@@ -140,7 +140,7 @@ def test_examples_are_test_images_with_their_masks(ui: UI) -> None:
         images = [p for p in (ui.test_dir / name).iterdir() if not p.stem.endswith("_mask")]
         assert sum(v.startswith(f"{name}/") for v in values) == min(4, len(images))
     assert all(not v.endswith("_mask.png") and (ui.test_dir / v).is_file() for v in values)
-    assert all("(lesion mask)" in label for label, v in ui.examples if v.startswith("glioma/"))
+    assert all(label.endswith("· mask") for label, v in ui.examples if v.startswith("glioma/"))
 
 
 def test_drawing_over_the_lesion_scores_like_score_against(ui: UI) -> None:

@@ -40,7 +40,6 @@ MASK_SUFFIX = "_mask"
 OUTLINE_RGB = (0, 255, 120)  # the true lesion's outline: green, apart from the map's colours
 CSS = """#status p { font-weight: 600; } #scores p { font-size: 1.05em; }
 #overlay img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"""
-HEAD = '<link rel="icon" href="data:,">'  # no favicon request to the parent app's root
 
 
 def theme() -> Any:
@@ -123,7 +122,7 @@ class UI:
             files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
                            and not p.stem.endswith(MASK_SUFFIX))
             for p in files[:per_class]:
-                mask = " (lesion mask)" if self.mask_path(p) else ""
+                mask = " · mask" if self.mask_path(p) else ""
                 out.append((f"{folder.name} / {p.name}{mask}", f"{folder.name}/{p.name}"))
         return out
 
@@ -281,14 +280,14 @@ class UI:
                     image = gr.Image(label="Saliency map over the image", type="numpy",
                                      interactive=False, elem_id="overlay", format="png",
                                      height=420)
-                    alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Map opacity")
+                    alpha = gr.Slider(0.0, 1.0, value=0.7, step=0.05, label="Map opacity")
                     truth = gr.Checkbox(label="Show the true lesion outline (green)",
                                         value=True, visible=False)
                 with gr.Column(scale=1):
                     editor = gr.ImageEditor(
                         label="Draw where the lesion is", type="numpy", format="png",
                         image_mode="RGB", sources=(), transforms=(), layers=False,
-                        brush=gr.Brush(colors=["#ff2d2d"], default_size=6,
+                        brush=gr.Brush(colors=[("#ff2d2d", 0.6)], default_size=6,
                                        color_mode="fixed"),
                         eraser=gr.Eraser(default_size=10), height=420, elem_id="editor")
                     scores = gr.Markdown("Draw where the lesion is: the map is scored against "
@@ -324,6 +323,11 @@ def build_ui(service: Service) -> Any:
 def mount_ui(app: Any, service: Service, path: str = "/ui") -> Any:
     """Mount the UI on a FastAPI app with the system-font theme (gradio 6 sets it here)."""
     import gradio as gr
+    from fastapi import Response
 
-    return gr.mount_gradio_app(app, build_ui(service), path=path, theme=theme(), css=CSS, head=HEAD,
+    if not any(getattr(r, "path", None) == "/favicon.ico" for r in app.routes):
+        # browsers ask the root for /favicon.ico; gradio leaves that to the parent app
+        app.add_api_route("/favicon.ico", lambda: Response(status_code=204),
+                          include_in_schema=False)
+    return gr.mount_gradio_app(app, build_ui(service), path=path, theme=theme(), css=CSS,
                                footer_links=["api"], ssr_mode=False)
