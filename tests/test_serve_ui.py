@@ -174,6 +174,7 @@ def test_bad_input_is_a_message_not_an_exception(ui: UI, tmp_path: Path) -> None
     junk = tmp_path / "notes.png"
     junk.write_bytes(b"this is not an image at all")
     out = ui.predict(str(junk), None, None, "gradcam", 0.5, True)
+    assert len(out) == 7 and out[0] is None  # a refused image leaves nothing to score
     assert out[1].startswith("⚠") and "Traceback" not in out[1]
     assert ui.predict(None, None, None, "gradcam", 0.5, True)[1].startswith("⚠")
     assert "unknown model" in ui.predict(None, EXAMPLE, "nope", "gradcam", 0.5, True)[1]
@@ -215,6 +216,11 @@ def test_client_predicts_like_the_study(server: str, service: Service, study: Pa
             for i, name in enumerate(CLASSES):
                 assert got[name] == pytest.approx(probs[i], abs=1e-5)
                 assert got_cal[name] == pytest.approx(calibrated[i], abs=1e-5)
+    junk = study / "junk.png"
+    junk.write_bytes(b"not an image")
+    status = client.predict(handle_file(str(junk)), None, None, "gradcam", 0.5, True,
+                            api_name="/predict")[0]
+    assert status.startswith("⚠") and "Traceback" not in status
 
 
 # ---- a real browser ----------------------------------------------------------------------------

@@ -155,7 +155,7 @@ class UI:
         """(state, status, raw probs, calibrated probs, overlay, editor, truth checkbox)."""
         import gradio as gr
 
-        keep = (gr.skip(),) * 6
+        cleared = (None, None, None, None, gr.Checkbox(visible=False))  # no stale result
         try:
             if file:
                 path, truth_of = Path(file), None
@@ -167,11 +167,11 @@ class UI:
             data = path.read_bytes()
             upload, pred = self.service.predict(data, model, method)
         except BadInput as exc:
-            return (gr.skip(), message(exc.reason, ok=False), *keep[1:], gr.skip())
+            return (None, message(exc.reason, ok=False), *cleared)
         except Exception as exc:  # noqa: BLE001 - a message on the page, the trace in the log
             log.exception("prediction failed")
-            return (gr.skip(), message(f"internal error ({type(exc).__name__}): {exc}", ok=False),
-                    *keep[1:], gr.skip())
+            return (None, message(f"internal error ({type(exc).__name__}): {exc}", ok=False),
+                    *cleared)
         name = example if truth_of else Path(file).name
         truth = self.truth(truth_of, upload.pixels.shape) if truth_of else None
         shown = Shown(data, upload, pred, name, truth)
