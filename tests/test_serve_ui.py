@@ -1,0 +1,317 @@
+"""The Gradio UI (lib.serve.ui): its callbacks, a real server read by gradio_client, a browser.
+
+One tiny served study (tests/serve_study.py) for the module; the server is a real uvicorn on a
+free localhost port in a subprocess, started by ``server_command`` (one place to change when the
+app gets its own entry point).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image, ImageStat
+
+from lib.predict import predict_frame
+from lib.serve.inference import apply_temperature, score_against
+from lib.serve.service import Service
+from lib.serve.ui import UI, drawn_mask, outline
+from tests.conftest import REPO
+from tests.serve_study import CLASSES, build_served_study
+from tests.test_report import NO_BROWSER, find_browser
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
+EXAMPLE = "glioma/glioma_0001.png"  # a phantom test image with a lesion mask
+LAUNCHER = """
+import sys
+import uvicorn
+from fastapi import FastAPI
+from lib.serve.service import Service
+from lib.serve.ui import mount_ui
+root, port, feedback = sys.argv[1:]
+app = mount_ui(FastAPI(), Service.open(root, feedback_dir=feedback))
+uvicorn.run(app, host="127.0.0.1", port=int(port), log_level="warning")
+"""
+
+
+def server_command(root: Path, port: int, feedback: Path) -> list[str]:
+    """The command that serves the study with the UI at /ui (the app's entry point, later)."""
+    return [sys.executable, "-c", LAUNCHER, str(root), str(port), str(feedback)]
+
+
+# ---- fixtures --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = build_served_study(tmp_path_factory.mktemp("served"))
+    (root / "data").mkdir()
+    (root / "data" / "raw").symlink_to(root / "raw")  # params.yaml's data.raw_dir
+    return root
+
+
+@pytest.fixture(scope="module")
+def service(study: Path) -> Service:
+    return Service.open(study, feedback_dir=study / "fb-unit")
+
+
+@pytest.fixture(scope="module")
+def ui(service: Service) -> UI:
+    return UI(service)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(study: Path) -> Iterator[str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, PYTHONPATH=str(REPO), GRADIO_ANALYTICS_ENABLED="False",
+               TF_CPP_MIN_LOG_LEVEL="2")
+    log = study / "server.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(server_command(study, port, study / "fb-server"), cwd=REPO,
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"the server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/ui/", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the server did not answer in 120 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def study_scores(service: Service, study: Path, model: str, relpath: str
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(softmax, temperature-scaled) of one test image by the study's own prediction path."""
+    manifest = pd.read_csv(study / "processed" / "manifest.csv", keep_default_na=False)
+    frame = manifest[manifest["path"] == f"Testing/{relpath}"].reset_index(drop=True)
+    assert len(frame) == 1
+    loaded = service.model(model)
+    probs = predict_frame(loaded.model, frame, study / "raw", len(CLASSES))[0]
+    return probs, apply_temperature(probs, loaded.card.temperature)
+
+
+def confidences(label: dict[str, Any]) -> dict[str, float]:
+    return {c["label"]: c["confidence"] for c in label["confidences"]}
+
+
+def lesion_layer(mask: np.ndarray, scale: int = 1) -> np.ndarray:
+    """An RGBA brush layer (red, opaque where painted), optionally at a larger canvas size."""
+    big = np.kron(mask.astype(np.uint8), np.ones((scale, scale), np.uint8)) > 0
+    layer = np.zeros((*big.shape, 4), np.uint8)
+    layer[big] = (255, 45, 45, 255)
+    return layer
+
+
+# ---- callbacks, no browser -------------------------------------------------------------------
+def test_examples_are_test_images_with_their_masks(ui: UI) -> None:
+    values = [v for _, v in ui.examples]
+    for name in CLASSES:  # up to four per class, masks never listed as images
+        images = [p for p in (ui.test_dir / name).iterdir() if not p.stem.endswith("_mask")]
+        assert sum(v.startswith(f"{name}/") for v in values) == min(4, len(images))
+    assert all(not v.endswith("_mask.png") and (ui.test_dir / v).is_file() for v in values)
+    assert all(label.endswith("· mask") for label, v in ui.examples if v.startswith("glioma/"))
+
+
+def test_drawing_over_the_lesion_scores_like_score_against(ui: UI) -> None:
+    shown, status, probs, calibrated, image, editor, truth_box = ui.predict(
+        None, EXAMPLE, "scratch-none", "gradcam", 0.5, True)
+    assert "scratch-none" in status and shown.truth is not None and shown.truth.any()
+    assert truth_box.visible and image.shape == (*shown.upload.pixels.shape, 3)
+    want = score_against(shown.pred, shown.truth)
+    for scale in (1, 3):  # the editor's canvas may come back larger than the image
+        drawing = {**editor, "layers": [lesion_layer(shown.truth, scale)]}
+        assert np.array_equal(drawn_mask(drawing, shown.upload.pixels.shape), shown.truth)
+        assert ui.scores(shown, drawing) == want
+        text = ui.score_text(shown, drawing)
+        assert f"{want['energy_in_mask']:.3f}" in text
+        assert ("hit" if want["pointing_game"] else "miss") in text
+    assert "Draw where the lesion is" in ui.score_text(shown, editor)  # nothing drawn yet
+
+
+def test_opacity_and_outline_reblend_without_running_the_model(
+        ui: UI, monkeypatch: pytest.MonkeyPatch) -> None:
+    shown = ui.predict(None, EXAMPLE, "scratch-none", "gradcam", 0.5, False)[0]
+    monkeypatch.setattr(ui.service, "predict", lambda *a, **k: pytest.fail("model re-run"))
+    faint, strong = ui.blend(shown, 0.1, False), ui.blend(shown, 0.9, False)
+    assert not np.array_equal(faint, strong)
+    edge = outline(shown.truth)
+    assert edge.any() and not (edge & ~shown.truth).any()
+    assert (ui.blend(shown, 0.5, True)[edge] == (0, 255, 120)).all()
+
+
+def test_bad_input_is_a_message_not_an_exception(ui: UI, tmp_path: Path) -> None:
+    junk = tmp_path / "notes.png"
+    junk.write_bytes(b"this is not an image at all")
+    out = ui.predict(str(junk), None, None, "gradcam", 0.5, True)
+    assert len(out) == 7 and out[0] is None  # a refused image leaves nothing to score
+    assert out[1].startswith("⚠") and "Traceback" not in out[1]
+    assert ui.predict(None, None, None, "gradcam", 0.5, True)[1].startswith("⚠")
+    assert "unknown model" in ui.predict(None, EXAMPLE, "nope", "gradcam", 0.5, True)[1]
+    shown = ui.predict(None, EXAMPLE, None, "none", 0.5, True)[0]
+    drawing = {"layers": [lesion_layer(shown.truth)]}
+    assert "ask for a method" in ui.score_text(shown, drawing)
+    assert ui.feedback(None, None, "glioma", "")[0] == "⚠"
+
+
+def test_feedback_stores_image_mask_and_record(ui: UI, service: Service) -> None:
+    shown = ui.predict(None, EXAMPLE, "scratch-batchnorm", "gradcam", 0.5, True)[0]
+    drawing = {"layers": [lesion_layer(shown.truth, 2)]}
+    said = ui.feedback(shown, drawing, "glioma", "tester")
+    name = said.split("**")[1]
+    folder = service.feedback_dir
+    assert (folder / "glioma" / f"{name}.png").is_file()
+    mask = np.asarray(Image.open(folder / "glioma" / f"{name}_mask.png")) > 0
+    assert np.array_equal(mask, shown.truth)
+    assert (folder / "records" / f"{name}.json").is_file()
+    refused = ui.feedback(shown, drawing, "notumor", "tester")  # a lesion on a healthy label
+    assert refused.startswith("⚠") and "notumor" in refused
+
+
+# ---- a real server -----------------------------------------------------------------------------
+def test_client_predicts_like_the_study(server: str, service: Service, study: Path) -> None:
+    from gradio_client import Client, handle_file
+
+    client = Client(f"{server}/ui/", verbose=False, download_files=False)
+    for model in ("scratch-none", "scratch-batchnorm"):
+        probs, calibrated = study_scores(service, study, model, EXAMPLE)
+        for file, example in ((None, EXAMPLE), (handle_file(str(study / "raw/Testing" / EXAMPLE)),
+                                                 None)):
+            status, raw, cal, image, _editor, _truth = client.predict(
+                file, example, model, "gradcam", 0.5, True, api_name="/predict")
+            assert model in status and image is not None
+            assert raw["label"] == CLASSES[int(np.argmax(probs))]
+            got, got_cal = confidences(raw), confidences(cal)
+            assert set(got) == set(CLASSES)
+            for i, name in enumerate(CLASSES):
+                assert got[name] == pytest.approx(probs[i], abs=1e-5)
+                assert got_cal[name] == pytest.approx(calibrated[i], abs=1e-5)
+    junk = study / "junk.png"
+    junk.write_bytes(b"not an image")
+    status = client.predict(handle_file(str(junk)), None, None, "gradcam", 0.5, True,
+                            api_name="/predict")[0]
+    assert status.startswith("⚠") and "Traceback" not in status
+
+
+# ---- a real browser ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    found = find_browser()
+    if found is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(NO_BROWSER)
+        pytest.skip(NO_BROWSER)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=found, args=["--no-sandbox"])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@dataclass
+class Watch:
+    """A page whose console errors, uncaught errors and non-local requests are recorded."""
+
+    page: Any
+    errors: list[str] = field(default_factory=list)
+    external: list[str] = field(default_factory=list)
+
+
+def watched_page(chromium: Any, width: int = 1280, height: int = 1000) -> Watch:
+    context = chromium.new_context(viewport={"width": width, "height": height})
+    watch = Watch(context.new_page())
+
+    def local(url: str) -> bool:
+        parsed = urlparse(url)
+        return parsed.scheme in ("data", "blob", "about") or parsed.hostname in LOCAL_HOSTS
+
+    def route(r: Any) -> None:  # anything external is aborted, so the test cannot hang on it
+        if local(r.request.url):
+            r.continue_()
+        else:
+            watch.external.append(r.request.url)
+            r.abort()
+
+    context.route("**/*", route)
+    watch.page.on("request", lambda req: None if local(req.url) else
+                  watch.external.append(req.url))
+    watch.page.on("console", lambda msg: watch.errors.append(msg.text)
+                  if msg.type == "error" else None)
+    watch.page.on("pageerror", lambda exc: watch.errors.append(str(exc)))
+    return watch
+
+
+def test_browser_check_catches_errors_and_fetches(chromium: Any) -> None:
+    """The check itself must be able to fail: a script error and a CDN image are both seen."""
+    watch = watched_page(chromium)
+    watch.page.set_content('<html><body><img src="https://cdn.example.invalid/x.png">'
+                           "<script>notDefined()</script></body></html>")
+    watch.page.wait_for_timeout(300)
+    assert any("notDefined" in e for e in watch.errors), watch.errors
+    assert "https://cdn.example.invalid/x.png" in watch.external
+    watch.page.context.close()
+
+
+def test_ui_in_a_browser_predicts_offline(chromium: Any, server: str, tmp_path: Path) -> None:
+    watch = watched_page(chromium)
+    page = watch.page
+    page.goto(f"{server}/ui/", wait_until="load")
+    page.get_by_label("or a test image").click()  # picking a test image runs the prediction
+    page.get_by_role("option", name=EXAMPLE.replace("/", " / ")).first.click()
+    page.locator("#overlay img").first.wait_for(state="visible", timeout=60_000)
+    page.locator("#status").get_by_text(EXAMPLE).wait_for(timeout=30_000)
+    canvas = page.locator("#editor canvas").first  # a brush stroke is scored at once
+    box = canvas.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x, y)
+    page.mouse.down()
+    for k in range(12):
+        page.mouse.move(x + 3 * k, y + 2 * k)
+    page.mouse.up()
+    page.locator("#scores").get_by_text("Pointing game").wait_for(timeout=30_000)
+    status = page.locator("#status").inner_text()
+    assert "scratch-batchnorm" in status and EXAMPLE in status, status
+    shot_overlay = tmp_path / "overlay.png"
+    page.locator("#overlay img").first.screenshot(path=str(shot_overlay))
+    stat = ImageStat.Stat(Image.open(shot_overlay).convert("L"))
+    assert stat.var[0] > 100, "a blank overlay"
+    shot = tmp_path / "ui.png"
+    page.screenshot(path=str(shot), full_page=True)
+    if os.environ.get("UI_SCREENSHOT"):
+        Path(os.environ["UI_SCREENSHOT"]).write_bytes(shot.read_bytes())
+    assert watch.errors == [], watch.errors
+    assert watch.external == [], watch.external
+    page.context.close()
