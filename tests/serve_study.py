@@ -7,7 +7,6 @@ evaluate.json that gives them test scores and temperatures, and the repository's
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import yaml
@@ -25,7 +24,9 @@ def build_served_study(root: Path) -> Path:
     """root/{dvc.yaml, params.yaml, raw/, models/, reports/metrics/evaluate.json}; returns root."""
     dataset = tiny_dataset(per_class=6, image_size=64, seed=3, workdir=root)
     tiny_models(dataset, root / "models", variants=VARIANTS, image_size=32, epochs=1, seed=0)
-    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"].update(raw_dir="raw", processed_dir="processed")  # where tiny_dataset wrote
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     artifacts = {f"scratch-{v}": {"path": f"models/scratch_{v}/seed0.keras", "type": "model",
                                   "desc": f"tiny scratch CNN ({v})", "labels": ["test", v]}
                  for v in VARIANTS}

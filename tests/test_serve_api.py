@@ -282,7 +282,7 @@ def test_bad_feedback_is_refused_with_a_reason(client, service, study, case) -> 
 
 
 def test_feedback_folder_inside_raw_data_is_refused(study) -> None:
-    raw = study / "data" / "raw"  # params.yaml's data.raw_dir under the study's root
+    raw = study / "raw"  # the served study's data.raw_dir
     for folder in (raw, raw / "Training" / "feedback"):
         with pytest.raises(ValueError, match="raw data is never written"):
             Service.open(study, folder)

@@ -34,30 +34,18 @@ from tests.test_report import NO_BROWSER, find_browser
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 EXAMPLE = "glioma/glioma_0001.png"  # a phantom test image with a lesion mask
-LAUNCHER = """
-import sys
-import uvicorn
-from fastapi import FastAPI
-from lib.serve.service import Service
-from lib.serve.ui import mount_ui
-root, port, feedback = sys.argv[1:]
-app = mount_ui(FastAPI(), Service.open(root, feedback_dir=feedback))
-uvicorn.run(app, host="127.0.0.1", port=int(port), log_level="warning")
-"""
 
 
 def server_command(root: Path, port: int, feedback: Path) -> list[str]:
-    """The command that serves the study with the UI at /ui (the app's entry point, later)."""
-    return [sys.executable, "-c", LAUNCHER, str(root), str(port), str(feedback)]
+    """The app's entry point, serving the study with the UI at /ui."""
+    return [sys.executable, "-m", "lib.serve", "--root", str(root), "--port", str(port),
+            "--feedback-dir", str(feedback)]
 
 
 # ---- fixtures --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = build_served_study(tmp_path_factory.mktemp("served"))
-    (root / "data").mkdir()
-    (root / "data" / "raw").symlink_to(root / "raw")  # params.yaml's data.raw_dir
-    return root
+    return build_served_study(tmp_path_factory.mktemp("served"))
 
 
 @pytest.fixture(scope="module")

@@ -283,9 +283,7 @@ def create_app(service: Service, ui: bool = True) -> FastAPI:
         return RedirectResponse("/ui/" if ui else "/docs")
 
     if ui:
-        import gradio as gr
+        from .ui import mount_ui
 
-        from .ui import build_ui
-
-        app = gr.mount_gradio_app(app, build_ui(service), path="/ui", max_file_size=max_bytes)
+        app = mount_ui(app, service, max_file_size=max_bytes)
     return app

@@ -320,7 +320,8 @@ def build_ui(service: Service) -> Any:
     return UI(service).blocks()
 
 
-def mount_ui(app: Any, service: Service, path: str = "/ui") -> Any:
+def mount_ui(app: Any, service: Service, path: str = "/ui",
+             max_file_size: int | None = None) -> Any:
     """Mount the UI on a FastAPI app with the system-font theme (gradio 6 sets it here)."""
     import gradio as gr
     from fastapi import Response
@@ -330,4 +331,5 @@ def mount_ui(app: Any, service: Service, path: str = "/ui") -> Any:
         app.add_api_route("/favicon.ico", lambda: Response(status_code=204),
                           include_in_schema=False)
     return gr.mount_gradio_app(app, build_ui(service), path=path, theme=theme(), css=CSS,
-                               footer_links=["api"], ssr_mode=False)
+                               footer_links=["api"], ssr_mode=False,
+                               max_file_size=max_file_size)
