@@ -33,7 +33,8 @@ from tests.serve_study import CLASSES, build_served_study
 from tests.test_report import NO_BROWSER, find_browser
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
-EXAMPLE = "glioma/glioma_0001.png"  # a phantom test image with a lesion mask
+EXAMPLE = "Testing/glioma/glioma_0001.png"  # a phantom test image with a lesion mask
+EXAMPLE_LABEL = "glioma / glioma_0001.png · mask"  # as the picker shows it
 
 
 def server_command(root: Path, port: int, feedback: Path) -> list[str]:
@@ -102,7 +103,7 @@ def study_scores(service: Service, study: Path, model: str, relpath: str
                  ) -> tuple[np.ndarray, np.ndarray]:
     """(softmax, temperature-scaled) of one test image by the study's own prediction path."""
     manifest = pd.read_csv(study / "processed" / "manifest.csv", keep_default_na=False)
-    frame = manifest[manifest["path"] == f"Testing/{relpath}"].reset_index(drop=True)
+    frame = manifest[manifest["path"] == relpath].reset_index(drop=True)
     assert len(frame) == 1
     loaded = service.model(model)
     probs = predict_frame(loaded.model, frame, study / "raw", len(CLASSES))[0]
@@ -122,13 +123,17 @@ def lesion_layer(mask: np.ndarray, scale: int = 1) -> np.ndarray:
 
 
 # ---- callbacks, no browser -------------------------------------------------------------------
-def test_examples_are_test_images_with_their_masks(ui: UI) -> None:
+def test_examples_are_test_images_with_their_masks(ui: UI, study: Path) -> None:
+    """Up to four usable test images per class from the manifest, with its mask column."""
+    manifest = pd.read_csv(study / "processed" / "manifest.csv", keep_default_na=False)
+    test = manifest[(manifest["split"] == "test") & (manifest["status"] != "excluded")]
     values = [v for _, v in ui.examples]
-    for name in CLASSES:  # up to four per class, masks never listed as images
-        images = [p for p in (ui.test_dir / name).iterdir() if not p.stem.endswith("_mask")]
-        assert sum(v.startswith(f"{name}/") for v in values) == min(4, len(images))
-    assert all(not v.endswith("_mask.png") and (ui.test_dir / v).is_file() for v in values)
-    assert all(label.endswith("· mask") for label, v in ui.examples if v.startswith("glioma/"))
+    for name in CLASSES:
+        n = int((test["class"] == name).sum())
+        assert sum(v.startswith(f"Testing/{name}/") for v in values) == min(4, n)
+    assert set(values) <= set(test["path"]) and (EXAMPLE_LABEL, EXAMPLE) in ui.examples
+    masked = dict(zip(test["path"], test["mask"] != "", strict=True))
+    assert all(label.endswith("· mask") == masked[v] for label, v in ui.examples)
 
 
 def test_drawing_over_the_lesion_scores_like_score_against(ui: UI) -> None:
@@ -193,7 +198,7 @@ def test_client_predicts_like_the_study(server: str, service: Service, study: Pa
     client = Client(f"{server}/ui/", verbose=False, download_files=False)
     for model in ("scratch-none", "scratch-batchnorm"):
         probs, calibrated = study_scores(service, study, model, EXAMPLE)
-        for file, example in ((None, EXAMPLE), (handle_file(str(study / "raw/Testing" / EXAMPLE)),
+        for file, example in ((None, EXAMPLE), (handle_file(str(study / "raw" / EXAMPLE)),
                                                  None)):
             status, raw, cal, image, _editor, _truth = client.predict(
                 file, example, model, "gradcam", 0.5, True, api_name="/predict")
@@ -278,7 +283,7 @@ def test_ui_in_a_browser_predicts_offline(chromium: Any, server: str, tmp_path: 
     page = watch.page
     page.goto(f"{server}/ui/", wait_until="load")
     page.get_by_label("or a test image").click()  # picking a test image runs the prediction
-    page.get_by_role("option", name=EXAMPLE.replace("/", " / ")).first.click()
+    page.get_by_role("option", name=EXAMPLE_LABEL).first.click()
     page.locator("#overlay img").first.wait_for(state="visible", timeout=60_000)
     page.locator("#status").get_by_text(EXAMPLE).wait_for(timeout=30_000)
     canvas = page.locator("#editor canvas").first  # a brush stroke is scored at once

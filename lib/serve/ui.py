@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from ..config import section
+from ..data import MANIFEST_NAME, load_manifest, load_mask, split_frame
 from ..explain import METHODS
 from .inference import BadInput, Prediction, Upload, overlay, score_against
 from .service import Service
@@ -35,8 +36,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_METHOD = "gradcam"
 EXAMPLES_PER_CLASS = 4
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
-MASK_SUFFIX = "_mask"
 OUTLINE_RGB = (0, 255, 120)  # the true lesion's outline: green, apart from the map's colours
 CSS = """#status p { font-weight: 600; } #scores p { font-size: 1.05em; }
 #overlay img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }"""
@@ -108,45 +107,36 @@ class UI:
 
     def __init__(self, service: Service, per_class: int = EXAMPLES_PER_CLASS) -> None:
         self.service = service
-        raw = section(service.params, "data").get("raw_dir", "data/raw")
-        self.test_dir = (service.registry.root / raw / "Testing").resolve()
-        self.examples = self.find_examples(per_class)
+        data = section(service.params, "data")
+        root = service.registry.root
+        self.raw_dir = (root / data.get("raw_dir", "data/raw")).resolve()
+        self.manifest_path = root / data.get("processed_dir", "data/processed") / MANIFEST_NAME
+        self.test = self.test_rows(per_class)
+        self.examples = [(f"{r['class']} / {Path(r['path']).name}{' · mask' if r['mask'] else ''}",
+                          r["path"]) for r in self.test.values()]
 
     # ---- inputs --------------------------------------------------------------------------
-    def find_examples(self, per_class: int) -> list[tuple[str, str]]:
-        """(label, value) of a few test images per class: value is <class>/<file name>."""
-        if not self.test_dir.is_dir():
-            return []
-        out = []
-        for folder in sorted(p for p in self.test_dir.iterdir() if p.is_dir()):
-            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
-                           and not p.stem.endswith(MASK_SUFFIX))
-            for p in files[:per_class]:
-                mask = " · mask" if self.mask_path(p) else ""
-                out.append((f"{folder.name} / {p.name}{mask}", f"{folder.name}/{p.name}"))
-        return out
-
-    @staticmethod
-    def mask_path(image: Path) -> Path | None:
-        found = [p for p in image.parent.glob(f"{image.stem}{MASK_SUFFIX}.*")
-                 if p.suffix.lower() in IMAGE_SUFFIXES]
-        return found[0] if found else None
+    def test_rows(self, per_class: int) -> dict[str, dict[str, str]]:
+        """A few usable test images per class from prepare's manifest (path -> row); none
+        before prepare has run. The manifest knows each image's masks (BUSI-style parts too)."""
+        if not self.manifest_path.is_file():
+            return {}
+        test = split_frame(load_manifest(self.manifest_path), "test")
+        test = test.sort_values("path").groupby("class", sort=True).head(per_class)
+        mask = test["mask"].fillna("").astype(str)
+        return {p: {"path": p, "class": c, "mask": m}
+                for p, c, m in zip(test["path"], test["class"], mask, strict=True)}
 
     def example_path(self, value: str) -> Path:
-        """A test image by its <class>/<name>; BadInput for anything outside the test folder."""
-        if value not in {v for _, v in self.examples}:
+        """A test image by its manifest path; BadInput for anything else."""
+        if value not in self.test:
             raise BadInput(f"unknown test image {value!r}", 404)
-        return self.test_dir / value
+        return self.raw_dir / value
 
-    def truth(self, image: Path, shape: tuple[int, int]) -> np.ndarray | None:
-        """The test image's lesion mask at the upload's size, if it has one."""
-        path = self.mask_path(image)
-        if path is None:
-            return None
-        mask = Image.open(path).convert("L")
-        if mask.size != (shape[1], shape[0]):
-            mask = mask.resize((shape[1], shape[0]), Image.Resampling.NEAREST)
-        return np.asarray(mask) > 0
+    def truth(self, value: str, shape: tuple[int, int]) -> np.ndarray | None:
+        """The test image's lesion mask (every part OR-merged, as the study reads it), if any."""
+        cell = self.test[value]["mask"]
+        return load_mask(self.raw_dir, cell, shape) if cell else None
 
     # ---- callbacks -----------------------------------------------------------------------
     def predict(self, file: str | None, example: str | None, model: str | None,
@@ -160,8 +150,7 @@ class UI:
             if file:
                 path, truth_of = Path(file), None
             elif example:
-                path = self.example_path(example)
-                truth_of = path
+                path, truth_of = self.example_path(example), example
             else:
                 raise BadInput("upload an image or pick a test image first", 400)
             data = path.read_bytes()
