@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
+from filelock import FileLock
 
 from lib.tiny import tiny_dataset
 from lib.train import tiny_models
@@ -38,4 +40,18 @@ def build_served_study(root: Path) -> Path:
     evaluate = {"classes": CLASSES, "models": models, "best_model": "scratch_batchnorm_s0"}
     (root / "reports" / "metrics").mkdir(parents=True, exist_ok=True)
     (root / "reports" / "metrics" / "evaluate.json").write_text(json.dumps(evaluate, indent=2))
+    return root
+
+
+def shared_served_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One served study per test session, shared by the app's test files across xdist workers
+    (built once under a file lock, then read-only: each test file writes in its own folders)."""
+    base = tmp_path_factory.getbasetemp()
+    if base.name.startswith("popen-gw"):  # an xdist worker: its parent is the session's folder
+        base = base.parent
+    root = base / "served-study"
+    with FileLock(str(root) + ".lock"):
+        if not (root / "reports" / "metrics" / "evaluate.json").is_file():
+            root.mkdir(exist_ok=True)
+            build_served_study(root)
     return root

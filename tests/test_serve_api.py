@@ -31,7 +31,7 @@ from lib.serve.api import create_app
 from lib.serve.inference import Limits
 from lib.serve.service import Service
 from tests.conftest import BIN, REPO
-from tests.serve_study import CLASSES, build_served_study
+from tests.serve_study import CLASSES, shared_served_study
 from tests.test_ingest import tree_hash, write_dcm
 
 MiB = 2**20
@@ -39,12 +39,12 @@ MiB = 2**20
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Path:
-    return build_served_study(tmp_path_factory.mktemp("served"))
+    return shared_served_study(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
-def service(study) -> Service:
-    return Service.open(study, study / "feedback")
+def service(study, tmp_path_factory) -> Service:
+    return Service.open(study, tmp_path_factory.mktemp("feedback"))
 
 
 @pytest.fixture(scope="module")

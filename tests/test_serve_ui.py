@@ -29,7 +29,7 @@ from lib.serve.inference import apply_temperature, score_against
 from lib.serve.service import Service
 from lib.serve.ui import UI, drawn_mask, outline
 from tests.conftest import REPO
-from tests.serve_study import CLASSES, build_served_study
+from tests.serve_study import CLASSES, shared_served_study
 from tests.test_report import NO_BROWSER, find_browser
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
@@ -46,12 +46,18 @@ def server_command(root: Path, port: int, feedback: Path) -> list[str]:
 # ---- fixtures --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_served_study(tmp_path_factory.mktemp("served"))
+    return shared_served_study(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
-def service(study: Path) -> Service:
-    return Service.open(study, feedback_dir=study / "fb-unit")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This file's own folder for feedback, logs and junk: the shared study stays read-only."""
+    return tmp_path_factory.mktemp("ui-work")
+
+
+@pytest.fixture(scope="module")
+def service(study: Path, work: Path) -> Service:
+    return Service.open(study, feedback_dir=work / "fb-unit")
 
 
 @pytest.fixture(scope="module")
@@ -66,14 +72,14 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(study: Path) -> Iterator[str]:
+def server(study: Path, work: Path) -> Iterator[str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = dict(os.environ, PYTHONPATH=str(REPO), GRADIO_ANALYTICS_ENABLED="False",
                TF_CPP_MIN_LOG_LEVEL="2")
-    log = study / "server.log"
+    log = work / "server.log"
     with log.open("w") as out:
-        proc = subprocess.Popen(server_command(study, port, study / "fb-server"), cwd=REPO,
+        proc = subprocess.Popen(server_command(study, port, work / "fb-server"), cwd=REPO,
                                 env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
@@ -192,7 +198,8 @@ def test_feedback_stores_image_mask_and_record(ui: UI, service: Service) -> None
 
 
 # ---- a real server -----------------------------------------------------------------------------
-def test_client_predicts_like_the_study(server: str, service: Service, study: Path) -> None:
+def test_client_predicts_like_the_study(server: str, service: Service, study: Path,
+                                       work: Path) -> None:
     from gradio_client import Client, handle_file
 
     client = Client(f"{server}/ui/", verbose=False, download_files=False)
@@ -209,7 +216,7 @@ def test_client_predicts_like_the_study(server: str, service: Service, study: Pa
             for i, name in enumerate(CLASSES):
                 assert got[name] == pytest.approx(probs[i], abs=1e-5)
                 assert got_cal[name] == pytest.approx(calibrated[i], abs=1e-5)
-    junk = study / "junk.png"
+    junk = work / "junk.png"
     junk.write_bytes(b"not an image")
     status = client.predict(handle_file(str(junk)), None, None, "gradcam", 0.5, True,
                             api_name="/predict")[0]
