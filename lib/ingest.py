@@ -13,9 +13,10 @@ notumor, pituitary.
 Rules shared by all importers:
 
 * Training/Testing is assigned per GROUP (patient/subject), never per image, so a patient is
-  never in both: the sorted group ids are shuffled with ``numpy.random.default_rng(seed)`` and the
-  first ``round(test_fraction * n_groups)`` go to Testing (at least one group in each split when
-  there are two or more groups). The split is not stratified by class.
+  never in both. The split is stratified by class, so that every class has test images: within
+  each class, its sorted group ids are shuffled with one ``numpy.random.default_rng(seed)`` and
+  the first ``round(test_fraction * n_groups)`` go to Testing (at least one group in each split
+  when the class has two or more groups); see ``assign_splits``.
 * SRC is only opened for reading; ``out`` may not lie inside SRC (nor SRC inside out).
 * Idempotent: PNG bytes are a pure function of the source and the options; an existing file with
   identical bytes is left alone (counted as ``unchanged``), a different one is an error unless
@@ -140,17 +141,32 @@ def binary_mask(mask: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- splits and writing
 
 
-def assign_splits(groups: Iterable[str], test_fraction: float, seed: int) -> dict[str, str]:
-    """Group id -> Training | Testing: seeded shuffle of the sorted ids, test share of groups."""
+def assign_splits(groups: Iterable[str | tuple[str, str]], test_fraction: float, seed: int
+                  ) -> dict[str, str]:
+    """Group id -> Training | Testing, stratified by class: within each class (in sorted order)
+    a seeded shuffle of its sorted group ids sends round(test_fraction * n) groups to Testing,
+    at least one and never all when the class has two or more groups.
+
+    ``groups`` holds ids, or (id, class) pairs; a group seen under several classes (a patient
+    with a tumour slice and a healthy slice) is split with its first class in sorted order. One
+    random generator runs through the classes, so plain ids (one class) are split as before.
+    """
     if not 0.0 <= test_fraction < 1.0:
         raise IngestError(f"--test-fraction must be in [0, 1), got {test_fraction}")
-    ids = sorted(set(groups))
-    order = np.random.default_rng(seed).permutation(len(ids))
-    n_test = int(round(test_fraction * len(ids)))
-    if len(ids) >= 2 and test_fraction > 0:
-        n_test = min(max(n_test, 1), len(ids) - 1)
-    test = {ids[i] for i in order[:n_test]}
-    return {g: (TESTING if g in test else TRAINING) for g in ids}
+    stratum: dict[str, str] = {}
+    for entry in sorted({(g, "") if isinstance(g, str) else tuple(g) for g in groups}):
+        stratum.setdefault(entry[0], entry[1])
+    rng = np.random.default_rng(seed)
+    out = {}
+    for cls in sorted(set(stratum.values())):
+        ids = sorted(g for g, c in stratum.items() if c == cls)
+        order = rng.permutation(len(ids))
+        n_test = int(round(test_fraction * len(ids)))
+        if len(ids) >= 2 and test_fraction > 0:
+            n_test = min(max(n_test, 1), len(ids) - 1)
+        test = {ids[i] for i in order[:n_test]}
+        out.update({g: (TESTING if g in test else TRAINING) for g in ids})
+    return dict(sorted(out.items()))
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
@@ -237,8 +253,8 @@ class _Writer:
         path.write_bytes(data)
 
 
-def _run(out: Path, groups: Iterable[str], items: Iterator[Item], result: IngestResult,
-         test_fraction: float, seed: int, overwrite: bool) -> IngestResult:
+def _run(out: Path, groups: Iterable[str | tuple[str, str]], items: Iterator[Item],
+         result: IngestResult, test_fraction: float, seed: int, overwrite: bool) -> IngestResult:
     """Split the groups (found by a cheap first pass), then stream and write the items.
 
     Streaming keeps one image in memory at a time (a Decathlon set is ~75 000 slices); the
@@ -314,15 +330,17 @@ def _figshare_pid(cj: object) -> str:
     return "".join(chr(int(c)) for c in np.asarray(cj["PID"]).ravel()).strip()  # type: ignore
 
 
-def _figshare_groups(src: Path) -> Iterator[str]:
-    """First pass: the patient ids, read without the images."""
+def _figshare_groups(src: Path) -> Iterator[tuple[str, str]]:
+    """First pass: (patient id, class) of every file, read without the images."""
     import h5py
 
     for path in _figshare_files(src):
         try:
             with h5py.File(path, "r") as f:
-                yield f"figshare:{_figshare_pid(f['cjdata'])}"
-        except (OSError, KeyError, ValueError, TypeError):
+                label = int(np.asarray(f["cjdata"]["label"]).ravel()[0])
+                yield (f"figshare:{_figshare_pid(f['cjdata'])}",
+                       FIGSHARE_LABELS.get(label, ""))
+        except (OSError, KeyError, ValueError, TypeError, IndexError):
             continue
 
 
@@ -374,7 +392,8 @@ def import_figshare(src: Path | str, out: Path | str = "data/raw", test_fraction
     groups = list(_figshare_groups(src))
     if healthy is not None:
         _check_paths(Path(healthy), out)
-        groups += [_healthy_group(Path(healthy), p) for p in _visible_files(Path(healthy))]
+        groups += [(_healthy_group(Path(healthy), p), "notumor")
+                   for p in _visible_files(Path(healthy))]
 
     def items() -> Iterator[Item]:
         yield from _figshare_items(src, result)
@@ -511,8 +530,8 @@ def _dicom_files(folder: Path) -> list[Path]:
     return [p for p in _visible_files(folder) if p.suffix.lower() == ".dcm"]
 
 
-def _dicom_groups(src: Path) -> Iterator[str]:
-    """First pass: the group of every readable .dcm in a class folder, headers only."""
+def _dicom_groups(src: Path) -> Iterator[tuple[str, str]]:
+    """First pass: (group, class) of every readable .dcm in a class folder, headers only."""
     import pydicom
 
     for folder in sorted(p for p in src.iterdir() if p.is_dir() and p.name in CLASSES):
@@ -522,7 +541,7 @@ def _dicom_groups(src: Path) -> Iterator[str]:
             except Exception:  # noqa: BLE001 - reported by the import pass
                 continue
             if group:
-                yield group
+                yield group, folder.name
 
 
 def dicom_to_uint8(ds: object, raw: np.ndarray) -> np.ndarray:

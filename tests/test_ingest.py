@@ -142,6 +142,24 @@ def test_assign_splits_is_deterministic_and_by_group() -> None:
     assert list(ingest.assign_splits(["x", "y"], 0.01, 0).values()).count("Testing") == 1
 
 
+def test_assign_splits_is_stratified_by_class() -> None:
+    """Every class with two or more groups gets test groups in its own share, even when an
+    unstratified shuffle would leave one out; a group seen under two classes gets its first."""
+    pairs = [(f"{c}{i}", c) for c, n in (("glioma", 12), ("meningioma", 3), ("notumor", 2))
+             for i in range(n)] + [("glioma0", "notumor")]
+    for seed in range(20):
+        split = ingest.assign_splits(pairs, 0.25, seed)
+        tested = {c: sum(split[g] == "Testing" for g, k in set(pairs) if k == c and
+                         not (g == "glioma0" and k == "notumor")) for c in ("glioma",
+                                                                           "meningioma",
+                                                                           "notumor")}
+        assert tested == {"glioma": 3, "meningioma": 1, "notumor": 1}, (seed, tested)
+    ids = [f"p{i}" for i in range(10)]  # plain ids: one class, the rule as before
+    order = np.random.default_rng(7).permutation(10)
+    assert {g for g, v in ingest.assign_splits(ids, 0.2, 7).items() if v == "Testing"} == \
+        {sorted(ids)[i] for i in order[:2]}
+
+
 # ----------------------------------------------------------------------------- nifti
 
 
