@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +29,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from lib.serve.launch import running  # noqa: E402  (after the path insert)
 
 BUDGET_START_S = 15.0
 BUDGET_P95_MS = 50.0
@@ -48,12 +47,6 @@ def trained(root: Path) -> bool:
         return any(c.trained for c in cards(root))
     except Exception:  # noqa: BLE001 - no dvc.yaml, no artifacts: build the tiny study
         return False
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def sample_image(root: Path) -> bytes:
@@ -97,28 +90,9 @@ def main() -> int:
                   flush=True)
             root = build_served_study(tmp / "study")
         data = sample_image(root)
-        port = free_port()
-        env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2",
-               "GRADIO_ANALYTICS_ENABLED": "False", "GIT_OPTIONAL_LOCKS": "0"}
-        start = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "lib.serve", "--root", str(root),
-                                 "--port", str(port), "--feedback-dir", str(tmp / "feedback")],
-                                cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            while True:
-                if proc.poll() is not None:
-                    raise SystemExit(f"the server exited:\n{proc.stdout.read()}")
-                try:
-                    if httpx.get(f"{url}/health", timeout=2).json().get("status") == "ok":
-                        break
-                except httpx.TransportError:
-                    pass
-                if time.perf_counter() - start > 120:
-                    raise SystemExit("the server did not answer /health in 120 s")
-                time.sleep(0.05)
-            results = {"start_s": time.perf_counter() - start}
+        with running(root, tmp / "feedback", tmp / "server.log") as server:
+            url = server.url
+            results = {"start_s": server.started_s}
             with httpx.Client(base_url=url, timeout=60) as client:
                 models = client.get("/health").json()["models"]
                 model = args.model if args.model in models else client.get(
@@ -140,12 +114,8 @@ def main() -> int:
                 codes = list(pool.map(one, range(args.load)))
                 results["rps"] = args.load / (time.perf_counter() - t0)
             results["errors"] = sum(c != 200 for c in codes)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from exc
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

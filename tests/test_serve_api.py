@@ -10,12 +10,7 @@ import base64
 import dataclasses
 import io
 import json
-import os
-import socket
 import struct
-import subprocess
-import sys
-import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,10 +22,10 @@ from PIL import Image
 
 from lib.evaluate import apply_temperature
 from lib.predict import predict_frame
+from lib.serve import launch
 from lib.serve.api import create_app
 from lib.serve.inference import Limits
 from lib.serve.service import Service
-from tests.conftest import BIN, REPO
 from tests.serve_study import CLASSES, shared_served_study
 from tests.test_ingest import tree_hash, write_dcm
 
@@ -303,30 +298,16 @@ def test_ui_is_mounted_and_root_redirects(service) -> None:
 # ----------------------------------------------------------------------------- real server
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def rss_mib(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("VmRSS"))) / 1024
-
-
-def start_server(root: Path, port: int, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2",
-           "GRADIO_ANALYTICS_ENABLED": "False", "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.Popen([sys.executable, "-m", "lib.serve", "--root", str(root), "--port",
-                             str(port), *extra], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
 
 
 def test_no_trained_models_is_one_clear_line(tmp_path) -> None:
     (tmp_path / "dvc.yaml").write_text("artifacts:\n  m:\n    path: models/m/seed1.keras\n"
                                        "    type: model\n")
     (tmp_path / "params.yaml").write_text("data: {}\n")
-    proc = start_server(tmp_path, free_port())
+    proc = launch.start(tmp_path, launch.free_port())
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert out.strip().splitlines()[-1].startswith("error: ") and "make repro" in out
@@ -337,20 +318,8 @@ def test_no_trained_models_is_one_clear_line(tmp_path) -> None:
 def test_real_server_under_load(study, tmp_path) -> None:
     import httpx
 
-    port = free_port()
-    proc = start_server(study, port, "--feedback-dir", str(tmp_path / "fb"))
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                if httpx.get(f"{url}/health", timeout=2).json()["status"] == "ok":
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not answer /health in 90 s"
-            time.sleep(0.2)
+    with launch.running(study, tmp_path / "fb", tmp_path / "server.log") as server:
+        url, proc = server.url, server.proc
         files = [(study / "raw" / "Testing" / c / f"{c}_0000.png").read_bytes() for c in CLASSES]
 
         def one(i: int) -> int:
@@ -365,10 +334,3 @@ def test_real_server_under_load(study, tmp_path) -> None:
                 rss.append(rss_mib(proc.pid))
         assert rss[1] - rss[0] < 50, f"RSS grew from {rss[0]:.0f} to {rss[1]:.0f} MiB"
         assert httpx.get(f"{url}/", follow_redirects=True).status_code == 200  # the UI
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()

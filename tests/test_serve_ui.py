@@ -8,11 +8,6 @@ app gets its own entry point).
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,22 +20,16 @@ import pytest
 from PIL import Image, ImageStat
 
 from lib.predict import predict_frame
+from lib.serve import launch
 from lib.serve.inference import apply_temperature, score_against
 from lib.serve.service import Service
 from lib.serve.ui import UI, drawn_mask, outline
-from tests.conftest import REPO
 from tests.serve_study import CLASSES, shared_served_study
 from tests.test_report import NO_BROWSER, find_browser
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 EXAMPLE = "Testing/glioma/glioma_0001.png"  # a phantom test image with a lesion mask
 EXAMPLE_LABEL = "glioma / glioma_0001.png · mask"  # as the picker shows it
-
-
-def server_command(root: Path, port: int, feedback: Path) -> list[str]:
-    """The app's entry point, serving the study with the UI at /ui."""
-    return [sys.executable, "-m", "lib.serve", "--root", str(root), "--port", str(port),
-            "--feedback-dir", str(feedback)]
 
 
 # ---- fixtures --------------------------------------------------------------------------------
@@ -65,44 +54,11 @@ def ui(service: Service) -> UI:
     return UI(service)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(study: Path, work: Path) -> Iterator[str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = dict(os.environ, PYTHONPATH=str(REPO), GRADIO_ANALYTICS_ENABLED="False",
-               TF_CPP_MIN_LOG_LEVEL="2")
-    log = work / "server.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(server_command(study, port, work / "fb-server"), cwd=REPO,
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"the server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/ui/", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the server did not answer in 120 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    """The app's entry point (python -m lib.serve) serving the study with the UI at /ui."""
+    with launch.running(study, work / "fb-server", work / "server.log") as running:
+        yield running.url
 
 
 def study_scores(service: Service, study: Path, model: str, relpath: str
