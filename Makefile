@@ -41,12 +41,12 @@ $(STAMP): requirements.txt pyproject.toml
 data: setup
 	@if [ -d data/raw ]; then echo "data/raw present"; \
 	elif [ -n "$$($(BIN)/dvc remote list)" ]; then $(BIN)/dvc pull data.dvc; \
-	else $(BIN)/python -m lib.phantom --params params.yaml --out data/raw; fi
+	else $(BIN)/python -m lib.data.phantom --params params.yaml --out data/raw; fi
 	@$(BIN)/dvc status data.dvc | grep -q "modified:" && \
 	  echo "warning: data/raw differs from data.dvc (your own data? run 'dvc add data/raw' and commit data.dvc)" || true
 
 phantom: setup
-	$(BIN)/python -m lib.phantom --params params.yaml --out data/raw --overwrite
+	$(BIN)/python -m lib.data.phantom --params params.yaml --out data/raw --overwrite
 
 repro: data
 	$(BIN)/dvc repro
@@ -76,7 +76,7 @@ serve: setup
 	$(BIN)/python -m lib.serve
 
 bench: setup
-	$(BIN)/python bench/run.py
+	$(BIN)/python -m bench.run
 
 lint: setup
 	$(BIN)/ruff check .

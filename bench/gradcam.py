@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 BUDGET_SECONDS = 30.0
 BUDGET_SPEEDUP = 5.0
@@ -80,11 +79,12 @@ def main() -> int:
     import keras
     import numpy as np
 
-    from lib import models, predict  # noqa: F401  (models registers BackbonePreprocess)
     from lib.config import load_params
-    from lib.data import class_names, load_arrays, load_manifest, split_frame
-    from lib.explain import Explainer, logits_twin, normalise, predict_probs, upsample
-    from lib.train import seed_everything
+    from lib.data.inputs import load_arrays
+    from lib.data.manifest import class_names, load_manifest, split_frame
+    from lib.evaluate import predict
+    from lib.explain.methods import Explainer, logits_twin, normalise, predict_probs, upsample
+    from lib.seeding import seed_everything
 
     # the recipe passes model.inputs (a list) to a one-input model, as the example does
     warnings.filterwarnings("ignore", message="The structure of `inputs`")

@@ -55,11 +55,9 @@ from typing import Any
 
 import keras
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from lib.train.models import SCRATCH_BN_MOMENTUM
 
-from lib.models import SCRATCH_BN_MOMENTUM  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 PEER_NAME = "keras-io Xception-mini"
 PEER_LEARNING_RATE = 3e-4
@@ -232,7 +230,7 @@ class Comparison:
 def best_variant(metrics_dir: Path) -> str:
     """The scratch variant with the best mean validation macro-F1 in train_scratch_*.json
     (the study's one best-model rule, ``lib.evaluate.best_model``)."""
-    from lib.evaluate import best_model
+    from lib.evaluate.metrics import best_model
 
     scores = {}
     for path in sorted(Path(metrics_dir).glob("train_scratch_*.json")):
@@ -247,8 +245,8 @@ def best_variant(metrics_dir: Path) -> str:
 def _fit_one(build: Callable[[], keras.Model], cfg: Any, data: Any, aug_cfg: Any, seed: int,
              budget_s: float | None, run_dir: Path, verbose: int) -> tuple[Any, TimeBudget]:
     """Seed, batches, model, fit: in the order 03_train_scratch uses, so ours is the pipeline's."""
-    from lib import train
-    from lib.augment import AugmentPolicy
+    from lib.train import fit as train
+    from lib.train.augment import AugmentPolicy
 
     train.seed_everything(seed)
     train_ds, val_ds = data.datasets(cfg.batch_size, channels=CHANNELS, seed=seed,
@@ -264,7 +262,7 @@ def _fit_one(build: Callable[[], keras.Model], cfg: Any, data: Any, aug_cfg: Any
 def _test_macro_f1(model: keras.Model, test_ds: Any) -> float:
     from sklearn.metrics import f1_score
 
-    from lib.train import predict_scores
+    from lib.train.fit import predict_scores
 
     labels, scores = predict_scores(model, test_ds)
     return float(f1_score(labels, scores.argmax(axis=1), average="macro", zero_division=0))
@@ -281,24 +279,27 @@ def compare(params_path: Path | str, manifest_path: Path | str, raw_dir: Path | 
     (for short trial runs); the peer always gets exactly the seconds ours took.
     `peer_bn_momentum` is ours by default (see the module doc); 0.99 is the recipe's.
     """
-    from lib import train
-    from lib.augment import AugmentConfig
     from lib.config import load_params
-    from lib.data import load_manifest, make_dataset, split_frame
-    from lib.models import ScratchConfig, build_scratch, count_params
+    from lib.data.inputs import make_dataset
+    from lib.data.manifest import load_manifest, split_frame
+    from lib.train import fit as train
+    from lib.train.augment import AugmentConfig
+    from lib.train.models import ScratchConfig, build_scratch, count_params
 
     params = load_params(params_path)
     if variant == "best":
         variant = best_variant(Path(metrics_dir) if metrics_dir
                                else Path(params_path).resolve().parent / "reports" / "metrics")
-    seed = int(params["seeds"][0])
-    image_size = int(params["train_scratch"]["image_size"])
+    seed = int(params["train_seeds"][0])
+    image_size = int(params["train_scratch"]["input_size"])
     data = train.TrainingData.from_manifest(manifest_path, raw_dir, image_size)
-    aug_cfg = AugmentConfig.from_params(params)
+    aug_cfg = AugmentConfig.from_params(params["augment"])
     arch = ScratchConfig.from_params(params["train_scratch"], variant)
-    ours_cfg = train.TrainConfig.from_params(params, "train_scratch")
+    scratch = params["train_scratch"]
+    ours_cfg = train.TrainConfig.from_params(params["train"], epochs=scratch["epochs"],
+                                             learning_rate=scratch["learning_rate"])
     peer_cfg = train.TrainConfig.from_params(
-        params, None, epochs=EPOCH_CAP, optimizer="adam", learning_rate=PEER_LEARNING_RATE,
+        params["train"], epochs=EPOCH_CAP, optimizer="adam", learning_rate=PEER_LEARNING_RATE,
         loss="crossentropy", label_smoothing=0.0, patience=EPOCH_CAP, lr_patience=EPOCH_CAP)
     test = split_frame(load_manifest(Path(manifest_path)), "test")
     test_ds = make_dataset(test, Path(raw_dir), image_size=image_size, n_classes=data.n_classes,

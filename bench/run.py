@@ -25,11 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from tests.conftest import run
+from tests.test_pipeline import copy_checkout
 
-from tests.conftest import run  # noqa: E402
-from tests.test_pipeline import copy_checkout  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
+
 
 TRAINING = ("augmentation", "train_scratch@none", "train_scratch@dropout",
             "train_scratch@batchnorm", "train_scratch@dropout_batchnorm", "pretrain",
@@ -62,7 +62,7 @@ def timed(label: str, cmd: list[str], cwd: Path, results: dict[str, float],
 
 def stage_times(work: Path) -> dict[str, float]:
     """Each stage's own seconds, from the records the report reads (papermill, timings json)."""
-    from lib.report import notebooks, run_times
+    from lib.report.build import notebooks, run_times
 
     times = run_times(work, notebooks(work / "reports"))
     for stage in times["rows"]:
@@ -85,8 +85,8 @@ def main() -> int:
         copy_checkout(work)
         run(["git", "init", "-q"], work)
         print(f"benchmark copy: {work}")
-        timed("generate phantom", [sys.executable, "-m", "lib.phantom", "--params", "params.yaml",
-                                   "--out", "data/raw"], work, results)
+        timed("generate phantom", [sys.executable, "-m", "lib.data.phantom", "--params",
+                                   "params.yaml", "--out", "data/raw"], work, results)
         timed("dvc repro (all stages)", ["dvc", "repro"], work, results, peaks)
         results.update(stage_times(work))
         results["issue-2 stages"] = sum(results.get(f"stage {s}", 0) for s in ISSUE2)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from lib.serve.launch import running
 
-from lib.serve.launch import running  # noqa: E402  (after the path insert)
+REPO = Path(__file__).resolve().parent.parent
+
 
 BUDGET_START_S = 15.0
 BUDGET_P95_MS = 50.0

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 
 def _images_per_second(model, fit_args: dict, n_images: int, epochs: int) -> float:
@@ -48,26 +47,29 @@ def main() -> int:
 
     import numpy as np
 
-    from lib import train
-    from lib.augment import AugmentConfig, AugmentPolicy
     from lib.config import load_params
-    from lib.data import load_arrays
-    from lib.models import ScratchConfig, build_scratch
+    from lib.data.inputs import load_arrays
+    from lib.seeding import seed_everything
+    from lib.train import fit as train
+    from lib.train.augment import AugmentConfig, AugmentPolicy
+    from lib.train.models import ScratchConfig, build_scratch
 
     params = load_params(REPO / "params.yaml")
     manifest = REPO / params["data"]["processed_dir"] / "manifest.csv"
     if not manifest.is_file():
         print(f"no {manifest}: run `make repro` (or `dvc repro prepare`) first", file=sys.stderr)
         return 2
-    size = int(params["train_scratch"]["image_size"])
+    size = int(params["train_scratch"]["input_size"])
     batch = int(params["train"]["batch_size"])
     data = train.TrainingData.from_manifest(manifest, REPO / params["data"]["raw_dir"], size)
     model_cfg = ScratchConfig.from_params(params["train_scratch"], "batchnorm")
-    cfg = train.TrainConfig.from_params(params, "train_scratch")
+    scratch = params["train_scratch"]
+    cfg = train.TrainConfig.from_params(params["train"], epochs=scratch["epochs"],
+                                        learning_rate=scratch["learning_rate"])
     n = len(data.train)
 
     def fresh():
-        train.seed_everything(0)
+        seed_everything(0)
         return train.compile_model(build_scratch(data.input_shape(1), data.n_classes, model_cfg),
                                    cfg)
 
@@ -80,7 +82,7 @@ def main() -> int:
             fresh(), {"x": data.datasets(batch, 1, seed=0)[0]}, n, args.epochs),
         "tf.data + augmentation": _images_per_second(
             fresh(), {"x": data.datasets(batch, 1, seed=0,
-                                         augment=AugmentPolicy(AugmentConfig.from_params(params),
+                                         augment=AugmentPolicy(AugmentConfig.from_params(params["augment"]),
                                                                0))[0]}, n, args.epochs),
     }
     base = results["in-memory tensors"]

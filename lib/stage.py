@@ -3,10 +3,11 @@
 `params.yaml` is the one home of every value. A notebook stage's command in `dvc.yaml` names only
 where the stage writes; `notebook_parameters` gives the notebook everything else from
 params.yaml, so the executed notebook's injected-parameters cell shows each value the stage used,
-and `tests/test_stage_params.py` proves that `dvc.yaml` lists exactly the keys a stage reads.
+and `tests/test_stage.py` proves that `dvc.yaml` lists exactly the keys a stage reads.
 
     python -m lib.stage notebook train_scratch --item dropout -p models_dir models/scratch_dropout
-    python -m lib.stage timed pretrain -- python -m lib.pretrain --params params.yaml
+    python -m lib.stage timed pretrain reports/timings/pretrain.json -- \\
+        python -m lib.train.pretrain --params params.yaml
 """
 
 from __future__ import annotations
@@ -44,9 +45,8 @@ class NotebookStage:
     """What a notebook stage takes from params.yaml (every name is a notebook parameter)."""
 
     notebook: str                       # file under notebooks/
-    groups: tuple[str, ...] = ()        # each key of these groups becomes a parameter
+    groups: tuple[str, ...] = ()        # whole groups, each one dict parameter of the group's name
     keys: tuple[str, ...] = ()          # single dotted keys; the parameter is the last part
-    nested: tuple[str, ...] = ()        # whole groups passed as one dict parameter of that name
     item: str | None = None             # the DVC matrix key, passed as a parameter of that name
     data: bool = True                   # raw_dir and manifest_path from the data: group
 
@@ -56,22 +56,23 @@ class NotebookStage:
         return f"reports/notebooks/{stem}{f'_{item}' if item else ''}.ipynb"
 
 
-# The study's notebook stages, in pipeline order. The training stages share the `train:` and
-# `augment:` groups; each model family keeps its own input size in its own group, so changing the
+# The study's notebook stages, in pipeline order. Each gets its params.yaml groups as dicts, which
+# the notebook turns into its configs with `Config.from_params(group)`; the executed notebook's
+# injected-parameters cell records every value. The training stages share `train:` and
+# `augment:`; each model family keeps its own input size in its own group, so changing the
 # scratch CNN's size does not retrain the transfer model.
 STAGES: dict[str, NotebookStage] = {
     "eda": NotebookStage("01_eda.ipynb", groups=("eda",), keys=("seed",)),
-    "augmentation": NotebookStage("02_augmentation.ipynb", groups=("augment", "augmentation"),
-                                  keys=("seed", "train_scratch.image_size")),
+    "augmentation": NotebookStage("02_augmentation.ipynb", groups=("augment", "augment_preview"),
+                                  keys=("seed", "train_scratch.input_size")),
     "train_scratch": NotebookStage("03_train_scratch.ipynb",
-                                   groups=("augment", "train", "train_scratch"), keys=("seeds",),
-                                   item="variant"),
+                                   groups=("augment", "train", "train_scratch"),
+                                   keys=("train_seeds",), item="variant"),
     "train_transfer": NotebookStage("04_train_transfer.ipynb",
                                     groups=("augment", "train", "train_transfer"),
-                                    keys=("seeds",)),
+                                    keys=("train_seeds",)),
     "evaluate": NotebookStage("05_evaluate.ipynb", groups=("evaluate",), keys=("seed",)),
-    "explain": NotebookStage("06_explain.ipynb", groups=("explain",), keys=("seed",),
-                             nested=("phantom",)),
+    "explain": NotebookStage("06_explain.ipynb", groups=("explain",), keys=("seed",)),
 }
 
 
@@ -108,12 +109,9 @@ def notebook_parameters(params: dict[str, Any], stage: str,
         put("raw_dir", str(data["raw_dir"]), "data.raw_dir")
         put("manifest_path", f"{data['processed_dir']}/manifest.csv", "data.processed_dir")
     for group in spec.groups:
-        for key, value in section(params, group).items():
-            put(key, value, f"{group}.{key}")
+        put(group, dict(section(params, group)), group)
     for dotted in spec.keys:
         put(dotted.rsplit(".", 1)[-1], lookup(params, dotted), dotted)
-    for group in spec.nested:
-        put(group, dict(section(params, group)), group)
     if spec.item:
         if item is None:
             raise ValueError(f"stage {stage} is a DVC matrix: give --item <{spec.item}>")

@@ -13,8 +13,7 @@ import pytest
 import yaml
 from filelock import FileLock
 
-from lib.tiny import tiny_dataset
-from lib.train import tiny_models
+from lib.tiny import tiny_dataset, tiny_models
 from tests.conftest import REPO
 
 VARIANTS = ("none", "batchnorm")

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from lib.config import load_params
-from lib.data import DataError
+from lib.data.manifest import DataError
 from lib.serve import registry
 from tests.conftest import REPO
 
@@ -21,7 +21,7 @@ DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())
 
 def trained_by_stages() -> set[str]:
     """The .keras files the default profile's training stages write."""
-    seeds = PARAMS["seeds"]
+    seeds = PARAMS["train_seeds"]
     scratch = {f"models/scratch_{v}/seed{s}.keras" for v in PARAMS["variants"] for s in seeds}
     return scratch | {f"models/transfer/seed{s}.keras" for s in seeds}
 

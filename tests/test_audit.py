@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lib.audit import (
+from lib.data.audit import (
     TooManyPairsError,
     inspect_image,
     near_duplicate_pairs,
     rotated_match,
     rotated_matches,
 )
-from lib.data import PrepareConfig, build_manifest
+from lib.data.prepare import PrepareConfig, build_manifest
 from tests.test_data import SIZE, png_header_only, save, simple_dataset, smooth
 
 # ---------------------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ import pytest
 import tensorflow as tf
 from scipy import ndimage
 
-from lib import plots
-from lib.augment import AugmentConfig, AugmentPolicy, preview
+from lib.train import figures as plots
+from lib.train.augment import AugmentConfig, AugmentPolicy, preview
 
 STRONG = AugmentConfig(flip="horizontal_and_vertical", rotation_deg=30.0, zoom=0.2,
                        translation=0.1, contrast=0.2, brightness=0.1)
@@ -165,10 +165,10 @@ def test_preview_returns_the_original_then_augmented_copies() -> None:
 def test_from_params_round_trips_and_refuses_an_unknown_key() -> None:
     cfg = AugmentConfig(flip="vertical", rotation_deg=15, zoom=0.0, translation=0.1,
                         contrast=0.3, brightness=0.05)
-    assert AugmentConfig.from_params({"augment": asdict(cfg)}) == cfg
+    assert AugmentConfig.from_params(asdict(cfg)) == cfg
     with pytest.raises(ValueError, match="unknown key.*preview_n"):
-        AugmentConfig.from_params({"augment": {**asdict(cfg), "preview_n": 6}})
-    assert AugmentConfig.from_params({"augment": {}}) == AugmentConfig()
+        AugmentConfig.from_params({**asdict(cfg), "preview_n": 6})
+    assert AugmentConfig.from_params({}) == AugmentConfig()
     assert isinstance(AugmentConfig(rotation_deg=10).rotation_deg, float)
 
 
@@ -178,14 +178,14 @@ def test_from_params_round_trips_and_refuses_an_unknown_key() -> None:
 ])
 def test_from_params_rejects_a_bad_value_naming_its_key(key: str, value: object) -> None:
     with pytest.raises(ValueError, match=rf"augment\.{key}"):
-        AugmentConfig.from_params({"augment": {key: value}})
+        AugmentConfig.from_params({key: value})
 
 
 def test_from_params_rejects_an_unknown_key_and_a_missing_group() -> None:
-    with pytest.raises(ValueError, match="rotation"):
-        AugmentConfig.from_params({"augment": {"rotation": 10}})
-    with pytest.raises(KeyError, match="augment"):
-        AugmentConfig.from_params({"seed": 1})
+    with pytest.raises(ValueError, match="'augment:' has unknown key.*rotation"):
+        AugmentConfig.from_params({"rotation": 10})
+    with pytest.raises(ValueError, match="'augment:' must be a mapping"):
+        AugmentConfig.from_params(None)
 
 
 @pytest.mark.parametrize("field, value", [("rotation_deg", 45.0), ("zoom", 0.3),

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lib.confounders import (
+from lib.data.confounders import (
     CONSTANT,
     NO_CONFOUNDER,
     _ijg_table,
@@ -28,7 +28,7 @@ from lib.confounders import (
     jpeg_quality,
     markdown,
 )
-from lib.phantom import CLASSES, PhantomConfig, generate
+from lib.data.phantom import CLASSES, PhantomConfig, generate
 
 PER_CLASS = 8
 FAST = {"permutations": 20, "folds": 4}  # min p = 1/21 = 0.048: enough to pass alpha 0.05

@@ -16,9 +16,13 @@ import pytest
 import yaml
 from PIL import Image
 
-from lib import data as D
-from lib.audit import FINDING_KINDS
-from lib.data import DataError, PrepareConfig, prepare
+from lib.data import images as IMG
+from lib.data import inputs as INP
+from lib.data import manifest as MAN
+from lib.data import prepare as D
+from lib.data.audit import FINDING_KINDS
+from lib.data.manifest import DataError
+from lib.data.prepare import PrepareConfig, prepare
 
 SIZE = 96
 
@@ -282,11 +286,11 @@ def test_outputs_are_written_and_portable(messy):
     assert keys == sorted(keys)
     md = (base / "reports" / "data_audit.md").read_text()
     assert "| glioma |" in md and "### mode_alpha" in md and "### duplicate_near_cross_split" in md
-    on_disk = D.load_manifest(base / "processed" / "manifest.csv", usable_only=False)
-    assert list(on_disk.columns) == D.MANIFEST_COLUMNS
+    on_disk = MAN.load_manifest(base / "processed" / "manifest.csv", usable_only=False)
+    assert list(on_disk.columns) == MAN.MANIFEST_COLUMNS
     assert on_disk["path"].tolist() == sorted(on_disk["path"])
     pd.testing.assert_frame_equal(on_disk, messy["manifest"])
-    usable = D.load_manifest(base / "processed" / "manifest.csv")
+    usable = MAN.load_manifest(base / "processed" / "manifest.csv")
     assert (usable["status"] != "excluded").all() and set(usable["split"]) == set(D.SPLITS)
     c = messy["audit"]["counts"]
     assert sum(c["status"].values()) == c["manifest_rows"] == len(on_disk)
@@ -468,27 +472,27 @@ def test_load_image_and_mask(tmp_path):
     rgb = np.stack([arr, arr, arr], axis=-1)
     save(tmp_path / "a" / "x.png", rgb)
     save_mask(tmp_path / "a" / "x.png", arr)
-    img = D.load_image(tmp_path, "a/x.png")
+    img = IMG.load_image(tmp_path, "a/x.png")
     assert img.dtype == np.uint8 and img.shape == (SIZE, SIZE)
     assert np.abs(img.astype(int) - arr).max() <= 1
-    mask = D.load_mask(tmp_path, "a/x_mask.png", img.shape)
+    mask = IMG.load_mask(tmp_path, "a/x_mask.png", img.shape)
     assert mask.dtype == bool and mask.shape == img.shape and mask.any() and not mask.all()
-    assert not D.load_mask(tmp_path, "", img.shape).any()
-    assert D.load_mask(tmp_path, None, (4, 5)).shape == (4, 5)
+    assert not IMG.load_mask(tmp_path, "", img.shape).any()
+    assert IMG.load_mask(tmp_path, None, (4, 5)).shape == (4, 5)
     with pytest.raises(DataError):
-        D.load_mask(tmp_path, "a/x_mask.png", (3, 3))
+        IMG.load_mask(tmp_path, "a/x_mask.png", (3, 3))
 
 
 def test_config_from_params(tmp_path):
     params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
-    cfg = PrepareConfig.from_params(params)
+    cfg = PrepareConfig.from_params(params["prepare"], params["seed"])
     assert cfg.seed == params["seed"]
     assert cfg.val_fraction == params["prepare"]["val_fraction"]
     assert cfg.duplicates in D.DUPLICATE_POLICIES
-    with pytest.raises(ValueError, match="duplicate"):
-        PrepareConfig.from_params({"seed": 1, "prepare": {"duplicate": "drop"}})
+    with pytest.raises(ValueError, match="'prepare:' has unknown key.*duplicate.*known: "):
+        PrepareConfig.from_params({"duplicate": "drop"}, 1)
     with pytest.raises(ValueError, match="val_fraction"):
-        PrepareConfig.from_params({"seed": 1, "prepare": {"val_fraction": 1.5}})
+        PrepareConfig.from_params({"val_fraction": 1.5}, 1)
 
 
 def _write_params(root: Path) -> Path:
@@ -526,7 +530,7 @@ def test_cli_reports_an_empty_class_without_traceback(tmp_path, capsys):
 
 def _resize_test_images() -> list[np.ndarray]:
     """uint8 images that stress a resize: noise, hard 0/255 edges, odd sizes, up and down."""
-    from lib import phantom as P
+    from lib.data import phantom as P
 
     rng = np.random.default_rng(11)
     checker = (np.indices((45, 61)).sum(axis=0) % 2 * 255).astype(np.uint8)
@@ -542,7 +546,7 @@ def test_resize_to_model_is_bit_identical_to_the_three_former_resizes(tmp_path, 
     bit for bit)."""
     import tensorflow as tf
 
-    from lib.explain import to_model_input
+    from lib.data.inputs import to_model_input
 
     images = _resize_test_images()
     for k, image in enumerate(images):
@@ -551,12 +555,12 @@ def test_resize_to_model_is_bit_identical_to_the_three_former_resizes(tmp_path, 
         raw = tf.io.decode_image(tf.io.read_file(str(path)), channels=1, expand_animations=False)
         old_decode = tf.clip_by_value(tf.image.resize(tf.cast(raw, tf.float32), (size, size),
                                                       antialias=True), 0.0, 255.0).numpy()
-        np.testing.assert_array_equal(D._decode(str(path), size).numpy(), old_decode)
+        np.testing.assert_array_equal(INP._decode(str(path), size).numpy(), old_decode)
         # lib.explain.to_model_input before: the same on the in-memory array
         x = tf.cast(image[..., None], tf.float32)
         old_explain = tf.clip_by_value(tf.image.resize(x, (size, size), antialias=True),
                                        0.0, 255.0).numpy()
-        new = D.resize_to_model(image[..., None], size).numpy()
+        new = INP.resize_to_model(image[..., None], size).numpy()
         np.testing.assert_array_equal(new, old_explain)
         np.testing.assert_array_equal(to_model_input([image], size, 1)[0], old_explain)
         # notebooks/02_augmentation.ipynb before: the resize without the clip, so it differs only
@@ -579,7 +583,7 @@ def png_bytes(array: np.ndarray, **kw) -> bytes:
 
 
 def phantom_image(k: int, cls: str = "glioma") -> np.ndarray:
-    from lib import phantom as P
+    from lib.data import phantom as P
 
     image, _ = P.render_case(P.PhantomConfig(image_size=SIZE), "Training", cls, k)
     return image
@@ -689,7 +693,7 @@ def test_exif_orientation_is_applied_in_audit_and_model_path(robust):
     assert "orientation" in m.columns and m.loc["Training/benign/exif6.jpg", "orientation"] == 6
     assert m.loc["Training/benign/exif6.jpg", "status"] == "ok"
     assert (m.drop(index="Training/benign/exif6.jpg")["orientation"] == 1).all()
-    on_disk = D.load_manifest(robust["base"] / "processed" / "manifest.csv")
+    on_disk = MAN.load_manifest(robust["base"] / "processed" / "manifest.csv")
     assert on_disk["orientation"].dtype == "int64"
 
 
@@ -703,10 +707,10 @@ def test_exif_rotated_image_gives_the_pixels_of_its_upright_copy(tmp_path, orien
     with Image.open(tmp_path / "rot.png") as img:
         upright = np.asarray(ImageOps.exif_transpose(img))
     save(tmp_path / "up.png", upright)
-    np.testing.assert_array_equal(D.load_image(tmp_path, "rot.png"), upright)
+    np.testing.assert_array_equal(IMG.load_image(tmp_path, "rot.png"), upright)
     frame = pd.DataFrame({"path": ["rot.png", "up.png"], "label": [0, 0],
                           "orientation": [orientation, 1]})
-    x, _ = D.load_arrays(frame, tmp_path, image_size=48, n_classes=1)
+    x, _ = INP.load_arrays(frame, tmp_path, image_size=48, n_classes=1)
     np.testing.assert_array_equal(x[0], x[1])
     info = D.inspect_image(tmp_path / "rot.png", 10**6)
     assert info.orientation == orientation
@@ -723,7 +727,7 @@ def test_exif_rotated_jpeg_matches_its_upright_copy(tmp_path):
         save(tmp_path / "u.png", np.asarray(ImageOps.exif_transpose(img).convert("L")))
     frame = pd.DataFrame({"path": ["r.jpg", "r.jpg", "u.png"], "label": [0, 0, 0],
                           "orientation": [6, 1, 1]})
-    x, _ = D.load_arrays(frame, tmp_path, image_size=SIZE, n_classes=1)
+    x, _ = INP.load_arrays(frame, tmp_path, image_size=SIZE, n_classes=1)
     # the model path turns the stored JPEG exactly as PIL does (90 degrees clockwise) ...
     np.testing.assert_array_equal(x[0], np.rot90(x[1], k=-1))
     # ... and matches the upright copy (decoded by PIL) up to the decoders' JPEG rounding:
@@ -731,7 +735,8 @@ def test_exif_rotated_jpeg_matches_its_upright_copy(tmp_path):
     # upright JPEGs); a wrong turn would differ by tens of levels
     diff = np.abs(x[0] - x[2])
     assert diff.mean() < 3.0 and np.percentile(diff, 99) < 10.0
-    np.testing.assert_array_equal(D.load_image(tmp_path, "r.jpg"), D.load_image(tmp_path, "u.png"))
+    np.testing.assert_array_equal(IMG.load_image(tmp_path, "r.jpg"),
+                                  IMG.load_image(tmp_path, "u.png"))
 
 
 # Patient groups
@@ -959,13 +964,13 @@ def test_busi_masks_are_joined_and_or_merged(busi):
     t = "Training/malignant/malignant_000"
     assert m.loc[f"{t}.png", "mask"] == f"{t}_mask.png|{t}_mask_1.png|{t}_mask_2.png"
     assert m.loc[f"{t}.png", "status"] == "ok"
-    merged = D.load_mask(raw, m.loc[f"{t}.png", "mask"], (SIZE, SIZE))
+    merged = IMG.load_mask(raw, m.loc[f"{t}.png", "mask"], (SIZE, SIZE))
     expected = (busi["blobs"][0] > 0) | (busi["blobs"][1] > 0) | (busi["blobs"][2] > 0)
     assert np.array_equal(merged, expected) and merged.sum() > (busi["blobs"][0] > 0).sum()
     t3 = "Training/malignant/malignant_003"
     assert m.loc[f"{t3}.png", "mask"] == f"{t3}_mask.png|{t3}_mask_2.png|{t3}_mask_10.png"
     assert not m.index.str.contains("_mask").any()  # no mask became a row
-    on_disk = D.load_manifest(busi["base"] / "processed" / "manifest.csv")
+    on_disk = MAN.load_manifest(busi["base"] / "processed" / "manifest.csv")
     assert on_disk.set_index("path").loc[f"{t}.png", "mask"] == m.loc[f"{t}.png", "mask"]
 
 
@@ -985,7 +990,7 @@ def test_busi_bad_and_orphan_masks_are_findings(busi):
     assert m.loc[t + "malignant_002.png", "mask"] == (
         f"{t}malignant_002_mask.png|{t}malignant_002_mask_1.png")
     assert tree_digest(busi["raw"]) == busi["before"]
-    known = {p for cell in busi["manifest"]["mask"] for p in D.mask_paths(cell)}
+    known = {p for cell in busi["manifest"]["mask"] for p in MAN.mask_paths(cell)}
     known |= set(busi["manifest"]["path"]) | {f["path"] for f in audit["findings"]}
     for p in busi["raw"].rglob("*"):
         assert not p.is_file() or p.relative_to(busi["raw"]).as_posix() in known, p
@@ -994,10 +999,11 @@ def test_busi_bad_and_orphan_masks_are_findings(busi):
 def test_load_mask_checks_every_part(busi):
     raw, t = busi["raw"], "Training/malignant/malignant_001"
     with pytest.raises(DataError, match="malignant_001_mask_1.png"):
-        D.load_mask(raw, f"{t}_mask.png|{t}_mask_1.png", (SIZE, SIZE))
-    assert D.load_mask(raw, f"{t}_mask.png", (SIZE, SIZE)).any()
-    assert D.mask_paths("") == [] and D.mask_paths(float("nan")) == []
-    assert D.mask_paths("a.png") == ["a.png"] and D.mask_paths("a.png|b.png") == ["a.png", "b.png"]
+        IMG.load_mask(raw, f"{t}_mask.png|{t}_mask_1.png", (SIZE, SIZE))
+    assert IMG.load_mask(raw, f"{t}_mask.png", (SIZE, SIZE)).any()
+    assert MAN.mask_paths("") == [] and MAN.mask_paths(float("nan")) == []
+    assert MAN.mask_paths("a.png") == ["a.png"]
+    assert MAN.mask_paths("a.png|b.png") == ["a.png", "b.png"]
 
 
 def test_single_masks_keep_their_plain_manifest_value(tmp_path):

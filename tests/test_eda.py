@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import eda
+from lib.eda import analysis as eda
 from lib.stats import otsu_threshold
 
 
@@ -177,8 +177,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_conspicuity_table_on_the_phantom_is_per_class_and_sequence(tiny) -> None:
-    from lib import phantom
-    from lib.data import load_manifest
+    from lib.data import phantom
+    from lib.data.manifest import load_manifest
 
     manifest = load_manifest(tiny.manifest_path)
     cfg = eda.phantom_config(tiny.raw_dir)
@@ -202,11 +202,13 @@ def test_conspicuity_table_on_the_phantom_is_per_class_and_sequence(tiny) -> Non
 
 
 def test_the_report_shows_the_plain_samples_before_the_outlined_ones(tmp_path) -> None:
-    from lib import plots, report
+    from lib import figures
+    from lib.eda import figures as eda_figures
+    from lib.report import build as report
 
     for name in ("eda_samples", "eda_samples_plain", "eda_conspicuity", "eda_counts", "eda_zzz"):
-        fig = plots.lesion_share(pd.DataFrame({"class": [], "lesion_share": []}))
-        plots.save(fig, tmp_path / f"{name}.png", dpi=20)
+        fig = eda_figures.lesion_share(pd.DataFrame({"class": [], "lesion_share": []}))
+        figures.save(fig, tmp_path / f"{name}.png", dpi=20)
     shown = report.eda_figures(tmp_path)
     assert [f["name"] for f in shown] == ["eda_counts", "eda_samples_plain", "eda_samples",
                                           "eda_conspicuity", "eda_zzz"]

@@ -18,10 +18,12 @@ import pytest
 from matplotlib.figure import Figure
 from scipy.special import softmax
 
-from lib import evaluate as ev
-from lib import plots
+from lib import figures
+from lib.evaluate import figures as evf
+from lib.evaluate import metrics as ev
+from lib.evaluate import tables as evt
+from lib.evaluate.predict import write_predictions
 from lib.jsonio import write_json
-from lib.predict import write_predictions
 
 CLASSES = ["a", "b", "c"]
 # Hand-checked: confusion rows (true) [[1,1,0],[0,2,0],[1,0,1]]
@@ -348,10 +350,10 @@ def test_summary_json_has_the_documented_schema(tmp_path: Path) -> None:
     digits = [len(t.split(".")[1]) for t in text.replace(",", " ").split()
               if t.replace(".", "").replace("-", "").isdigit() and "." in t]
     assert max(digits) <= 6
-    tables = (ev.metrics_table(report), ev.per_class_table(report, "transfer_s1"),
-              ev.seeds_table(report), ev.mcnemar_table(report))
+    tables = (evt.metrics_table(report), evt.per_class_table(report, "transfer_s1"),
+              evt.seeds_table(report), evt.mcnemar_table(report))
     assert [len(t) for t in tables] == [3, 5, 2, 3]
-    assert "beats" in " ".join(ev.mcnemar_table(report)["verdict"])
+    assert "beats" in " ".join(evt.mcnemar_table(report)["verdict"])
 
 
 def test_models_scored_on_different_images_are_refused(tmp_path: Path) -> None:
@@ -392,14 +394,14 @@ def test_load_predictions_reads_what_predict_all_writes(tmp_path: Path) -> None:
 def test_plot_data_files_for_dvc(tmp_path: Path) -> None:
     result = ev.evaluate_model(make_pred("m_s1", LABELS, one_hot(PREDICTED, confidence=0.7)),
                                resamples=10)
-    written = ev.write_plot_data(tmp_path, result)
+    written = evt.write_plot_data(tmp_path, result)
     names = sorted(p.relative_to(tmp_path).as_posix() for p in written)
     assert names == ["confusion/confusion_m_s1.csv", "pr/pr_m_s1.csv", "roc/roc_m_s1.csv"]
     cm = pd.read_csv(tmp_path / "confusion" / "confusion_m_s1.csv")
     assert list(cm.columns) == ["actual", "predicted"] and len(cm) == 6
     assert cm.iloc[1].tolist() == ["a", "b"]
     assert list(pd.read_csv(tmp_path / "roc" / "roc_m_s1.csv").columns) == ["class", "fpr", "tpr"]
-    assert ev.write_plot_data(None, result) == []
+    assert evt.write_plot_data(None, result) == []
 
 
 # ------------------------------------------------------------------ errors gallery and figures
@@ -426,23 +428,23 @@ def test_evaluation_figures_draw_and_stay_small(tmp_path: Path) -> None:
     rows = [(f"true a\n→ b ({i})", [image] * 6, [mask, None] * 3, ["p 0.9"] * 6)
             for i in range(12)]
     report = {"models": {"m_s1": m, "n_s1": m}}
-    figures = {
-        "confusion": plots.confusion_matrices(m["confusion"], CLASSES, "m"),
-        "roc_pr": plots.roc_pr_curves(result.curves.roc, result.curves.pr,
+    drawn = {
+        "confusion": evf.confusion_matrices(m["confusion"], CLASSES, "m"),
+        "roc_pr": evf.roc_pr_curves(result.curves.roc, result.curves.pr,
                                       result.curves.roc_auc, result.curves.pr_auc,
-                                      ev.prevalence(result.pred), "m"),
-        "reliability": plots.reliability_diagram(result.reliability,
+                                      evt.prevalence(result.pred), "m"),
+        "reliability": evf.reliability_diagram(result.reliability,
                                                  {"before": cal["before"],
                                                   "after": cal["after"]}, "m"),
-        "errors": plots.error_gallery(rows, 6, "m"),
-        "no_errors": plots.error_gallery([], 6, "m"),
-        "comparison": plots.model_comparison(ev.comparison_frame(report)),
+        "errors": evf.error_gallery(rows, 6, "m"),
+        "no_errors": evf.error_gallery([], 6, "m"),
+        "comparison": evf.model_comparison(evt.comparison_frame(report)),
     }
-    for name, fig in figures.items():
+    for name, fig in drawn.items():
         assert isinstance(fig, Figure)
-        path = plots.save_compact(fig, tmp_path / f"{name}.png")
+        path = figures.save_compact(fig, tmp_path / f"{name}.png")
         assert 1_000 < path.stat().st_size < 150_000, name
-    again = plots.save_compact(figures["errors"], tmp_path / "again.png")
+    again = figures.save_compact(drawn["errors"], tmp_path / "again.png")
     assert again.read_bytes() == (tmp_path / "errors.png").read_bytes()  # reproducible bytes
     plt.close("all")
 

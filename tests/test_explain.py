@@ -15,9 +15,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib import evaluate as ev
-from lib import explain, localise
-from lib import explain_study as es
+from lib import forward
+from lib.data import inputs
+from lib.evaluate import metrics as ev
+from lib.explain import figures as efigures
+from lib.explain import methods, verdict
+from lib.explain import scores as localise
+from lib.explain import study as es
+from lib.explain import tables as etables
 from lib.stats import mean_ci, otsu_threshold
 from tests.conftest import REPO
 
@@ -43,8 +48,8 @@ def square():
     """(model, images with a square, their masks): a 2-block scratch CNN, seeded, ~3 s."""
     import keras
 
-    from lib.models import ScratchConfig, build_scratch
-    from lib.train import seed_everything
+    from lib.seeding import seed_everything
+    from lib.train.models import ScratchConfig, build_scratch
 
     seed_everything(0)
     x, y, _ = square_images(512, seed=0)
@@ -53,7 +58,7 @@ def square():
                   metrics=["accuracy"])
     model.fit(x, y, batch_size=32, epochs=4, verbose=0)
     xt, yt, mt = square_images(64, seed=1)
-    assert (explain.predict_probs(model, xt).argmax(axis=1) == yt).mean() >= 0.95
+    assert (forward.predict_probs(model, xt).argmax(axis=1) == yt).mean() >= 0.95
     return model, xt[yt == 1], mt[yt == 1]
 
 
@@ -64,7 +69,7 @@ def ones(x: np.ndarray) -> np.ndarray:
 # ---- the bright square ---------------------------------------------------------------------
 def test_gradcam_points_inside_the_square(square):
     model, x, masks = square
-    maps = explain.Explainer(model).maps(x, ones(x), "gradcam")
+    maps = methods.Explainer(model).maps(x, ones(x), "gradcam")
     scores = localise.score_maps(maps, masks)
     assert scores["pointing_game"].mean() == 1.0
     assert scores["energy_in_mask"].mean() > 0.5
@@ -75,8 +80,8 @@ def test_occlusion_agrees(square):
     """A patch the size of the square; a smaller one leaves the max-pooled detector enough of
     the square to fire on, a larger one spreads the drop over the square's surroundings."""
     model, x, masks = square
-    cfg = explain.SaliencyConfig(occlusion_patch=SQUARE, occlusion_stride=2)
-    maps = explain.Explainer(model, cfg=cfg).maps(x, ones(x), "occlusion")
+    cfg = methods.SaliencyConfig(occlusion_patch=SQUARE, occlusion_stride=2)
+    maps = methods.Explainer(model, cfg=cfg).maps(x, ones(x), "occlusion")
     scores = localise.score_maps(maps, masks)
     assert scores["pointing_game"].mean() >= 0.8
     assert scores["energy_in_mask"].mean() > 0.5
@@ -84,8 +89,8 @@ def test_occlusion_agrees(square):
 
 def test_deletion_hurts_faster_than_insertion_helps(square):
     model, x, _ = square
-    maps = explain.Explainer(model).maps(x, ones(x), "gradcam")
-    deletion, insertion = localise.deletion_insertion(model, x, maps, ones(x), explain.blur(x),
+    maps = methods.Explainer(model).maps(x, ones(x), "gradcam")
+    deletion, insertion = localise.deletion_insertion(model, x, maps, ones(x), methods.blur(x),
                                                       steps=10)
     assert deletion.shape == insertion.shape == (len(x), 11)
     assert localise.curve_auc(deletion).mean() + 0.2 < localise.curve_auc(insertion).mean()
@@ -96,17 +101,17 @@ def test_deletion_hurts_faster_than_insertion_helps(square):
 
 def test_maps_change_when_the_top_layers_are_randomised(square):
     model, x, _ = square
-    trained = explain.Explainer(model)
+    trained = methods.Explainer(model)
     maps = trained.maps(x, ones(x), "gradcam")
     # down to the convolution that feeds the target layer: with only the head scrambled a CAM
     # still follows the activations the square causes (why the study reports, not assumes)
-    copy, names = explain.randomised_copy(model, 3, seed=0)
+    copy, names = methods.randomised_copy(model, 3, seed=0)
     assert names == ["predictions", "head_dense", "block2_conv"]
-    scrambled = explain.Explainer(copy, trained.layer).maps(x, ones(x), "gradcam")
+    scrambled = methods.Explainer(copy, trained.layer).maps(x, ones(x), "gradcam")
     verdict = localise.sanity(maps, scrambled)
     assert verdict["passed"] and verdict["spearman"] < localise.SANITY_MAX_SPEARMAN
     # the check can fail: maps of an unchanged model correlate perfectly
-    same = localise.sanity(maps, explain.Explainer(model).maps(x, ones(x), "gradcam"))
+    same = localise.sanity(maps, methods.Explainer(model).maps(x, ones(x), "gradcam"))
     assert not same["passed"] and same["spearman"] > 0.99
     # the original model is untouched
     np.testing.assert_array_equal(maps, trained.maps(x, ones(x), "gradcam"))
@@ -115,7 +120,7 @@ def test_maps_change_when_the_top_layers_are_randomised(square):
 def occlusion_reference(model, image, target, patch, stride, baseline):
     """The textbook loop: one occluded copy, one prediction at a time."""
     size = image.shape[0]
-    starts = explain.occlusion_starts(size, patch, stride)
+    starts = methods.occlusion_starts(size, patch, stride)
     base = float(model(image[None], training=False)[0, target])
     total, count = np.zeros((size, size)), np.zeros((size, size))
     for r in starts:
@@ -125,15 +130,15 @@ def occlusion_reference(model, image, target, patch, stride, baseline):
             drop = base - float(model(copy[None], training=False)[0, target])
             total[r:r + patch, c:c + patch] += drop
             count[r:r + patch, c:c + patch] += 1
-    return explain.normalise(np.maximum(total / np.maximum(count, 1), 0)[None])[0]
+    return methods.normalise(np.maximum(total / np.maximum(count, 1), 0)[None])[0]
 
 
 def test_batched_occlusion_equals_the_per_image_reference(square):
     model, x, _ = square
     x = x[:3]
     targets = np.array([1, 0, 1])
-    baseline = explain.blur(x)
-    batched = explain.occlusion_maps(model, x, targets, patch=8, stride=6, baseline=baseline,
+    baseline = methods.blur(x)
+    batched = methods.occlusion_maps(model, x, targets, patch=8, stride=6, baseline=baseline,
                                      max_copies=40)  # several predict calls per image group
     for i in range(len(x)):
         ref = occlusion_reference(model, x[i], targets[i], 8, 6, baseline[i])
@@ -141,19 +146,19 @@ def test_batched_occlusion_equals_the_per_image_reference(square):
 
 
 def test_occlusion_covers_the_same_share_of_every_input_size() -> None:
-    assert explain.occlusion_geometry(64, 8, 4) == (8, 4)  # the reference: params as written
-    assert explain.occlusion_geometry(128, 8, 4) == (16, 8)
-    assert explain.occlusion_geometry(32, 8, 4) == (4, 2)
+    assert methods.occlusion_geometry(64, 8, 4) == (8, 4)  # the reference: params as written
+    assert methods.occlusion_geometry(128, 8, 4) == (16, 8)
+    assert methods.occlusion_geometry(32, 8, 4) == (4, 2)
     for size in (32, 64, 128):  # so every model gets the same number of occluded copies
-        patch, stride = explain.occlusion_geometry(size, 8, 4)
-        assert len(explain.occlusion_starts(size, patch, stride)) == 15
+        patch, stride = methods.occlusion_geometry(size, 8, 4)
+        assert len(methods.occlusion_starts(size, patch, stride)) == 15
 
 
 def test_every_method_gives_unit_maps_at_input_size(square):
     model, x, _ = square
-    cfg = explain.SaliencyConfig(smooth_samples=4, score_cam_max_n=8, batch_size=5)
-    explainer = explain.Explainer(model, cfg=cfg)
-    for method in explain.METHODS:
+    cfg = methods.SaliencyConfig(smooth_samples=4, score_cam_max_n=8, batch_size=5)
+    explainer = methods.Explainer(model, cfg=cfg)
+    for method in methods.METHODS:
         maps = explainer.maps(x[:6], ones(x[:6]), method)
         assert maps.shape == (6, SIZE, SIZE), method
         assert np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1, method
@@ -168,7 +173,7 @@ def test_every_method_gives_unit_maps_at_input_size(square):
 
 def test_block_maps_of_the_scratch_cnn(square):
     model, x, _ = square
-    maps = explain.block_maps(model, x[:3])
+    maps = methods.block_maps(model, x[:3])
     assert list(maps) == ["block1_relu", "block2_relu"]
     assert all(m.shape == (3, SIZE, SIZE) for m in maps.values())
 
@@ -200,13 +205,13 @@ def test_hirescam_equals_a_hand_computation():
     activations = np.asarray(keras.Model(model.input, model.get_layer("act").output)(x))
     kernel = np.asarray(model.get_layer("predictions").kernel).reshape(6, 6, 3, 4)
     hand = np.maximum(np.einsum("nijc,ijcn->nij", activations, kernel[..., targets]), 0)
-    twin = explain.logits_twin(model)
-    raw = explain.hirescam(twin, "act", x, targets, batch_size=2)  # several batches
+    twin = methods.logits_twin(model)
+    raw = methods.hirescam(twin, "act", x, targets, batch_size=2)  # several batches
     np.testing.assert_allclose(raw, hand, rtol=1e-4, atol=1e-6)
-    maps = explain.Explainer(model, min_grid=1).maps(x, targets, "hirescam")
-    np.testing.assert_allclose(maps, explain.normalise(explain.upsample(hand, (6, 6))),
+    maps = methods.Explainer(model, min_grid=1).maps(x, targets, "hirescam")
+    np.testing.assert_allclose(maps, methods.normalise(methods.upsample(hand, (6, 6))),
                                atol=1e-5)
-    assert explain.hirescam(twin, "act", x[:0], targets[:0]).shape == (0, 6, 6)
+    assert methods.hirescam(twin, "act", x[:0], targets[:0]).shape == (0, 6, 6)
 
 
 def test_hirescam_is_gradcam_after_average_pooling_only():
@@ -215,48 +220,48 @@ def test_hirescam_is_gradcam_after_average_pooling_only():
     the gradient lives on one cell per channel and the two maps differ."""
     x = np.random.default_rng(2).uniform(0, 1, (6, 6, 6, 1)).astype(np.float32)
     targets = np.array([0, 1, 2, 3, 0, 1])
-    avg = explain.Explainer(small_head_model("avg"), min_grid=1)
+    avg = methods.Explainer(small_head_model("avg"), min_grid=1)
     np.testing.assert_allclose(avg.maps(x, targets, "hirescam"), avg.maps(x, targets, "gradcam"),
                                atol=1e-4)
-    peak = explain.Explainer(small_head_model("max"), min_grid=1)
+    peak = methods.Explainer(small_head_model("max"), min_grid=1)
     hires, grad = peak.maps(x, targets, "hirescam"), peak.maps(x, targets, "gradcam")
     assert (np.abs(hires - grad).max(axis=(1, 2)) > 0.5).mean() >= 0.5  # (both can be empty)
-    raw = explain.hirescam(peak._linear, "act", x, targets)
+    raw = methods.hirescam(peak._linear, "act", x, targets)
     assert ((raw > 0).sum(axis=(1, 2)) <= 3).all()  # at most one cell per channel
 
 
 # ---- target layers -------------------------------------------------------------------------
 def test_target_layer_auto_and_by_name(square):
     model, _, _ = square
-    assert explain.target_layer(model) == "block2_relu"  # rectified map, not the pooled one
-    assert explain.target_layer(model, "block1_conv") == "block1_conv"
+    assert methods.layer_choice(model)[0] == "block2_relu"  # rectified map, not the pooled one
+    assert methods.layer_choice(model, "block1_conv")[0] == "block1_conv"
     with pytest.raises(ValueError, match="no 4-D layer named 'mixed10'.*block2_relu"):
-        explain.target_layer(model, "mixed10")
+        methods.layer_choice(model, "mixed10")[0]
     with pytest.raises(ValueError, match="no 4-D layer named 'predictions'"):
-        explain.target_layer(model, "predictions")
+        methods.layer_choice(model, "predictions")[0]
 
 
 def test_min_grid_rule_on_the_scratch_cnn():
     """3 blocks at 64 px: the head reads block3_relu, 16x16, fine enough to be kept; a larger
     min_grid steps down to the deepest ReLU with that grid, never to a pooling or conv output."""
-    from lib.models import ScratchConfig, build_scratch
+    from lib.train.models import ScratchConfig, build_scratch
 
     model = build_scratch((64, 64, 1), 4, ScratchConfig(blocks=3, filters=4, dense_units=8,
                                                         use_batchnorm=True))
-    layer, why = explain.layer_choice(model)
-    assert (layer, explain.grid_of(model, layer)) == ("block3_relu", (16, 16))
+    layer, why = methods.layer_choice(model)
+    assert (layer, methods.grid_of(model, layer)) == ("block3_relu", (16, 16))
     assert why == "the map the head reads (16x16 >= min_grid 8)"
-    assert explain.layer_choice(model, min_grid=17)[0] == "block2_relu"  # 32x32, not block2_bn
-    assert explain.layer_choice(model, min_grid=33)[0] == "block1_relu"
-    layer, why = explain.layer_choice(model, min_grid=65)
+    assert methods.layer_choice(model, min_grid=17)[0] == "block2_relu"  # 32x32, not block2_bn
+    assert methods.layer_choice(model, min_grid=33)[0] == "block1_relu"
+    layer, why = methods.layer_choice(model, min_grid=65)
     assert layer == "block3_relu" and "no rectified layer has a grid of min_grid 65" in why
-    assert explain.layer_choice(model, "block2_conv", min_grid=65) == ("block2_conv",
+    assert methods.layer_choice(model, "block2_conv", min_grid=65) == ("block2_conv",
                                                                        "given by name")
-    assert [explain.is_rectified(model.get_layer(n)) for n in
+    assert [methods.is_rectified(model.get_layer(n)) for n in
             ("block1_conv", "block1_bn", "block1_relu", "block1_pool")] == [False, False, True,
                                                                             False]
     with pytest.raises(ValueError, match="min_grid"):
-        explain.layer_choice(model, min_grid=0)
+        methods.layer_choice(model, min_grid=0)
     with pytest.raises(ValueError, match="min_grid"):
         es.ExplainConfig(min_grid=0)
 
@@ -264,19 +269,19 @@ def test_min_grid_rule_on_the_scratch_cnn():
 def test_min_grid_rule_on_mobilenet_v3_small_at_64_px():
     """Its head reads a 2x2 map at 64 px: the rule steps down to the deepest activation whose
     grid is 8x8 or finer, and Grad-CAM and HiResCAM explain there."""
-    from lib.models import NO_WEIGHTS, build_transfer
+    from lib.train.models import NO_WEIGHTS, build_transfer
 
     model = build_transfer("MobileNetV3Small", (64, 64, 3), 4, NO_WEIGHTS)
-    head, why = explain.layer_choice(model, min_grid=1)
-    assert explain.grid_of(model, head) == (2, 2) and "the map the head reads" in why
-    layer, why = explain.layer_choice(model)
-    assert explain.grid_of(model, layer) == (8, 8) and explain.is_rectified(model.get_layer(layer))
+    head, why = methods.layer_choice(model, min_grid=1)
+    assert methods.grid_of(model, head) == (2, 2) and "the map the head reads" in why
+    layer, why = methods.layer_choice(model)
+    assert methods.grid_of(model, layer) == (8, 8) and methods.is_rectified(model.get_layer(layer))
     assert why.startswith("the head reads a 2x2 map (< min_grid 8)")
     names = [candidate.name for candidate in model.layers]
     deeper = model.layers[names.index(layer) + 1:]
-    assert not [c.name for c in deeper if c.name in explain.feature_layers(model)
-                and explain.is_rectified(c) and min(explain.grid_of(model, c.name)) >= 8]
-    explainer = explain.Explainer(model)
+    assert not [c.name for c in deeper if c.name in methods.feature_layers(model)
+                and methods.is_rectified(c) and min(methods.grid_of(model, c.name)) >= 8]
+    explainer = methods.Explainer(model)
     assert (explainer.layer, explainer.grid) == (layer, (8, 8))
     x = np.random.default_rng(0).uniform(0, 255, (3, 64, 64, 3)).astype(np.float32)
     for method in ("gradcam", "hirescam"):
@@ -294,22 +299,22 @@ def test_min_grid_rule_on_mobilenet_v3_small_at_64_px():
     ("Xception", "block14_sepconv2_act"),
 ])
 def test_target_layer_and_gradcam_for_transfer_backbones(backbone, layer):
-    from lib.models import BACKBONES, NO_WEIGHTS, build_transfer
+    from lib.train.models import BACKBONES, NO_WEIGHTS, build_transfer
 
     size = max(BACKBONES[backbone].min_size, 32)
     model = build_transfer(backbone, (size, size, 3), 4, NO_WEIGHTS)
-    found = explain.target_layer(model, min_grid=1)  # the map the head reads
+    found = methods.layer_choice(model, min_grid=1)[0]  # the map the head reads
     if layer is None:
         assert found.startswith("activation") and model.layers[-3].input is \
             model.get_layer(found).output
     else:
         assert found == layer
     # the default rule: a rectified map of 8x8 or finer when the backbone has one at this size
-    auto, why = explain.layer_choice(model)
-    assert explain.is_rectified(model.get_layer(auto)) or auto == found
-    assert min(explain.grid_of(model, auto)) >= 8 or "no rectified layer" in why
+    auto, why = methods.layer_choice(model)
+    assert methods.is_rectified(model.get_layer(auto)) or auto == found
+    assert min(methods.grid_of(model, auto)) >= 8 or "no rectified layer" in why
     x = np.random.default_rng(0).uniform(0, 255, (2, size, size, 3)).astype(np.float32)
-    explainer = explain.Explainer(model)
+    explainer = methods.Explainer(model)
     for method in ("gradcam", "hirescam"):
         maps = explainer.maps(x, np.array([0, 3]), method)
         assert maps.shape == (2, size, size) and np.isfinite(maps).all(), (backbone, method)
@@ -405,23 +410,23 @@ def test_curve_auc_and_spearman():
 
 # ---- parameters ----------------------------------------------------------------------------
 def test_parameters_are_checked():
-    assert explain.parse_methods("gradcam, Occlusion,gradcam") == ["gradcam", "occlusion"]
+    assert methods.parse_methods("gradcam, Occlusion,gradcam") == ["gradcam", "occlusion"]
     with pytest.raises(ValueError, match="lime"):
-        explain.parse_methods("gradcam,lime")
-    assert explain.parse_class_index("predicted") == "predicted"
-    assert explain.parse_class_index("2", 4) == 2
+        methods.parse_methods("gradcam,lime")
+    assert methods.parse_class_index("predicted") == "predicted"
+    assert methods.parse_class_index("2", 4) == 2
     with pytest.raises(ValueError, match="not a class number"):
-        explain.parse_class_index(4, 4)
+        methods.parse_class_index(4, 4)
     labels, predicted = np.array([0, 1]), np.array([1, 1])
-    assert explain.resolve_targets("true", labels, predicted, 2).tolist() == [0, 1]
-    assert explain.resolve_targets("predicted", labels, predicted, 2).tolist() == [1, 1]
-    assert explain.resolve_targets(0, labels, predicted, 2).tolist() == [0, 0]
-    assert explain.occlusion_starts(32, 8, 6) == [0, 6, 12, 18, 24]
+    assert methods.resolve_targets("true", labels, predicted, 2).tolist() == [0, 1]
+    assert methods.resolve_targets("predicted", labels, predicted, 2).tolist() == [1, 1]
+    assert methods.resolve_targets(0, labels, predicted, 2).tolist() == [0, 0]
+    assert methods.occlusion_starts(32, 8, 6) == [0, 6, 12, 18, 24]
     with pytest.raises(ValueError, match="larger than"):
-        explain.occlusion_starts(8, 16, 4)
+        methods.occlusion_starts(8, 16, 4)
     with pytest.raises(ValueError, match="smooth_noise"):
-        explain.SaliencyConfig(smooth_noise=0)
-    for bad in ({"method": "lime"}, {"class_index": "best"}, {"sample_size": 0},
+        methods.SaliencyConfig(smooth_noise=0)
+    for bad in ({"gallery_method": "lime"}, {"class_index": "best"}, {"sample_size": 0},
                 {"iou_threshold": 1.0}, {"faithfulness_steps": 1}, {"layer": ""}):
         with pytest.raises(ValueError):
             es.ExplainConfig(**bad)
@@ -452,7 +457,7 @@ def tiny(tmp_path_factory):
 
 
 def tiny_config():
-    from lib.phantom import PhantomConfig
+    from lib.data.phantom import PhantomConfig
 
     return PhantomConfig(seed=3, n_train_per_class=4, n_test_per_class=2, image_size=64)
 
@@ -460,7 +465,7 @@ def tiny_config():
 def test_to_model_input_matches_the_data_pipeline(tiny):
     test = es.SplitImages.load(tiny.manifest_path, tiny.raw_dir, 4, 0)
     for size, channels in ((32, 1), (48, 3)):
-        np.testing.assert_allclose(explain.to_model_input(test.images, size, channels),
+        np.testing.assert_allclose(inputs.to_model_input(test.images, size, channels),
                                    test.inputs(size, channels), atol=1e-3)
 
 
@@ -475,26 +480,45 @@ def test_test_images_masks_and_sample(tiny):
 def test_twins_need_the_phantom_with_these_parameters(tiny, tmp_path):
     from dataclasses import replace
 
+    from lib.data.phantom_sets import twin_check, write_twins
+
     test = es.SplitImages.load(tiny.manifest_path, tiny.raw_dir, 4, 0)
-    twins, reason = es.healthy_twins(test, tiny_config())
+    twins, reason = es.healthy_twins(test, tiny.twins_dir)  # written by the twins stage's code
     assert reason is None and twins.healthy == "notumor"
     assert len(twins.images) == len(test.tumour) == 6
     row = twins.rows[0]
     differs = twins.images[0] != test.images[row]
     assert differs.mean() < 0.1 and differs[test.masks[row]].mean() > 0.5  # only the lesion
-    assert "params_path" in es.twin_check(test, None)
-    assert "noise=0.04 (params: 0.05)" in es.twin_check(test, replace(tiny_config(), noise=0.05))
+
+    def why(raw, cfg):
+        return twin_check(test.frame, test.names, raw, cfg)
+
+    assert "phantom: group" in why(tiny.raw_dir, None)
+    assert "noise=0.04 (params: 0.05)" in why(tiny.raw_dir, replace(tiny_config(), noise=0.05))
     moved = tmp_path / "raw"
     shutil.copytree(tiny.raw_dir, moved)
     (moved / "phantom.json").unlink()
-    other = es.SplitImages.load(tiny.manifest_path, moved, 4, 0)
-    assert "real scans have no healthy twins" in es.twin_check(other, tiny_config())
+    assert "real scans have no healthy twins" in why(moved, tiny_config())
     provenance = json.loads((tiny.raw_dir / "phantom.json").read_text())
     (moved / "phantom.json").write_text(json.dumps(provenance))
     (moved / test.frame["path"][twins.rows[0]]).write_bytes(
         (moved / test.frame["path"][twins.rows[1]]).read_bytes())
-    assert "bit for bit" in es.twin_check(es.SplitImages.load(tiny.manifest_path, moved, 4, 0),
-                                          tiny_config())
+    assert "bit for bit" in why(moved, tiny_config())
+    # the stage writes the reason where explain reads it, and explain reports it as the skip
+    payload = write_twins(tiny.manifest_path, moved, tiny_config(), tmp_path / "twins")
+    assert "bit for bit" in payload["reason"] and not payload["twins"]
+    assert es.healthy_twins(test, tmp_path / "twins") == (None, payload["reason"])
+    assert "run the twins stage" in es.healthy_twins(test, tmp_path / "nowhere")[1]
+
+
+def test_twins_of_other_test_images_are_refused(tiny, tmp_path):
+    shutil.copytree(tiny.twins_dir, tmp_path / "twins")
+    payload = json.loads((tmp_path / "twins" / "twins.json").read_text())
+    payload["twins"][0][0] = "Testing/glioma/not_a_test_image.png"
+    (tmp_path / "twins" / "twins.json").write_text(json.dumps(payload))
+    test = es.SplitImages.load(tiny.manifest_path, tiny.raw_dir, 4, 0)
+    twins, reason = es.healthy_twins(test, tmp_path / "twins")
+    assert twins is None and "not_a_test_image.png" in reason and "rerun the twins stage" in reason
 
 
 def test_validation_images_are_the_val_split_and_never_test(tiny, tmp_path):
@@ -574,7 +598,7 @@ def best_stub(pg: dict[str, float], shortcut: dict, sanity: dict | None = None
 
 def test_targets_are_each_met_or_missed_with_the_numbers():
     good = {"rate": 0.05, "healthy_rate": 0.04, "excess": 0.01}
-    met = es.target_check(best_stub({"gradcam": 0.65, "hirescam": 0.85}, good), "hirescam")
+    met = verdict.target_check(best_stub({"gradcam": 0.65, "hirescam": 0.85}, good), "hirescam")
     assert met["met"] and met["note"] == "met" and met["method"] == "hirescam"
     assert met["best_pointing_game"] == 0.85 and met["best_shortcut_rate"] == 0.05
     checks = met["checks"]
@@ -585,27 +609,27 @@ def test_targets_are_each_met_or_missed_with_the_numbers():
         0.8, 0.6, 0.1, 0.05)
     assert all(c["met"] for c in checks.values())
     # Grad-CAM below its own bar misses the target even when the headline method is fine
-    low = es.target_check(best_stub({"gradcam": 0.55, "hirescam": 0.85}, good), "hirescam")
+    low = verdict.target_check(best_stub({"gradcam": 0.55, "hirescam": 0.85}, good), "hirescam")
     assert not low["met"] and not low["checks"]["gradcam_pointing_game"]["met"]
     assert "gradcam's maximum falls inside the lesion on 55%" in low["note"]
     assert "8x8 cells" in low["note"]
     # an excess just over 0.05 is a shortcut (it was tolerated up to 0.1 before)
-    over = es.target_check(best_stub({"gradcam": 0.9}, {"rate": 0.08, "healthy_rate": 0.01,
+    over = verdict.target_check(best_stub({"gradcam": 0.9}, {"rate": 0.08, "healthy_rate": 0.01,
                                                         "excess": 0.07}))
     assert over["checks"]["shortcut_rate"]["met"] and not over["checks"]["shortcut_excess"]["met"]
     assert "7 percentage points more" in over["note"] and "(a shortcut)" in over["note"]
 
 
 def test_target_note_tells_a_shortcut_from_a_weak_healthy_recall():
-    weak = es.target_check(best_stub({"gradcam": 0.8}, {"rate": 0.6, "healthy_rate": 0.57,
+    weak = verdict.target_check(best_stub({"gradcam": 0.8}, {"rate": 0.6, "healthy_rate": 0.57,
                                                         "excess": 0.03}))
     assert not weak["met"] and "rarely recognises a healthy brain" in weak["note"]
     assert weak["checks"]["shortcut_excess"]["met"]
-    cheat = es.target_check(best_stub({"gradcam": 0.2}, {"rate": 0.9, "healthy_rate": 0.1,
+    cheat = verdict.target_check(best_stub({"gradcam": 0.2}, {"rate": 0.9, "healthy_rate": 0.1,
                                                          "excess": 0.8}))
     assert "80 percentage points more" in cheat["note"] and "(a shortcut)" in cheat["note"]
     assert "falls inside the lesion on 20%" in cheat["note"]
-    skipped = es.target_check(best_stub({"gradcam": 0.8}, {"skipped": "no twins here"}))
+    skipped = verdict.target_check(best_stub({"gradcam": 0.8}, {"skipped": "no twins here"}))
     assert not skipped["met"] and "no twins here" in skipped["note"]
     assert skipped["checks"]["shortcut_rate"]["measured"] is None
 
@@ -614,13 +638,13 @@ def test_target_names_the_methods_that_fail_the_sanity_check():
     sanity = {"gradcam": {"spearman": 0.1, "passed": True},
               "smoothgrad": {"spearman": 0.83, "passed": False},
               "scorecam": {"spearman": 0.71, "passed": False}}
-    out = es.target_check(best_stub({"gradcam": 0.9}, {"rate": 0.0, "healthy_rate": 0.0,
+    out = verdict.target_check(best_stub({"gradcam": 0.9}, {"rate": 0.0, "healthy_rate": 0.0,
                                                        "excess": 0.0}, sanity))
     check = out["checks"]["sanity"]
     assert not out["met"] and not check["met"] and check["failed"] == ["smoothgrad", "scorecam"]
     assert check["measured"] == {"gradcam": 0.1, "smoothgrad": 0.83, "scorecam": 0.71}
     assert "failed for smoothgrad (rho 0.83), scorecam (rho 0.71)" in out["note"]
-    missing = es.target_check(best_stub({"occlusion": 0.9}, {"rate": 0.0, "excess": 0.0}),
+    missing = verdict.target_check(best_stub({"occlusion": 0.9}, {"rate": 0.0, "excess": 0.0}),
                               "occlusion")
     assert missing["checks"]["headline_pointing_game"]["met"]
     assert "gradcam is not among the methods" in missing["checks"]["gradcam_pointing_game"]["note"]
@@ -637,10 +661,13 @@ def shortcut_run(root: Path, shortcut: str) -> dict:
     """Phantom with `shortcut`, a small scratch CNN trained on it, the control on its twins."""
     import keras
 
-    from lib.data import PrepareConfig, load_arrays, prepare
-    from lib.models import ScratchConfig, build_scratch
-    from lib.phantom import PhantomConfig, generate
-    from lib.train import TrainingData, seed_everything
+    from lib.data.inputs import load_arrays
+    from lib.data.phantom import PhantomConfig, generate
+    from lib.data.phantom_sets import write_twins
+    from lib.data.prepare import PrepareConfig, prepare
+    from lib.seeding import seed_everything
+    from lib.train.fit import TrainingData
+    from lib.train.models import ScratchConfig, build_scratch
 
     cfg = PhantomConfig(seed=1, n_train_per_class=60, n_test_per_class=20, image_size=64,
                         shortcut=shortcut)
@@ -653,12 +680,13 @@ def shortcut_run(root: Path, shortcut: str) -> dict:
     model = build_scratch((64, 64, 1), 4, ScratchConfig(blocks=2, filters=8, dense_units=16))
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss="sparse_categorical_crossentropy")
     model.fit(x, y, batch_size=32, epochs=30, verbose=0)
+    write_twins(root / "processed" / "manifest.csv", root / "raw", cfg, root / "twins")
     test = es.SplitImages.load(root / "processed" / "manifest.csv", root / "raw", 8, 0)
-    twins, reason = es.healthy_twins(test, cfg)
+    twins, reason = es.healthy_twins(test, root / "twins")
     assert reason is None
     names, classes = test.names, test.frame["class"].to_numpy()
-    on_twins = explain.predict_probs(model, explain.to_model_input(twins.images, 64, 1))
-    on_test = explain.predict_probs(model, test.inputs(64, 1))
+    on_twins = forward.predict_probs(model, inputs.to_model_input(twins.images, 64, 1))
+    on_test = forward.predict_probs(model, test.inputs(64, 1))
     return es.shortcut_rate([names[k] for k in on_twins.argmax(axis=1)],
                             list(classes[twins.rows]), twins.healthy,
                             [names[k] for k in on_test.argmax(axis=1)[classes == "notumor"]])
@@ -676,13 +704,13 @@ def test_shortcut_control_exposes_the_size_shortcut(tmp_path):
 
 def small_config() -> es.ExplainConfig:
     return es.ExplainConfig(sample_size=6, sanity_size=3, bootstrap_resamples=50,
-                            faithfulness_steps=4, gallery_per_class=2,
-                            saliency=explain.SaliencyConfig(smooth_samples=2, score_cam_max_n=4))
+                            faithfulness_steps=4, gallery_per_class=2, min_grid=8,
+                            saliency=methods.SaliencyConfig(smooth_samples=2, score_cam_max_n=4))
 
 
 def untrained_model():
-    from lib.models import ScratchConfig, build_scratch
-    from lib.train import seed_everything
+    from lib.seeding import seed_everything
+    from lib.train.models import ScratchConfig, build_scratch
 
     seed_everything(0)
     return build_scratch((32, 32, 1), 4, ScratchConfig(blocks=2, filters=4, dense_units=8))
@@ -690,26 +718,26 @@ def untrained_model():
 
 def test_explain_model_gives_the_documented_json_and_figures(tiny, tmp_path):
     test = es.SplitImages.load(tiny.manifest_path, tiny.raw_dir, 6, 0)
-    twins, reason = es.healthy_twins(test, tiny_config())
+    twins, reason = es.healthy_twins(test, tiny.twins_dir)
     cfg, key = small_config(), "scratch_tiny_s0"
     model = untrained_model()
     res = es.explain_model(model, key, test, cfg, twins, reason)
     val, val_reason = es.validation_images(tiny.manifest_path, tiny.raw_dir, 6, 0)
     validation = es.choose_headline(model, key, val, cfg, val_reason)
-    payload = es.summary({key: res}, test, cfg, {}, reason, validation)
-    assert payload["methods"] == list(explain.METHODS) and payload["best_model"] == key
+    payload = verdict.summary({key: res}, test, cfg, {}, reason, validation)
+    assert payload["methods"] == list(methods.METHODS) and payload["best_model"] == key
     assert payload["sample_size"] == 6 and payload["n_tumour_images"] == 6
     assert payload["sanity_size"] == 3 and payload["min_grid"] == 8
     assert payload["pointing_tolerance"]["image_sides"] == [64]
     assert payload["pointing_tolerance"]["pixels"] == [round(15 / 224 * 64, 4)]
-    assert payload["headline_method"] == validation["headline_method"] in explain.METHODS
+    assert payload["headline_method"] == validation["headline_method"] in methods.METHODS
     assert payload["validation"]["split"] == "val" and payload["validation"]["n"] == 3
-    assert set(payload["validation"]["scores"]) == set(explain.METHODS)
+    assert set(payload["validation"]["scores"]) == set(methods.METHODS)
     assert payload["target"]["method"] == payload["headline_method"]
     m = payload["models"][key]
     assert m["layer"] == "block2_relu" and m["layer_grid"] == [16, 16]
     assert m["layer_reason"] == "the map the head reads (16x16 >= min_grid 8)"
-    for method in explain.METHODS:
+    for method in methods.METHODS:
         loc = m["localisation"][method]
         assert set(loc) == {*localise.SCORES, "n", "per_class"}
         assert loc["n"] == 6  # every tumour image (cheap methods) or the sample: both 6 here
@@ -725,14 +753,14 @@ def test_explain_model_gives_the_documented_json_and_figures(tiny, tmp_path):
     assert target["checks"]["gradcam_pointing_game"]["measured"] == \
         m["localisation"]["gradcam"]["pointing_game"]["value"]
     json.dumps(payload)  # plain types only
-    figures = es.model_figures(res, test, cfg)
+    figures = efigures.model_figures(res, test, cfg)
     assert set(figures) == {f"{k}_{key}" for k in ("gradcam", "methods", "blocks",
                                                     "faithfulness")}
-    written = es.publish_figures({key: res}, test, cfg, tmp_path, show=None)
+    written = efigures.publish_figures({key: res}, test, cfg, tmp_path, show=None)
     assert set(written) == {*figures, "localisation"}
     sizes = {p.stem: p.stat().st_size for p in tmp_path.glob("*.png")}
     assert set(sizes) == set(written) and max(sizes.values()) < 150_000
-    shown = es.tables({key: res}, payload["validation"])
+    shown = etables.tables({key: res}, payload["validation"])
     assert set(shown) == {"overview", "validation", "localisation", "faithfulness", "sanity",
                           "shortcut"}
     assert shown["validation"]["headline"].sum() == 1
@@ -750,7 +778,10 @@ def test_data_without_masks_or_twins_is_skipped_with_reasons(tiny, tmp_path):
     test = es.SplitImages.load(tiny.manifest_path, raw, 6, 0)
     assert "no test image has a non-empty lesion mask" in test.skipped["localisation"]
     assert len(test.tumour) == 0 and len(test.sample) == 6  # sampled from all test images
-    twins, reason = es.healthy_twins(test, tiny_config())
+    from lib.data.phantom_sets import write_twins
+
+    write_twins(tiny.manifest_path, raw, tiny_config(), tmp_path / "twins")
+    twins, reason = es.healthy_twins(test, tmp_path / "twins")
     assert twins is None and "phantom.json" in reason
     model = untrained_model()
     res = es.explain_model(model, "m_s0", test, small_config(), twins, reason)
@@ -758,7 +789,7 @@ def test_data_without_masks_or_twins_is_skipped_with_reasons(tiny, tmp_path):
     assert val is None and "no validation image has a lesion mask" in val_reason
     validation = es.choose_headline(model, "m_s0", val, small_config(), val_reason)
     assert validation == {"skipped": val_reason, "headline_method": "gradcam"}
-    payload = es.summary({"m_s0": res}, test, small_config(), {}, reason, validation)
+    payload = verdict.summary({"m_s0": res}, test, small_config(), {}, reason, validation)
     m = payload["models"]["m_s0"]
     assert set(m["localisation"]) == {"skipped"} and m["shortcut"] == {"skipped": reason}
     assert m["faithfulness"]["gradcam"]["n"] == 6
@@ -770,8 +801,8 @@ def test_data_without_masks_or_twins_is_skipped_with_reasons(tiny, tmp_path):
 def test_a_model_without_the_named_layer_is_skipped(tiny, tmp_path):
     from dataclasses import replace
 
-    from lib.models import NO_WEIGHTS, build_transfer
-    from lib.predict import find_models
+    from lib.evaluate.predict import find_models
+    from lib.train.models import NO_WEIGHTS, build_transfer
 
     for folder in ("scratch_tiny", "transfer"):
         (tmp_path / folder).mkdir()
@@ -805,11 +836,8 @@ def test_notebook_parameters_match_the_documented_interface():
     cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
     names = {line.split("=")[0].strip() for line in "".join(cell["source"]).splitlines()
              if "=" in line and not line.startswith("#")}
-    assert {"raw_dir", "manifest_path", "models_dir", "figures_dir", "metrics_path",
-            "phantom", "methods", "method", "layer", "min_grid", "class_index", "sample_size",
-            "sanity_size", "occlusion_patch", "occlusion_stride", "smooth_samples",
-            "smooth_noise", "score_cam_max_n", "iou_threshold", "bootstrap_resamples",
-            "sanity_layers", "faithfulness_steps", "gallery_per_class", "seed"} <= names
+    assert {"raw_dir", "manifest_path", "models_dir", "twins_dir", "figures_dir",
+            "metrics_path", "explain", "seed"} <= names
     assert all(not c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code")
 
 
@@ -817,10 +845,10 @@ def test_gradcam_note_says_whether_the_model_or_the_method_misses():
     """When another method points at the lesion on the same model, Grad-CAM's miss is the
     method's, not the model's; when none does, the note says the model may not use the lesion."""
     ok = {"rate": 0.0, "excess": 0.0, "n": 10}
-    method_miss = es.target_check(best_stub({"gradcam": 0.2, "hirescam": 0.9}, ok), "hirescam")
+    method_miss = verdict.target_check(best_stub({"gradcam": 0.2, "hirescam": 0.9}, ok), "hirescam")
     note = method_miss["checks"]["gradcam_pointing_game"]["note"]
     assert "hirescam reaches 90%" in note and "max-pooling head" in note
-    model_miss = es.target_check(best_stub({"gradcam": 0.2, "hirescam": 0.3}, ok), "hirescam")
+    model_miss = verdict.target_check(best_stub({"gradcam": 0.2, "hirescam": 0.3}, ok), "hirescam")
     note = model_miss["checks"]["gradcam_pointing_game"]["note"]
     assert "cannot point at it either" in note and "reaches" not in note
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lib import ingest
+from lib.data import ingest
 from tests.conftest import REPO, run
 
 
@@ -264,7 +264,7 @@ def test_dicom_windowing_groups_and_skips_via_cli(tmp_path) -> None:
     (src / "other" / "x.dcm").write_bytes(b"")
     before = tree_hash(src)
     out = tmp_path / "raw"
-    cmd = [sys.executable, "-m", "lib.ingest", "dicom", str(src), "--out", str(out),
+    cmd = [sys.executable, "-m", "lib.data.ingest", "dicom", str(src), "--out", str(out),
            "--seed", "5", "--test-fraction", "0.5"]
     proc = run(cmd, cwd=REPO)
     assert "no pixel data" in proc.stdout and "unreadable DICOM" in proc.stdout
@@ -319,9 +319,10 @@ def test_an_imported_set_reaches_the_explanation_scores(tmp_path) -> None:
     patient; the split is by patient, every tumour image keeps its mask, and the explanation
     scores are computed on the imported masks (the healthy-twin control says why it is skipped).
     """
-    from lib import explain_study as es
-    from lib.data import PrepareConfig, load_manifest, prepare
-    from lib.phantom import PhantomConfig, generate
+    from lib.data.manifest import load_manifest
+    from lib.data.phantom import PhantomConfig, generate
+    from lib.data.prepare import PrepareConfig, prepare
+    from lib.explain import study as es
     from tests.test_explain import small_config, untrained_model
 
     phantom = tmp_path / "phantom"

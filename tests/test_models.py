@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from keras.src.legacy.saving import legacy_h5_format
 
-from lib import models as M
-from lib.models import (
+from lib.train import models as M
+from lib.train.models import (
     BACKBONES,
     NO_WEIGHTS,
     SCRATCH_VARIANTS,
@@ -150,13 +150,16 @@ def test_scratch_input_too_small() -> None:
 
 def test_scratch_config_from_params_and_validation() -> None:
     group = {"blocks": 2, "filters": 8, "kernel_size": 5, "dense_units": 0, "dropout": 0.5,
-             "epochs": 30, "learning_rate": 1e-3, "variants": ["none", "dropout"]}
+             "epochs": 30, "learning_rate": 1e-3, "input_size": 64}
     cfg = ScratchConfig.from_params(group, "dropout_batchnorm")
     assert cfg == ScratchConfig(2, 8, 5, 0, 0.5, use_dropout=True, use_batchnorm=True)
     with pytest.raises(ValueError, match=r"unknown scratch variant 'bn'.*dropout_batchnorm"):
         ScratchConfig.from_params(group, "bn")
     with pytest.raises(ValueError, match=r"train_scratch\.blocks"):
         ScratchConfig.from_params({"blocks": 0}, "none")
+    with pytest.raises(ValueError, match=r"'train_scratch:' has unknown key\(s\) image_size.*"
+                                         r"'image_size' is now 'input_size'"):
+        ScratchConfig.from_params({**group, "image_size": 64}, "none")
     with pytest.raises(ValueError, match=r"train_scratch\.dropout"):
         ScratchConfig(dropout=1.0)
     with pytest.raises(ValueError, match=r"train_scratch\.filters"):
@@ -226,7 +229,7 @@ def test_backbone_spec_matches_keras_source(backbone: str) -> None:
     else:
         assert module.WEIGHTS_PATH_NO_TOP.endswith("/" + spec.weights_file)
     assert f"min_size={spec.min_size}" in source or f"< {spec.min_size}" in source
-    with pytest.raises(ValueError, match=rf"at least {spec.min_size}x.*train_transfer\.image_size"):
+    with pytest.raises(ValueError, match=rf"at least {spec.min_size}x.*train_transfer\.input_size"):
         M.build_transfer(backbone, (spec.min_size - 1, 64, 3), 4, NO_WEIGHTS)
 
 

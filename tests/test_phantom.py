@@ -19,7 +19,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from lib import phantom as P
+from lib.data import phantom as P
 from tests.conftest import REPO
 
 TINY = P.PhantomConfig(seed=7, n_train_per_class=3, n_test_per_class=2, image_size=64)

@@ -21,9 +21,9 @@ from tests.conftest import REPO, run
 pytestmark = pytest.mark.slow
 TINY = {"n_train_per_class": 6, "n_test_per_class": 3, "image_size": 64}
 VARIANTS = ("none", "dropout", "batchnorm", "dropout_batchnorm")
-TRAINING_STAGES = ("augmentation", *(f"train_scratch@{v}" for v in VARIANTS), "pretrain",
-                   "train_transfer")
-STUDY_STAGES = ("evaluate", "explain")
+TRAINING_STAGES = ("augmentation", *(f"train_scratch@{v}" for v in VARIANTS), "pretext",
+                   "pretrain", "train_transfer")
+STUDY_STAGES = ("evaluate", "twins", "explain")
 MODEL_KEYS = (*(f"scratch_{v}_s42" for v in VARIANTS), "transfer_s42")
 
 
@@ -32,11 +32,11 @@ def tiny_params(params: dict) -> dict:
     params["phantom"].update(TINY)
     params["prepare"]["confounder_permutations"] = 10  # the audit runs, cheaply
     params["eda"]["samples_per_class"] = 2
-    params["augmentation"]["preview_n"] = 3
+    params["augment_preview"]["preview_n"] = 3
     params["train"].update(batch_size=8)
-    params["train_scratch"].update(image_size=32, epochs=2, blocks=2, filters=4, dense_units=8)
-    params["pretrain"].update(n_per_sequence=4, epochs=1, image_size=32)
-    params["train_transfer"].update(image_size=32, phase1_epochs=1, phase2_epochs=1,
+    params["train_scratch"].update(input_size=32, epochs=2, blocks=2, filters=4, dense_units=8)
+    params["pretrain"].update(n_per_sequence=4, epochs=1, input_size=32)
+    params["train_transfer"].update(input_size=32, phase1_epochs=1, phase2_epochs=1,
                                     fine_tune_layers=5)
     params["evaluate"].update(bootstrap_resamples=200, gallery_per_pair=2)
     # Two methods keep the stage's plumbing under test; every method is covered by
@@ -75,7 +75,8 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     params = tiny_params(yaml.safe_load((origin / "params.yaml").read_text()))
     (origin / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q", "-b", "main"], origin)
-    run(["python", "-m", "lib.phantom", "--params", "params.yaml", "--out", "data/raw"], origin)
+    run(["python", "-m", "lib.data.phantom", "--params", "params.yaml", "--out", "data/raw"],
+        origin)
     raw_digest = tree_digest(origin / "data" / "raw")
     run(["dvc", "add", "-q", "data/raw"], origin)
     run(["dvc", "remote", "add", "-d", "local", str(remote)], origin)

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.data import DataError
-from lib.predict import find_models, read_predictions, write_predictions
+from lib.data.manifest import DataError
+from lib.evaluate.predict import find_models, read_predictions, write_predictions
 
 
 def touch(path: Path) -> None:

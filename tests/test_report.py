@@ -26,7 +26,9 @@ import yaml
 from bs4 import BeautifulSoup
 from PIL import Image, ImageStat
 
-from lib import localise, report, stage
+from lib import stage
+from lib.explain import scores as localise
+from lib.report import build as report
 from tests.conftest import REPO
 
 CLASSES = ["glioma", "meningioma", "notumor", "pituitary"]

@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from lib.evaluate import apply_temperature
-from lib.predict import predict_frame
+from lib.evaluate.metrics import apply_temperature
+from lib.evaluate.predict import predict_frame
 from lib.serve import launch
 from lib.serve.api import create_app
 from lib.serve.inference import Limits

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageStat
 
-from lib.predict import predict_frame
+from lib.evaluate.predict import predict_frame
 from lib.serve import launch
 from lib.serve.inference import apply_temperature, score_against
 from lib.serve.service import Service

@@ -66,19 +66,36 @@ def with_change(params: dict[str, Any], dotted: str) -> dict[str, Any]:
 
 
 def prepare_inputs(params: dict[str, Any]) -> Any:
-    """What `python -m lib.data` reads (its main(): the data: group and PrepareConfig)."""
-    from lib.data import PrepareConfig
+    """What `python -m lib.data.prepare` reads (its main(): the data: group and PrepareConfig)."""
+    from lib.data.prepare import PrepareConfig
 
-    return params["data"], PrepareConfig.from_params(params)
+    return params["data"], PrepareConfig.from_params(params["prepare"], params["seed"])
+
+
+def pretext_inputs(params: dict[str, Any]) -> Any:
+    """What `python -m lib.data.phantom_sets pretext` reads (write_pretext and where it writes)."""
+    from lib.data.phantom_sets import sequence_phantom
+
+    pre = params["pretrain"]
+    return (params["data"]["processed_dir"], sequence_phantom(params), pre["n_per_sequence"],
+            pre["seed"])
+
+
+def twins_inputs(params: dict[str, Any]) -> Any:
+    """What `python -m lib.data.phantom_sets twins` reads (the data: and phantom: groups)."""
+    from lib.data.phantom import PhantomConfig
+
+    return params["data"], PhantomConfig.from_params(params["phantom"])
 
 
 def pretrain_inputs(params: dict[str, Any]) -> Any:
-    """What `python -m lib.pretrain` reads (lib.pretrain.pretrain's configs)."""
-    from lib import pretrain
+    """What `python -m lib.train.pretrain` reads (lib.train.pretrain.pretrain's configs)."""
+    from lib.train import pretrain
 
-    cfg = pretrain.PretrainConfig.from_params(params)
-    return (cfg, pretrain.pretrain_train_config(params, cfg), params["seed"],
-            pretrain.sequence_phantom(params, cfg))
+    cfg = pretrain.PretrainConfig.from_params(params["pretrain"],
+                                              params["train_transfer"]["backbone"])
+    return (cfg, pretrain.pretrain_train_config(params["train"], cfg), params["seed"],
+            params["data"]["processed_dir"])
 
 
 def report_inputs(params: dict[str, Any]) -> Any:
@@ -86,7 +103,8 @@ def report_inputs(params: dict[str, Any]) -> Any:
 
 
 MODULE_STAGES: dict[str, Callable[[dict[str, Any]], Any]] = {
-    "prepare": prepare_inputs, "pretrain": pretrain_inputs, "report": report_inputs}
+    "prepare": prepare_inputs, "pretext": pretext_inputs, "twins": twins_inputs,
+    "pretrain": pretrain_inputs, "report": report_inputs}
 
 
 def stage_inputs(name: str, params: dict[str, Any]) -> Any:
@@ -135,15 +153,15 @@ def test_every_stage_is_covered() -> None:
 def test_the_params_check_sees_an_unlisted_key() -> None:
     assert "train_scratch.epochs" in read_keys("train_scratch")
     assert "train_scratch.epochs" not in read_keys("train_transfer")
-    assert "train_scratch.image_size" not in read_keys("train_transfer")
-    assert "augmentation.preview_n" not in read_keys("train_scratch")
+    assert "train_scratch.input_size" not in read_keys("train_transfer")
+    assert "augment_preview.preview_n" not in read_keys("train_scratch")
 
 
 def test_two_sources_of_one_name_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(stage.STAGES, "eda", stage.NotebookStage("01_eda.ipynb",
-                                                                 groups=("eda",), keys=("seed",
-                                                                 "eda.samples_per_class")))
-    with pytest.raises(ValueError, match="samples_per_class.*both"):
+                                                                 groups=("eda",),
+                                                                 keys=("seed", "eda")))
+    with pytest.raises(ValueError, match="'eda' comes from both"):
         stage.notebook_parameters(PARAMS, "eda")
 
 
@@ -198,20 +216,37 @@ def test_outputs_listed_in_dvc_yaml_are_the_runner_s() -> None:
 
 
 # ---- lib dependencies --------------------------------------------------------------------------
-def lib_imports(source: str) -> set[str]:
-    """lib modules a source file imports (anywhere in it, relative imports resolved in lib/)."""
+def module_file(module: str) -> str | None:
+    """lib/a/b.py or lib/a/b/__init__.py of a dotted module, or None when neither exists."""
+    path = module.replace(".", "/")
+    for candidate in (f"{path}.py", f"{path}/__init__.py"):
+        if (REPO / candidate).is_file():
+            return candidate
+    return None
+
+
+def lib_imports(source: str, here: str = "lib.x") -> set[str]:
+    """lib modules a source imports (anywhere in it; relative imports resolved from `here`).
+
+    `from pkg import name` counts name as a module when it is one, else pkg; every package on
+    the way is imported too (its __init__ runs), so it is part of the closure.
+    """
     found = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.split(".")[0] == "lib"}
         elif isinstance(node, ast.ImportFrom):
-            module = node.module or ""
-            base = ("lib" + (f".{module}" if module else "")) if node.level else module
-            if base == "lib":
-                found |= {f"lib.{a.name}" for a in node.names}
-            elif base.split(".")[0] == "lib":
-                found.add(base)
-    return {m for m in found if (REPO / f"{m.replace('.', '/')}.py").is_file()}
+            if node.level:
+                parts = here.split(".")[:-node.level]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            if base.split(".")[0] != "lib":
+                continue
+            for alias in node.names:
+                found.add(f"{base}.{alias.name}" if module_file(f"{base}.{alias.name}") else base)
+    packages = {".".join(m.split(".")[:i]) for m in found for i in range(2, m.count(".") + 1)}
+    return {m for m in found | packages if module_file(m)}
 
 
 def closure(modules: set[str]) -> set[str]:
@@ -221,28 +256,49 @@ def closure(modules: set[str]) -> set[str]:
         module = todo.pop()
         if module not in seen:
             seen.add(module)
-            todo += lib_imports((REPO / f"{module.replace('.', '/')}.py").read_text())
+            path = module_file(module)
+            here = f"{module}.__init__" if path and path.endswith("__init__.py") else module
+            todo += lib_imports((REPO / path).read_text(), here) if path else []
     return seen
 
 
+def standalone_branch(node: ast.AST) -> bool:
+    """`if raw_dir is None:`: a notebook's run-on-its-own branch, which a stage never takes."""
+    return (isinstance(node, ast.If) and isinstance(node.test, ast.Compare)
+            and isinstance(node.test.left, ast.Name) and node.test.left.id == "raw_dir"
+            and isinstance(node.test.ops[0], ast.Is))
+
+
 def notebook_source(notebook: str) -> str:
+    """The notebook's code as a stage runs it: magics and its standalone branches removed."""
     cells = json.loads((REPO / "notebooks" / notebook).read_text())["cells"]
-    return "\n".join(re.sub(r"(?m)^\s*[%!].*$", "", "".join(c["source"]))
-                     for c in cells if c["cell_type"] == "code")
+    code = []
+    for cell in cells:
+        if cell["cell_type"] != "code":
+            continue
+        tree = ast.parse(re.sub(r"(?m)^\s*[%!].*$", "", "".join(cell["source"])))
+        tree.body = [n for n in tree.body if not standalone_branch(n)]
+        code.append(ast.unparse(tree))
+    return "\n".join(code)
 
 
 def entry_modules(cmd: str) -> set[str]:
-    """`python -m lib.x` modules of a command, and the notebook's imports for lib.stage notebook."""
-    modules = set(re.findall(r"python -m (lib\.\w+)", cmd))
-    name, _ = command_paths(cmd)
-    if name:
-        modules |= lib_imports(notebook_source(stage.STAGES[name].notebook))
+    """`python -m lib.x.y` modules of a command (a package's __main__), and the notebook's imports
+    for lib.stage notebook."""
+    modules = set()
+    for name in re.findall(r"python -m (lib[\w.]*\w)", cmd):
+        modules.add(name if module_file(name) and not module_file(name).endswith("__init__.py")
+                    else f"{name}.__main__")
+        modules |= {".".join(name.split(".")[:i]) for i in range(2, name.count(".") + 1)}
+    stage_name, _ = command_paths(cmd)
+    if stage_name:
+        modules |= lib_imports(notebook_source(stage.STAGES[stage_name].notebook), "notebooks.x")
     return modules
 
 
 def needed_deps(name: str) -> set[str]:
-    return {f"{m.replace('.', '/')}.py" for m in closure(entry_modules(DVC[name]["cmd"]))
-            if m != "lib"}
+    return {module_file(m) for m in closure(entry_modules(DVC[name]["cmd"]))
+            if m != "lib" and module_file(m)}
 
 
 @pytest.mark.parametrize("name", sorted(DVC))
@@ -255,9 +311,53 @@ def test_a_stage_depends_on_exactly_the_lib_modules_it_runs(name: str) -> None:
 
 
 def test_the_import_closure_follows_relative_and_function_level_imports() -> None:
-    source = "def f():\n    from .data import load_manifest\nfrom lib import plots\n"
-    assert lib_imports(source) == {"lib.data", "lib.plots"}
-    assert "lib.config" in closure({"lib.data"})
+    source = "def f():\n    from .manifest import load_manifest\nfrom lib import figures\n"
+    assert lib_imports(source, "lib.data.images") == {"lib.data.manifest", "lib.figures",
+                                                     "lib.data"}
+    assert "lib.config" in closure({"lib.data.prepare"})
+    assert "lib/data/__init__.py" in needed_deps("prepare")
+
+
+STAGES_THAT_MUST_NOT_READ_THE_PREPARE_SIDE = ("train_scratch", "pretrain", "train_transfer",
+                                              "evaluate", "explain")
+
+
+@pytest.mark.parametrize("name", STAGES_THAT_MUST_NOT_READ_THE_PREPARE_SIDE)
+def test_models_evaluation_and_explanation_do_not_depend_on_the_prepare_side(name: str) -> None:
+    """A change to the audit, the confounder checks or the generator retrains nothing."""
+    prepare_side = {"lib/data/audit.py", "lib/data/confounders.py", "lib/data/phantom.py",
+                    "lib/data/prepare.py", "lib/data/phantom_sets.py", "lib/tiny.py"}
+    assert not needed_deps(name) & prepare_side
+
+
+def test_the_standalone_branch_is_only_dropped_when_a_stage_always_passes_raw_dir() -> None:
+    """Dropping `if raw_dir is None:` is sound because lib.stage gives every notebook raw_dir."""
+    for name in stage.STAGES:
+        assert "raw_dir" in stage.notebook_parameters(PARAMS, name, "x"), name
+    source = "if raw_dir is None:\n    from lib.tiny import tiny_dataset\n"
+    assert not standalone_branch(ast.parse(source).body[0].body[0])
+    assert standalone_branch(ast.parse(source).body[0])
+
+
+def test_the_import_graph_is_acyclic() -> None:
+    modules = {str(p.relative_to(REPO))[:-3].replace("/", ".").removesuffix(".__init__")
+               for p in (REPO / "lib").rglob("*.py")}
+    graph = {m: lib_imports((REPO / module_file(m)).read_text(),
+                            f"{m}.__init__" if module_file(m).endswith("__init__.py") else m)
+             for m in modules if module_file(m)}
+    done: set[str] = set()
+
+    def visit(m: str, path: tuple[str, ...]) -> None:
+        assert m not in path, f"import cycle: {' -> '.join((*path, m))}"
+        if m in done:
+            return
+        for n in graph.get(m, ()):
+            if n != m and not m.startswith(f"{n}."):  # a package's own __init__ is not a cycle
+                visit(n, (*path, m))
+        done.add(m)
+
+    for m in sorted(graph):
+        visit(m, ())
 
 
 # ---- running ----------------------------------------------------------------------------------

@@ -16,11 +16,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from lib import train
-from lib.augment import AugmentConfig, AugmentPolicy
-from lib.data import DataError, class_names, load_arrays, load_image, make_dataset, split_frame
-from lib.models import ScratchConfig, build_scratch
+from lib.data.images import load_image
+from lib.data.inputs import load_arrays, make_dataset
+from lib.data.manifest import DataError, class_names, split_frame
 from lib.tiny import tiny_dataset
+from lib.train import fit as train
+from lib.train.augment import AugmentConfig, AugmentPolicy
+from lib.train.models import ScratchConfig, build_scratch
 from tests.conftest import REPO
 
 TINY_MODEL = ScratchConfig(blocks=2, filters=4, kernel_size=3, dense_units=8)
@@ -74,7 +76,7 @@ def test_shuffle_is_seeded_and_differs_between_epochs(data: train.TrainingData) 
 
 
 def test_split_and_class_names_errors(tiny) -> None:
-    from lib.data import load_manifest
+    from lib.data.manifest import load_manifest
 
     manifest = load_manifest(tiny.manifest_path)
     assert class_names(manifest) == ["glioma", "meningioma", "notumor", "pituitary"]
@@ -90,18 +92,17 @@ def test_split_and_class_names_errors(tiny) -> None:
 # ---------------------------------------------------------------- configuration
 def test_train_config_reads_groups_and_rejects_bad_values() -> None:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    cfg = train.TrainConfig.from_params(params, "train_scratch")
-    assert cfg.epochs == params["train_scratch"]["epochs"]
-    assert cfg.learning_rate == params["train_scratch"]["learning_rate"]
+    cfg = train.TrainConfig.from_params(params["train"], epochs=3, learning_rate=0.01)
+    assert (cfg.epochs, cfg.learning_rate) == (3, 0.01)
     assert cfg.batch_size == params["train"]["batch_size"]
     with pytest.raises(ValueError, match="train.optimizer"):
         train.TrainConfig(optimizer="sgd")
     with pytest.raises(ValueError, match="train.monitor"):
         train.TrainConfig(monitor="loss")
     with pytest.raises(ValueError, match="unknown key"):
-        train.TrainConfig.from_params({**params, "train": {**params["train"], "epoch": 3}})
+        train.TrainConfig.from_params({**params["train"], "epoch": 3})
     assert train.TrainConfig(monitor="val_macro_f1").mode == "max"
-    assert train.TrainConfig().mode == "min"
+    assert train.TrainConfig(monitor="val_loss").mode == "min"
 
 
 def test_class_weights_balance_counts() -> None:
@@ -167,7 +168,7 @@ RESUME_SCRIPT = """
 import sys, time
 from pathlib import Path
 import keras
-from lib import train
+from lib.train import fit as train
 from lib.models import ScratchConfig, build_scratch
 
 manifest, raw, run_dir = sys.argv[1], sys.argv[2], Path(sys.argv[3])
@@ -264,7 +265,7 @@ def test_train_seeds_is_the_explicit_loop_and_cleans_up(data: train.TrainingData
 def test_fit_two_phase_freezes_then_fine_tunes(data: train.TrainingData, tmp_path: Path) -> None:
     """Phase 1 trains the head only (backbone weights and BN statistics unchanged); phase 2
     changes the top backbone layers only; the history is both phases, epochs numbered on."""
-    from lib import models as M
+    from lib.train import models as M
 
     train.seed_everything(0)
     train_ds, val_ds = data.datasets(8, channels=3, seed=0)

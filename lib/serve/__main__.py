@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from ..data import DataError
+    from ..data.manifest import DataError
     from .service import Service
 
     start = time.perf_counter()

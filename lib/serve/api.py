@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, Field
 
-from ..explain import METHODS
+from ..explain.methods import METHODS
 from .inference import BadInput, Prediction, Upload, check_method, overlay, png
 from .service import Service
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..ingest import png_bytes
+from ..data.images import png_bytes
 from .inference import BadInput, Upload
 
 HEALTHY = "notumor"

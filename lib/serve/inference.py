@@ -17,11 +17,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..audit import inspect_image
 from ..config import section
-from ..data import PrepareConfig, decode_to_model, load_image
-from ..explain import METHODS, Explainer, SaliencyConfig, predict_probs
-from ..localise import energy_in_mask, pointing_game
+from ..data.audit import inspect_image
+from ..data.images import load_image
+from ..data.inputs import decode_to_model
+from ..data.prepare import PrepareConfig
+from ..explain.methods import METHODS, Explainer, SaliencyConfig
+from ..explain.scores import energy_in_mask, pointing_game
+from ..forward import predict_probs
 from .registry import LoadedModel
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024  # an MRI slice is well under 1 MiB as PNG; DICOM a few MiB
@@ -68,7 +71,7 @@ def _dicom_png(data: bytes) -> bytes:
     """A single-frame DICOM -> PNG bytes of its 8-bit windowed pixels (the importer's rule)."""
     import pydicom
 
-    from ..ingest import dicom_to_uint8, png_bytes
+    from ..data.images import dicom_to_uint8, png_bytes
 
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
@@ -120,7 +123,7 @@ def model_input(loaded: LoadedModel, upload: Upload) -> np.ndarray:
 
 def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
     """Softmax of log(p) / T: the evaluate stage's calibration (lib.evaluate, imported lazily)."""
-    from ..evaluate import apply_temperature as scaled
+    from ..evaluate.metrics import apply_temperature as scaled
 
     return scaled(np.asarray(probs, dtype=np.float64)[None], temperature)[0]
 
@@ -199,7 +202,7 @@ def predict(loaded: LoadedModel, upload: Upload, classes: list[str], method: str
 
 def overlay(upload: Upload, pred: Prediction, alpha: float = 0.7) -> np.ndarray:
     """RGB uint8 of the upload with the map blended in (the report's overlay)."""
-    from ..plots import saliency_overlay
+    from ..figures import saliency_overlay
 
     return saliency_overlay(upload.pixels, pred.saliency, alpha)
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import yaml
 
-from ..data import DataError
+from ..data.manifest import DataError
+from ..evaluate.predict import SEED_FILE, input_spec
 from ..hashing import file_md5
-from ..predict import SEED_FILE, input_spec
 
 EVALUATE_JSON = Path("reports/metrics/evaluate.json")
 
@@ -116,7 +116,7 @@ def load_model(card: ModelCard) -> LoadedModel:
     """The Keras model of a card, with safe_mode (no arbitrary code from the file)."""
     import keras
 
-    from .. import models  # noqa: F401  (registers BackbonePreprocess)
+    from ..train import models  # noqa: F401  (registers BackbonePreprocess)
 
     if not card.trained:
         raise DataError(f"{card.artifact}: {card.path} does not exist; run `make repro`")

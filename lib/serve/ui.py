@@ -25,8 +25,9 @@ import numpy as np
 from PIL import Image
 
 from ..config import section
-from ..data import MANIFEST_NAME, load_manifest, load_mask, split_frame
-from ..explain import METHODS
+from ..data.images import load_mask
+from ..data.manifest import MANIFEST_NAME, load_manifest, split_frame
+from ..explain.methods import METHODS
 from .inference import BadInput, Prediction, Upload, overlay, score_against
 from .service import Service
 

@@ -31,29 +31,25 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from . import localise
-from .config import check_int
-from .data import (
-    DataError,
-    class_names,
-    load_arrays,
-    load_image,
-    load_manifest,
-    load_mask,
-    split_frame,
-)
-from .evaluate import BEST_MODEL_RULE, best_model, validation_macro_f1
-from .explain import (
+from ..config import check_int, from_group
+from ..contracts import TWINS_JSON
+from ..data.images import load_image, load_mask
+from ..data.inputs import load_arrays, to_model_input
+from ..data.manifest import DataError, class_names, load_manifest, split_frame
+from ..evaluate.metrics import BEST_MODEL_RULE, best_model, validation_macro_f1
+from ..forward import predict_probs
+from ..seeding import seed_everything
+from . import scores as localise
+from .methods import (
     CHEAP_METHODS,
     METHODS,
-    MIN_GRID,
     Explainer,
     SaliencyConfig,
     block_layers,
@@ -61,17 +57,9 @@ from .explain import (
     blur,
     parse_class_index,
     parse_methods,
-    predict_probs,
     randomised_copy,
     resolve_targets,
-    to_model_input,
 )
-from .jsonio import STAGE_DIGITS, round_floats
-
-TARGET_POINTING_GAME = 0.8  # the headline method's strict pointing game on test
-TARGET_GRADCAM_POINTING_GAME = 0.6  # Grad-CAM's own, whichever method heads the report
-TARGET_SHORTCUT_RATE = 0.1
-EXCESS_MARGIN = 0.05  # twins called a tumour this much more often than healthy scans: a shortcut
 
 
 @dataclass(frozen=True)
@@ -79,11 +67,11 @@ class ExplainConfig:
     """The notebook's parameters, checked (methods may be a comma string: DVC passes no lists)."""
 
     methods: tuple[str, ...] = METHODS
-    method: str = "gradcam"  # the one shown in the per-class galleries
+    gallery_method: str = "gradcam"  # the one shown in the per-class galleries
     layer: str = "auto"
-    min_grid: int = MIN_GRID  # "auto" layers: the fewest cells a side (lib.explain.layer_choice)
+    min_grid: int = 32  # "auto" layers: the fewest cells a side (methods.layer_choice)
     class_index: str | int = "predicted"  # predicted | true | a class number
-    sample_size: int = 48
+    sample_size: int = 32
     sanity_size: int = 16  # images of the sample the sanity check re-explains
     iou_threshold: float = 0.5
     bootstrap_resamples: int = 1000
@@ -95,8 +83,9 @@ class ExplainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "methods", tuple(parse_methods(self.methods)))
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.gallery_method not in METHODS:
+            raise ValueError(f"gallery_method must be one of {', '.join(METHODS)}, "
+                             f"got {self.gallery_method!r}")
         object.__setattr__(self, "class_index", parse_class_index(self.class_index))
         if not isinstance(self.layer, str) or not self.layer.strip():
             raise ValueError(f"layer must be 'auto' or a layer name, got {self.layer!r}")
@@ -107,6 +96,15 @@ class ExplainConfig:
         t = self.iou_threshold
         if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t < 1:
             raise ValueError(f"iou_threshold must be a number in (0, 1), got {t!r}")
+
+    @classmethod
+    def from_params(cls, group: dict[str, Any], seed: int) -> ExplainConfig:
+        """From the `explain:` group (its saliency keys make ``saliency``) and the study seed."""
+        saliency = {f.name for f in fields(SaliencyConfig)} - {"seed", "batch_size"}
+        return from_group(cls, {k: v for k, v in group.items() if k not in saliency}, "explain",
+                          others=saliency, seed=seed,
+                          saliency=SaliencyConfig(**{k: group[k] for k in saliency & set(group)},
+                                                  seed=seed))
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,62 +194,29 @@ class Twins:
     healthy: str
 
 
-def _twin_index(path: str) -> int:
-    stem = Path(path).stem
-    try:
-        return int(stem.rsplit("_", 1)[1])
-    except (IndexError, ValueError) as err:
-        raise DataError(f"{path}: not a phantom file name (<class>_<index>.png)") from err
+def healthy_twins(test: SplitImages, twins_dir: Path | str | None
+                  ) -> tuple[Twins | None, str | None]:
+    """(twins, None) from the twins stage's folder (lib.data.phantom_sets), or (None, why not).
 
-
-def twin_check(test: SplitImages, expected: Any) -> str | None:
-    """Why healthy twins cannot be made for this data (None when they can).
-
-    Twins are only the test images' twins when data/raw is the phantom generated with exactly
-    these parameters: its phantom.json must record them, and one tumour image must regenerate
-    bit for bit (the generator's code has not changed since).
+    The twins stage writes them only when data/raw is the phantom of params.yaml; otherwise its
+    twins.json holds the reason, which the shortcut control reports as its skip.
     """
-    from .phantom import CLASSES, MANIFEST, TUMOUR_CLASSES, render_case
-
-    if expected is None:
-        return "no phantom parameters given (params_path is None): twins need them"
-    provenance = test.raw_dir / MANIFEST
-    if not provenance.is_file():
-        return (f"{provenance} does not exist: the data is not the phantom, and real scans have "
-                "no healthy twins")
-    recorded = json.loads(provenance.read_text()).get("config", {})
-    wanted = {**asdict(expected), "lesion_fraction": list(expected.lesion_fraction)}
-    differ = sorted(k for k in wanted if recorded.get(k) != wanted[k])
-    if differ:
-        pairs = ", ".join(f"{k}={recorded.get(k)!r} (params: {wanted[k]!r})" for k in differ)
-        return f"{provenance} was generated with other parameters: {pairs}"
-    if set(test.names) - set(CLASSES):
-        return f"classes {test.names} are not the phantom's {list(CLASSES)}"
-    rows = [i for i, c in enumerate(test.frame["class"]) if c in TUMOUR_CLASSES]
-    if not rows:
-        return "no tumour test images"
-    row = test.frame.iloc[rows[0]]
-    image = render_case(expected, row["source_split"], row["class"], _twin_index(row["path"]))[0]
-    if image.shape != test.images[rows[0]].shape or not np.array_equal(image,
-                                                                     test.images[rows[0]]):
-        return (f"{row['path']} does not regenerate bit for bit from the phantom parameters "
-                "(lib.phantom changed since data/raw was generated): twins would not match")
-    return None
-
-
-def healthy_twins(test: SplitImages, expected: Any) -> tuple[Twins | None, str | None]:
-    """(twins, None), or (None, the reason they cannot be made)."""
-    from .phantom import CLASSES, TUMOUR_CLASSES, healthy_twin
-
-    reason = twin_check(test, expected)
-    if reason:
-        return None, reason
-    rows = np.flatnonzero(test.frame["class"].isin(TUMOUR_CLASSES).to_numpy())
-    images = [healthy_twin(expected, test.frame.iloc[i]["source_split"],
-                           test.frame.iloc[i]["class"], _twin_index(test.frame.iloc[i]["path"]))
-              for i in rows]
-    healthy = next(c for c in CLASSES if c not in TUMOUR_CLASSES)
-    return Twins(rows, images, healthy), None
+    if twins_dir is None:
+        return None, "no twins folder given (the twins stage writes data/processed/twins)"
+    path = Path(twins_dir) / TWINS_JSON
+    if not path.is_file():
+        return None, f"{path} does not exist: run the twins stage (dvc repro twins)"
+    payload = json.loads(path.read_text())
+    if payload["reason"]:
+        return None, payload["reason"]
+    row_of = {p: i for i, p in enumerate(test.frame["path"])}
+    missing = [p for p, _ in payload["twins"] if p not in row_of]
+    if missing:
+        return None, (f"{len(missing)} twin(s) belong to images that are not test images here "
+                      f"(e.g. {missing[0]}): rerun the twins stage")
+    rows = np.asarray([row_of[p] for p, _ in payload["twins"]], dtype=np.int64)
+    images = [load_image(Path(twins_dir), f) for _, f in payload["twins"]]
+    return Twins(rows, images, payload["healthy"]), None
 
 
 def shortcut_rate(predicted: list[str], classes: list[str], healthy: str,
@@ -361,7 +326,7 @@ def _shortcut(model: Any, test: SplitImages, predicted: np.ndarray, twins: Twins
               twins_reason: str | None) -> dict[str, Any]:
     if twins is None:
         return {"skipped": twins_reason or "no healthy twins"}
-    from .predict import input_spec
+    from ..evaluate.predict import input_spec
 
     names, classes = test.names, test.frame["class"].to_numpy()
     on_twins = predict_probs(model, to_model_input(twins.images, *input_spec(model)))
@@ -373,8 +338,7 @@ def explain_model(model: Any, key: str, test: SplitImages, cfg: ExplainConfig,
                   twins: Twins | None = None, twins_reason: str | None = None
                   ) -> ModelExplanation:
     """Predict, explain with every method, score the maps and run the controls for one model."""
-    from .predict import input_spec
-    from .train import seed_everything
+    from ..evaluate.predict import input_spec
 
     start = time.perf_counter()
     seed_everything(cfg.seed)
@@ -395,7 +359,7 @@ def explain_model(model: Any, key: str, test: SplitImages, cfg: ExplainConfig,
 
     gallery = gallery_picks(labels, predicted, cfg.gallery_per_class, cfg.seed)
     g_rows = np.asarray([r for r, _ in gallery], dtype=np.int64)
-    g_maps = explainer.maps(x[g_rows], targets[g_rows], cfg.method)
+    g_maps = explainer.maps(x[g_rows], targets[g_rows], cfg.gallery_method)
     showcase = np.sort(pd.Series(s).groupby(labels[s]).first().to_numpy())  # one per class
     metrics = {
         "layer": explainer.layer, "layer_reason": explainer.layer_reason,
@@ -418,7 +382,7 @@ def explain_all(models: list[Any], test: SplitImages, cfg: ExplainConfig,
                 ) -> tuple[dict[str, ModelExplanation], dict[str, str]]:
     """Every model (lib.predict.TrainedModel) explained; a model without the asked-for layer is
     skipped with the reason (an error when no model has it)."""
-    from .predict import load
+    from ..evaluate.predict import load
 
     iterator: Any = models
     if progress:
@@ -452,7 +416,7 @@ def pick_model(models: list[Any], results: dict[str, ModelExplanation],
     validation macro-F1 (``validation_macro_f1``) over the explained models, each predicting every
     validation image here (the explain stage does not depend on the evaluate stage's output).
     """
-    from .predict import input_spec, load
+    from ..evaluate.predict import input_spec, load
 
     if val is None:
         return {"best_model": min(results), "best_model_rule": NO_VALIDATION_RULE,
@@ -487,8 +451,7 @@ def choose_headline(model: Any, key: str, val: SplitImages | None, cfg: ExplainC
     numbers the report heads with are not the best of several tries on test, and never a method
     whose maps do not depend on the model.
     """
-    from .predict import input_spec
-    from .train import seed_everything
+    from ..evaluate.predict import input_spec
 
     if val is None or not len(val.tumour):
         return {"skipped": reason or "no validation tumour images",
@@ -525,7 +488,7 @@ def validate(models: list[Any], results: dict[str, ModelExplanation], val: Split
              cfg: ExplainConfig, reason: str | None = None) -> dict[str, Any]:
     """The best model (``pick_model``, on validation) and ``choose_headline`` for it
     (lib.predict.TrainedModel list)."""
-    from .predict import load
+    from ..evaluate.predict import load
 
     choice = pick_model(models, results, val)
     key = choice["best_model"]
@@ -538,286 +501,31 @@ def validate(models: list[Any], results: dict[str, ModelExplanation], val: Split
 # --------------------------------------------------------------------------------------------
 # The metrics json
 # --------------------------------------------------------------------------------------------
-def _pointing(best: ModelExplanation, method: str) -> tuple[float | None, str | None]:
-    """(strict pointing game on test, None) or (None, why it was not measured)."""
-    loc = best.metrics["localisation"]
-    if "skipped" in loc:
-        return None, loc["skipped"] or "localisation was skipped"
-    if method not in loc:
-        return None, f"{method} is not among the methods"
-    return float(loc[method]["pointing_game"]["value"]), None
 
 
-def _pointing_check(best: ModelExplanation, method: str, target: float) -> dict[str, Any]:
-    pg, why = _pointing(best, method)
-    check: dict[str, Any] = {"method": method, "target": target, "measured": pg,
-                             "met": pg is not None and pg >= target}
-    if pg is None:
-        check["note"] = f"{method}'s pointing game was not measured ({why})"
-    elif not check["met"]:
-        h, w = best.metrics["layer_grid"]
-        sanity = best.metrics.get("sanity", {})  # a method that ignores the model proves nothing
-        others = {m: v["pointing_game"]["value"] for m, v in best.metrics["localisation"].items()
-                  if m != method and isinstance(v, dict) and "pointing_game" in v
-                  and sanity.get(m, {}).get("passed", True)}
-        leader = max(others, key=others.get) if others else None
-        if leader is not None and others[leader] >= target:
-            # the model does point at the lesion: the method, not the model, misses
-            why = (f"{leader} reaches {others[leader]:.0%} on the same model, so the lesion "
-                   f"drives the model and {method} misses it")
-            if method == "gradcam":
-                why += ("; Grad-CAM averages each channel's gradient over the grid, and behind a "
-                        "global max-pooling head those gradients exist only at each channel's "
-                        "maximum")
-        else:
-            why = ("lesions cover 1-10 % of the brain; a model that has not learnt to rely on "
-                   "the lesion cannot point at it either")
-        check["note"] = (
-            f"{method}'s maximum falls inside the lesion on {pg:.0%} of tumour test images "
-            f"(target {target:.0%}); the best model (test accuracy {best.accuracy:.2f}) is "
-            f"explained at {best.layer}, a grid of {h}x{w} cells of {best.size // max(h, 1)} "
-            f"pixels; {why}")
-    return check
 
 
-def _shortcut_checks(shortcut: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    rate, healthy = shortcut.get("rate"), shortcut.get("healthy_rate")
-    excess = shortcut.get("excess")
-    twins: dict[str, Any] = {"target": TARGET_SHORTCUT_RATE, "measured": rate,
-                             "met": rate is not None and rate <= TARGET_SHORTCUT_RATE}
-    over: dict[str, Any] = {"target": EXCESS_MARGIN, "measured": excess,
-                            "met": excess is not None and excess <= EXCESS_MARGIN}
-    if rate is None:
-        twins["note"] = over["note"] = (f"the shortcut control was skipped "
-                                        f"({shortcut.get('skipped', 'no healthy twins')})")
-        return twins, over
-    if not twins["met"]:
-        twins["note"] = (f"{rate:.0%} of healthy twins are still called a tumour (target <= "
-                         f"{TARGET_SHORTCUT_RATE:.0%})")
-        if healthy is not None and rate - healthy <= EXCESS_MARGIN:
-            twins["note"] += (f", about as many as real healthy test scans ({healthy:.0%}): the "
-                              "model rarely recognises a healthy brain, rather than reading a "
-                              "shortcut")
-    if excess is None:
-        over["note"] = "no real healthy test scans to compare the twins with"
-    elif not over["met"]:
-        over["note"] = (f"twins are called a tumour {100 * excess:.0f} percentage points more "
-                        f"often than real healthy test scans ({healthy:.0%}; target <= "
-                        f"{100 * EXCESS_MARGIN:.0f}): the model reads something other than the "
-                        "lesion (a shortcut)")
-    return twins, over
 
 
-def _sanity_check(sanity: dict[str, Any]) -> dict[str, Any]:
-    failed = [m for m, v in sanity.items() if not v["passed"]]
-    check: dict[str, Any] = {"target": localise.SANITY_MAX_SPEARMAN,
-                             "measured": {m: v["spearman"] for m, v in sanity.items()},
-                             "failed": failed, "met": bool(sanity) and not failed}
-    if failed:
-        rho = ", ".join(f"{m} (rho {sanity[m]['spearman']:.2f})" for m in failed)
-        check["note"] = (f"the randomisation sanity check failed for {rho}: their maps barely "
-                         "change when the top layers are scrambled")
-    elif not sanity:
-        check["note"] = "no sanity check was run"
-    return check
 
 
-def target_check(best: ModelExplanation, headline: str = "gradcam") -> dict[str, Any]:
-    """The study's targets for the best model, each met or missed, with the numbers and why.
-
-    `checks`: the headline method's strict pointing game on test (>= TARGET_POINTING_GAME),
-    Grad-CAM's (>= TARGET_GRADCAM_POINTING_GAME), the shortcut rate (<= TARGET_SHORTCUT_RATE),
-    its excess over real healthy scans (<= EXCESS_MARGIN) and every method's sanity check;
-    `met` when all are.
-    """
-    twins, over = _shortcut_checks(best.metrics["shortcut"])
-    checks = {
-        "headline_pointing_game": _pointing_check(best, headline, TARGET_POINTING_GAME),
-        "gradcam_pointing_game": _pointing_check(best, "gradcam", TARGET_GRADCAM_POINTING_GAME),
-        "shortcut_rate": twins, "shortcut_excess": over,
-        "sanity": _sanity_check(best.metrics.get("sanity", {})),
-    }
-    for check in checks.values():
-        check["met"] = bool(check["met"])
-    notes = [c["note"] for c in checks.values() if not c["met"] and c.get("note")]
-    return {"method": headline, "pointing_game": TARGET_POINTING_GAME,
-            "gradcam_pointing_game": TARGET_GRADCAM_POINTING_GAME,
-            "shortcut_rate": TARGET_SHORTCUT_RATE, "shortcut_excess": EXCESS_MARGIN,
-            "best_pointing_game": checks["headline_pointing_game"]["measured"],
-            "best_shortcut_rate": twins["measured"], "checks": checks,
-            "met": all(c["met"] for c in checks.values()),
-            "note": "; ".join(notes) if notes else "met"}
 
 
-def pointing_tolerance(test: SplitImages) -> dict[str, Any]:
-    """The tolerant pointing game's tolerance, as the report states it."""
-    sides = sorted({max(test.masks[i].shape) for i in test.tumour})
-    return {"fraction_of_side": localise.TOLERANCE_FRACTION, "image_sides": sides,
-            "pixels": [localise.tolerance_px((side, side)) for side in sides],
-            "reference": "Zhang et al. 2016: 15 px on 224 px inputs, scaled to the image side"}
 
 
-def summary(results: dict[str, ModelExplanation], test: SplitImages, cfg: ExplainConfig,
-            skipped: dict[str, str], twins_reason: str | None = None,
-            validation: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The explain.json payload, floats rounded by lib.jsonio's rule (its write_json sorts keys).
-
-    `validation`: what ``validate`` returned (the best model and the headline method, both
-    chosen on validation); without it the headline method is the cheapest configured one, the
-    best model the first key, and the json says the validation pass was skipped.
-    """
-    validation = validation or {"skipped": "no validation pass was run",
-                                "headline_method": fallback_headline(cfg.methods)}
-    best = validation.get("best_model") or min(results)
-    headline = validation["headline_method"]
-    skipped = {**test.skipped, **skipped}
-    if twins_reason:
-        skipped["shortcut"] = twins_reason
-    if "skipped" in validation:
-        skipped["validation"] = validation["skipped"]
-    payload = {
-        "methods": list(cfg.methods), "method": cfg.method, "layer": cfg.layer,
-        "min_grid": cfg.min_grid, "class_index": cfg.class_index,
-        "sample_size": len(test.sample), "sanity_size": min(cfg.sanity_size, len(test.sample)),
-        "n_tumour_images": len(test.tumour),
-        "pointing_tolerance": pointing_tolerance(test) if len(test.tumour) else None,
-        "models": {k: r.metrics for k, r in results.items()},
-        "best_model": best,
-        "best_model_rule": validation.get("best_model_rule", NO_VALIDATION_RULE),
-        "headline_method": headline,
-        "validation": validation,
-        "target": target_check(results[best], headline),
-        "skipped": skipped,
-    }
-    return round_floats(payload, STAGE_DIGITS["explain"])
 
 
 # --------------------------------------------------------------------------------------------
 # Figures
 # --------------------------------------------------------------------------------------------
-def _target_words(cfg: ExplainConfig, names: list[str]) -> str:
-    if cfg.class_index in ("predicted", "true"):
-        return f"the {cfg.class_index} class"
-    return f"class '{names[int(cfg.class_index)]}'"
 
 
-def model_figures(res: ModelExplanation, test: SplitImages, cfg: ExplainConfig
-                  ) -> dict[str, Any]:
-    """{file stem: Figure} for one model: gallery, methods, blocks (scratch) and faithfulness."""
-    from . import plots
-
-    names, labels = test.names, test.frame["label"].to_numpy()
-    rows = []
-    for c, cls in enumerate(names):
-        tiles = []
-        for r, ok, saliency in res.gallery:
-            if labels[r] != c:
-                continue
-            p = int(res.predicted[r])
-            caption = f"ok {res.probs[r, p]:.2f}" if ok else f"as {names[p]} {res.probs[r, p]:.2f}"
-            tiles += [(test.images[r], None, None, caption),
-                      (test.images[r], None, test.masks[r], "mask"),
-                      (test.images[r], saliency, test.masks[r], cfg.method)]
-        rows.append((cls, tiles))
-    target = _target_words(cfg, names)
-    figures = {f"{cfg.method.replace('+', 'p')}_{res.key}": plots.saliency_mosaic(
-        rows, title=f"{res.key}: {cfg.method} of {target} at {res.layer}; per image: scan, "
-                    "lesion mask (cyan), map. Correct first, then wrong")}
-    show = [(test.images[r], test.masks[r]) for r in res.showcase]
-    showcase_names = [names[labels[r]] for r in res.showcase]
-    methods = list(res.showcase_maps)
-    figures[f"methods_{res.key}"] = plots.saliency_mosaic(
-        [(cls, [(img, None, mask, "")] + [(img, res.showcase_maps[m][k], mask, "")
-                                          for m in methods])
-         for k, (cls, (img, mask)) in enumerate(zip(showcase_names, show, strict=True))],
-        col_titles=["scan", *methods], title=f"{res.key}: every method, {target}")
-    if res.blocks:
-        figures[f"blocks_{res.key}"] = plots.saliency_mosaic(
-            [(cls, [(img, None, mask, "")] + [(img, maps[k], mask, "")
-                                              for maps in res.blocks.values()])
-             for k, (cls, (img, mask)) in enumerate(zip(showcase_names, show, strict=True))],
-            col_titles=["scan", *res.blocks], title=f"{res.key}: mean activation per block")
-    faith = res.metrics["faithfulness"]
-    figures[f"faithfulness_{res.key}"] = plots.faithfulness_curves(
-        res.curves, {m: (v["deletion_auc"], v["insertion_auc"]) for m, v in faith.items()},
-        title=f"{res.key}: deletion and insertion ({len(test.sample)} sampled test images)")
-    return figures
 
 
-def localisation_table(results: dict[str, ModelExplanation], score: str = "pointing_game"
-                       ) -> pd.DataFrame:
-    """One row per (method, model): value and CI of a localisation score."""
-    rows = [{"method": method, "model": key, "value": s[score]["value"],
-             "lo": s[score]["ci"][0], "hi": s[score]["ci"][1], "n": s["n"]}
-            for key, r in results.items()
-            for method, s in r.metrics["localisation"].items() if method != "skipped"]
-    return pd.DataFrame(rows, columns=["method", "model", "value", "lo", "hi", "n"])
 
 
-def publish_figures(results: dict[str, ModelExplanation], test: SplitImages, cfg: ExplainConfig,
-                    figures_dir: Path | str | None, show: str | None = None) -> list[str]:
-    """Save every model's figures (compact PNGs) and display those of `show`; returns names."""
-    import matplotlib.pyplot as plt
-
-    from . import plots
-
-    written = []
-    for key, res in results.items():
-        for name, fig in model_figures(res, test, cfg).items():
-            if key == show:
-                plots.publish_compact(fig, name, figures_dir)
-            else:
-                if figures_dir:
-                    plots.save_compact(fig, Path(figures_dir) / f"{name}.png")
-                plt.close(fig)
-            written.append(name)
-    table = localisation_table(results)
-    if len(table):
-        chance = float(np.mean([test.masks[i].mean() for i in test.tumour]))
-        plots.publish_compact(plots.localisation_scores(table, chance=chance,
-                                                        target=TARGET_POINTING_GAME),
-                              "localisation", figures_dir)
-        written.append("localisation")
-    return written
 
 
 # --------------------------------------------------------------------------------------------
 # Tables for the notebook
 # --------------------------------------------------------------------------------------------
-def tables(results: dict[str, ModelExplanation], validation: dict[str, Any] | None = None
-           ) -> dict[str, pd.DataFrame]:
-    """Overview, localisation, faithfulness, sanity and shortcut tables (rows: model, method),
-    and the validation scores that chose the headline method (rows: method)."""
-    headline = (validation or {}).get("headline_method", "gradcam")
-    overview, loc, faith, sanity, shortcut = [], [], [], [], []
-    for key, r in results.items():
-        m = r.metrics
-        pg = {method: m["localisation"].get(method, {}).get("pointing_game", {}).get("value")
-              for method in dict.fromkeys((headline, "gradcam"))}
-        overview.append({"model": key, "test accuracy": r.accuracy, "layer": r.layer,
-                         "grid": "x".join(map(str, m["layer_grid"])),
-                         **{f"{method} pointing game" + (" (headline)" if method == headline
-                                                         else ""): v for method, v in pg.items()},
-                         "shortcut rate": m["shortcut"].get("rate"),
-                         "seconds": round(r.seconds, 1)})
-        for method, s in m["localisation"].items():
-            if method != "skipped":
-                loc.append({"model": key, "method": method, "n": s["n"],
-                            **{k: f"{s[k]['value']:.3f} [{s[k]['ci'][0]:.3f}, "
-                                  f"{s[k]['ci'][1]:.3f}]" for k in localise.SCORES}})
-        faith += [{"model": key, "method": k, **v} for k, v in m["faithfulness"].items()]
-        sanity += [{"model": key, "method": k, **v} for k, v in m["sanity"].items()]
-        shortcut.append({"model": key, **{k: v for k, v in m["shortcut"].items()
-                                          if k != "per_class"},
-                         **m["shortcut"].get("per_class", {})})
-    index = ["model", "method"]
-    scores = (validation or {}).get("scores", {})
-    chosen = pd.DataFrame([{"method": k, **v, "headline": k == headline}
-                           for k, v in scores.items()],
-                          columns=["method", *localise.SCORES[:2], "sanity_spearman",
-                                   "sanity_passed", "headline"]).set_index("method")
-    return {"overview": pd.DataFrame(overview).set_index("model"), "validation": chosen,
-            "localisation": pd.DataFrame(loc).set_index(index) if loc else pd.DataFrame(),
-            "faithfulness": pd.DataFrame(faith).set_index(index),
-            "sanity": pd.DataFrame(sanity).set_index(index),
-            "shortcut": pd.DataFrame(shortcut).set_index("model")}

@@ -34,7 +34,9 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from .splits import SOURCE_SPLITS, TESTING, TRAINING
+from ..config import from_group
+from ..contracts import PHANTOM_GENERATOR
+from ..splits import SOURCE_SPLITS, TESTING, TRAINING
 
 CLASSES: tuple[str, ...] = ("glioma", "meningioma", "notumor", "pituitary")
 SEQUENCES: tuple[str, ...] = ("T1", "T1c", "T2", "FLAIR")
@@ -202,15 +204,9 @@ class PhantomConfig:
         return hash(tuple((f.name, repr(getattr(self, f.name))) for f in fields(self)))
 
     @classmethod
-    def from_params(cls, params: dict[str, Any]) -> PhantomConfig:
-        """Build from the ``phantom:`` group; unknown keys are errors (typos must not pass)."""
-        if not isinstance(params, dict):
-            raise ValueError(f"the phantom: group must be a mapping, got {type(params).__name__}")
-        allowed = [f.name for f in fields(cls)]
-        unknown = sorted(set(params) - set(allowed))
-        if unknown:
-            raise ValueError(f"unknown phantom parameter(s) {unknown}; allowed: {allowed}")
-        return cls(**params)
+    def from_params(cls, group: dict[str, Any]) -> PhantomConfig:
+        """From the ``phantom:`` group; unknown keys are errors (typos must not pass)."""
+        return from_group(cls, group, "phantom")
 
 
 def _check_sequences(value: Any) -> dict[str, float]:
@@ -928,7 +924,7 @@ def generate(
         for s in SOURCE_SPLITS
     }
     manifest = {
-        "generator": "lib.phantom",
+        "generator": PHANTOM_GENERATOR,
         "config": {**asdict(cfg), "lesion_fraction": list(cfg.lesion_fraction)},
         "counts": counts,
         "level_range_mm": list(LEVEL_RANGE_MM),
@@ -978,11 +974,11 @@ def _parse_set(items: list[str]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """python -m lib.phantom --params params.yaml --out data/raw [--overwrite] [--set k=v ...]"""
-    from lib.config import load_params, section
+    """python -m lib.data.phantom --params params.yaml --out data/raw [--overwrite] [--set k=v]"""
+    from ..config import load_params, section
 
     parser = argparse.ArgumentParser(
-        prog="python -m lib.phantom", description=__doc__.split("\n")[0]
+        prog="python -m lib.data.phantom", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--params", default=None, help="params.yaml (default: repository root)")
     parser.add_argument("--out", default=None, help="output folder (default: data.raw_dir)")

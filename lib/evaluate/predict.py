@@ -15,8 +15,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .data import DataError, class_names, make_dataset, split_frame
-from .splits import PREDICTED_SPLITS
+from ..data.inputs import make_dataset
+from ..data.manifest import DataError, class_names, split_frame
+from ..forward import predict_probs
+from ..splits import PREDICTED_SPLITS
 
 SEED_FILE = re.compile(r"^seed(\d+)\.keras$")
 NOT_CLASSIFIERS = ("pretrain",)  # a backbone source task, not a tumour classifier
@@ -58,7 +60,7 @@ def load(model: TrainedModel) -> Any:
     """The Keras model (lib.models registers the custom preprocessing layer it may contain)."""
     import keras
 
-    from . import models  # noqa: F401  (registers BackbonePreprocess)
+    from ..train import models  # noqa: F401  (registers BackbonePreprocess)
 
     return keras.saving.load_model(model.path, compile=False)
 
@@ -77,8 +79,8 @@ def predict_frame(keras_model: Any, frame: pd.DataFrame, raw_dir: Path | str, n_
     size, channels = input_spec(keras_model)
     ds = make_dataset(frame, Path(raw_dir), image_size=size, n_classes=n_classes,
                       batch_size=batch_size, channels=channels, cache=False)
-    scores = [np.asarray(keras_model(x, training=False)) for x, _ in ds]
-    return np.concatenate(scores).astype(np.float64) if scores else np.zeros((0, n_classes))
+    scores = predict_probs(keras_model, ds)
+    return scores if len(scores) else np.zeros((0, n_classes))
 
 
 def write_predictions(path: Path | str, frame: pd.DataFrame, scores: np.ndarray,

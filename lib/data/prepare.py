@@ -18,7 +18,7 @@ md5; near = pHash distance <= phash_max_distance confirmed by a thumbnail compar
 Judging single files and finding duplicates is lib.audit's job; this module owns the layout,
 the manifest, the split and the stage.
 
-CLI (the DVC stage): ``python -m lib.data --params params.yaml``.
+CLI (the DVC stage): ``python -m lib.data.prepare --params params.yaml``.
 """
 
 from __future__ import annotations
@@ -32,26 +32,25 @@ import re
 import sys
 import zlib
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps
 from tqdm import tqdm
 
+from ..config import from_group, load_params, repo_root, section
+from ..splits import SOURCE_TO_SPLIT, SPLITS, TEST, TESTING, TRAIN, TRAINING, VAL
 from .audit import (
     IMAGE_EXTENSIONS,
-    OK_MODES,
     SEVERITY,
     Finding,
     ImageInfo,
     ThumbCheck,
     TooManyPairsError,
     audit_markdown,
-    exif_orientation,
     hash_array,
     inspect_image,
     inspect_mask,
@@ -59,26 +58,19 @@ from .audit import (
     rotated_matches,
     worst_status,
 )
-from .config import load_params, repo_root, section
 from .confounders import confounder_audit
 from .confounders import markdown as confounders_markdown
-from .splits import SOURCE_TO_SPLIT, SPLITS, TEST, TESTING, TRAIN, TRAINING, VAL
+from .manifest import MANIFEST_COLUMNS, MANIFEST_NAME, MASK_SEPARATOR, DataError, mask_paths
 
 MASK_SUFFIX = "_mask"
 # <stem>_mask and, BUSI-style (one mask per lesion), <stem>_mask_<k>; case-insensitive
 _MASK_STEM = re.compile(r"(?P<stem>.*)(?P<suffix>_mask(?:_(?P<k>[0-9]+))?)", re.IGNORECASE)
-MASK_SEPARATOR = "|"  # the manifest's `mask` column joins an image's several masks with it
 DUPLICATE_POLICIES = ("drop", "report")
 GROUPS_FILE = "groups.csv"  # optional <raw>/groups.csv: file (relative to raw), group (patient)
 # Without groups.csv, a <raw>/manifest.csv with a `group` column and a `path` (or `file`) column
 # (e.g. exported from an earlier prepare run) is the group source.
 GROUP_PATH_COLUMNS = ("path", "file")
 
-MANIFEST_COLUMNS = [
-    "path", "class", "label", "source_split", "split", "md5", "phash",
-    "width", "height", "mode", "mask", "status", "reason",
-]
-MANIFEST_NAME = "manifest.csv"
 AUDIT_JSON = Path("metrics") / "data_audit.json"
 AUDIT_MD = Path("data_audit.md")
 
@@ -87,8 +79,6 @@ _KEEP_PRIORITY = {"test": 0, "val": 1, "train": 2}
 _SYSTEM_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini"}
 
 
-class DataError(ValueError):
-    """The data cannot support the study as configured; the message says what to fix."""
 
 
 @dataclass(frozen=True)
@@ -108,8 +98,7 @@ class PrepareConfig:
     near_max_diff: float = 0.5
     min_side: int = 32
     group_leakage: str = "report"
-    confounder_permutations: int = 0  # the confounder audit's permutation test; 0 skips the audit
-                                      # (params.yaml runs it with 100)
+    confounder_permutations: int = 100  # the confounder audit's permutation test; 0 skips it
 
     def __post_init__(self) -> None:
         for key in ("duplicates", "group_leakage"):
@@ -138,17 +127,9 @@ class PrepareConfig:
             raise ValueError(f"seed must be a non-negative int; got {s!r}")
 
     @classmethod
-    def from_params(cls, params: dict[str, Any]) -> PrepareConfig:
-        """Read `prepare:` and the top-level `seed`; unknown keys are errors, not silent typos."""
-        group = dict(section(params, "prepare"))
-        known = {f.name for f in fields(cls)} - {"seed"}
-        unknown = sorted(set(group) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown key(s) in params 'prepare:' group: {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(known))} (the seed is the top-level 'seed:')"
-            )
-        return cls(**group, seed=params.get("seed", cls.seed))
+    def from_params(cls, group: dict[str, Any], seed: int) -> PrepareConfig:
+        """From the `prepare:` group and the study's top-level `seed`."""
+        return from_group(cls, group, "prepare", seed=seed)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -313,11 +294,6 @@ def _mask_order(item: tuple[str, Any]) -> tuple[int, str]:
     return (int(k) + 1 if k else 0, item[0])
 
 
-def mask_paths(value: Any) -> list[str]:
-    """The mask paths of a manifest `mask` cell: [] for ''/None/NaN, else the joined parts."""
-    if value is None or (isinstance(value, float) and np.isnan(value)) or not value:
-        return []
-    return [part for part in str(value).split(MASK_SEPARATOR) if part]
 
 
 def _hidden_finding(raw_dir: Path, entry: os.DirEntry[str]) -> Finding:
@@ -1046,180 +1022,29 @@ def _confounders(manifest: pd.DataFrame, raw_dir: Path, cfg: PrepareConfig,
                             permutations=cfg.confounder_permutations)
 
 
-def load_manifest(path: Path, usable_only: bool = True) -> pd.DataFrame:
-    """Read manifest.csv with the dtypes it was written with (hashes stay strings, '' stays '')."""
-    frame = pd.read_csv(path, keep_default_na=False, dtype=str)
-    frame["label"] = frame["label"].astype("int64")
-    for col in ("width", "height"):
-        frame[col] = pd.to_numeric(frame[col].replace("", np.nan)).astype("Int64")
-    if "orientation" in frame.columns:
-        frame["orientation"] = frame["orientation"].astype("int64")
-    if usable_only:
-        frame = frame[frame["status"] != "excluded"].reset_index(drop=True)
-    return frame
 
 
-def load_image(raw_dir: Path, rel_path: str) -> np.ndarray:
-    """uint8 grayscale HxW; RGB goes through PIL "L" so every consumer sees the same pixels.
-
-    EXIF orientation is applied as viewers do (and as make_dataset does).
-    """
-    with Image.open(Path(raw_dir) / rel_path) as img:
-        if img.mode not in OK_MODES:
-            raise DataError(f"{rel_path}: mode {img.mode} is not supported (L or RGB); "
-                            "the manifest should have excluded it")
-        if exif_orientation(img) != 1:
-            img = ImageOps.exif_transpose(img)
-        return np.array(img.convert("L") if img.mode != "L" else img, dtype=np.uint8)
 
 
-def load_mask(raw_dir: Path, rel_path: str | None, shape: tuple[int, ...]) -> np.ndarray:
-    """Boolean lesion mask (any non-zero pixel); all False when the image has no mask.
-
-    `rel_path` is a manifest `mask` cell: one path, or several joined with MASK_SEPARATOR (one
-    mask per lesion, BUSI-style), OR-merged; each must have the image's shape.
-    """
-    shape = tuple(shape)[:2]
-    mask = np.zeros(shape, dtype=bool)
-    for part in mask_paths(rel_path):
-        with Image.open(Path(raw_dir) / part) as img:
-            if exif_orientation(img) != 1:
-                img = ImageOps.exif_transpose(img)
-            one = np.asarray(img.convert("L")) > 0
-        if one.shape != shape:
-            raise DataError(f"{part}: mask shape {one.shape} does not match image {shape}")
-        mask |= one
-    return mask
 
 
 # --------------------------------------------------------------------------------------------
 # tf.data input pipeline (TensorFlow is imported lazily: the prepare stage does not need it)
 # --------------------------------------------------------------------------------------------
-def class_names(manifest: pd.DataFrame) -> list[str]:
-    """Class names ordered by label index, the order of every model's softmax output."""
-    pairs = manifest[["label", "class"]].drop_duplicates().sort_values("label")
-    if pairs["label"].duplicated().any():
-        raise DataError("manifest maps one label to several class names; rerun prepare")
-    return pairs["class"].tolist()
 
 
-def split_frame(manifest: pd.DataFrame, split: str) -> pd.DataFrame:
-    """Usable rows of one split; an empty split is an error that says which and why."""
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-    rows = manifest[(manifest["split"] == split) & (manifest["status"] != "excluded")]
-    if rows.empty:
-        raise DataError(f"the manifest has no usable '{split}' images; see the prepare audit")
-    return rows.reset_index(drop=True)
 
 
-def resize_to_model(image: Any, image_size: int) -> Any:
-    """HxWxC pixels in 0-255 -> float32 image_size x image_size x C, the one model-input resize.
-
-    Antialiased bilinear (like PIL's resize), then clipped to 0-255; a uint8 array or tensor is
-    cast to float32 first. Training, evaluation, the explain stage's in-memory images and the
-    augmentation preview all go through this function, so a model sees the same pixels from all.
-    """
-    import tensorflow as tf
-
-    image = tf.image.resize(tf.cast(image, tf.float32), (image_size, image_size), antialias=True)
-    return tf.clip_by_value(image, 0.0, 255.0)
 
 
-def apply_orientation(image: Any, orientation: Any) -> Any:
-    """HxWxC tensor as stored -> as shown, for EXIF orientation 1..8 (PIL's exif_transpose).
-
-    tf.io.decode_image ignores EXIF; prepare records each image's orientation in the manifest
-    (column `orientation`, present only when some image has one), and make_dataset applies it
-    here so that training sees what the audit, load_image and a viewer see.
-    """
-    import tensorflow as tf
-
-    branches = [
-        lambda: image,                                          # 1 upright
-        lambda: tf.image.flip_left_right(image),                # 2 mirrored
-        lambda: tf.image.rot90(image, k=2),                     # 3 rotated 180
-        lambda: tf.image.flip_up_down(image),                   # 4 flipped
-        lambda: tf.image.transpose(image),                      # 5 transposed
-        lambda: tf.image.rot90(image, k=3),                     # 6 rotate 90 clockwise
-        lambda: tf.image.rot90(tf.image.transpose(image), k=2),  # 7 transversed
-        lambda: tf.image.rot90(image, k=1),                     # 8 rotate 90 anticlockwise
-    ]
-    index = tf.clip_by_value(tf.cast(orientation, tf.int32) - 1, 0, 7)
-    return tf.switch_case(index, branches)
 
 
-def decode_to_model(data: Any, image_size: int, orientation: Any = None) -> Any:
-    """Encoded image bytes -> float32 HxWx1 in 0-255 at the model's size: the one decode.
-
-    Training, evaluation and the app (lib.serve, for an uploaded file) all call it, so a model
-    sees an upload exactly as it would see the same file in data/raw.
-    """
-    import tensorflow as tf
-
-    image = tf.io.decode_image(data, channels=1, expand_animations=False)
-    if orientation is not None:
-        image = apply_orientation(image, orientation)
-    return resize_to_model(image, image_size)
 
 
-def _decode(path: Any, image_size: int, orientation: Any = None) -> Any:
-    """A file path -> ``decode_to_model`` of its bytes."""
-    import tensorflow as tf
-
-    return decode_to_model(tf.io.read_file(path), image_size, orientation)
 
 
-def make_dataset(frame: pd.DataFrame, raw_dir: Path, *, image_size: int, n_classes: int,
-                 batch_size: int, channels: int = 1, shuffle: bool = False, seed: int = 0,
-                 augment: Callable[[Any], Any] | None = None, cache: bool = True) -> Any:
-    """Batches of (float32 images in 0-255, one-hot labels) from manifest rows.
-
-    Decode and resize happen once (then cached in memory); shuffling is seeded; augmentation runs
-    on whole batches in one sequential map (Keras random layers keep their seed state, so a
-    parallel map would make runs differ). Grayscale is replicated to 3 channels for backbones
-    last, so the policy works on one channel. Each model applies its own preprocessing.
-    """
-    import tensorflow as tf
-
-    if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
-    paths = [str(Path(raw_dir) / p) for p in frame["path"]]
-    labels = frame["label"].to_numpy(dtype="int64")
-    if len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
-        raise DataError(f"labels outside 0..{n_classes - 1}; the model and manifest disagree")
-    orient = (frame["orientation"].to_numpy(dtype="int64") if "orientation" in frame.columns
-              else np.ones(len(paths), dtype="int64"))
-    if (orient != 1).any():
-        ds = tf.data.Dataset.from_tensor_slices((paths, orient, tf.one_hot(labels, n_classes)))
-        ds = ds.map(lambda p, o, y: (_decode(p, image_size, o), y),
-                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    else:  # the common case keeps the plain graph
-        ds = tf.data.Dataset.from_tensor_slices((paths, tf.one_hot(labels, n_classes)))
-        ds = ds.map(lambda p, y: (_decode(p, image_size), y),
-                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if cache:
-        ds = ds.cache()
-    if shuffle:
-        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    if augment is not None:
-        ds = ds.map(lambda x, y: (augment(x), y))
-    if channels == 3:
-        ds = ds.map(lambda x, y: (tf.image.grayscale_to_rgb(x), y),
-                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def load_arrays(frame: pd.DataFrame, raw_dir: Path, *, image_size: int, n_classes: int,
-                channels: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """The same decoded pixels as make_dataset, as numpy (images, integer labels)."""
-    ds = make_dataset(frame, raw_dir, image_size=image_size, n_classes=n_classes,
-                      batch_size=256, channels=channels, cache=False)
-    images = [x.numpy() for x, _ in ds]
-    shape = (0, image_size, image_size, channels)
-    return (np.concatenate(images) if images else np.zeros(shape, np.float32),
-            frame["label"].to_numpy(dtype="int64"))
 
 
 def _summary(audit: dict[str, Any], written: Sequence[str]) -> str:
@@ -1240,7 +1065,8 @@ def _summary(audit: dict[str, Any], written: Sequence[str]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """DVC stage: read params, run prepare, print a summary; exit 1 with the reason on bad data."""
-    parser = argparse.ArgumentParser(prog="python -m lib.data", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m lib.data.prepare",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--params", type=Path, default=None,
                         help="params.yaml (default: the one at the repository root); relative "
                              "paths in it are resolved from its folder")
@@ -1256,7 +1082,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raw_dir = root / data["raw_dir"]
         out_dir = root / data["processed_dir"]
         reports_dir = args.reports_dir or root / "reports"
-        cfg = PrepareConfig.from_params(params)
+        cfg = PrepareConfig.from_params(section(params, "prepare"), params["seed"])
     except (OSError, KeyError, ValueError) as exc:
         print(f"prepare: bad configuration: {exc}", file=sys.stderr)
         return 2

@@ -23,9 +23,9 @@ from typing import Any
 import yaml
 from jinja2 import ChainableUndefined, Environment, FileSystemLoader, Undefined, select_autoescape
 
-from lib.config import load_params, repo_root
-from lib.schemas import SCORES
-from lib.splits import SPLITS
+from ..config import load_params, repo_root
+from ..contracts import PHANTOM_GENERATOR, SCORES
+from ..splits import SPLITS
 
 TEMPLATES = Path(__file__).parent / "templates"
 CLAIM_FILE = TEMPLATES / "claim.yaml"
@@ -105,7 +105,7 @@ def data_source(root: Path, params: dict[str, Any]) -> dict[str, Any]:
     """Where the images came from: the phantom (with its provenance file) or the user's data."""
     raw_dir = params.get("data", {}).get("raw_dir", "data/raw")
     provenance = read_json(root / raw_dir / "phantom.json") or {}
-    is_phantom = provenance.get("generator") == "lib.phantom"
+    is_phantom = provenance.get("generator") == PHANTOM_GENERATOR
     return {"raw_dir": raw_dir, "phantom": is_phantom,
             "config": provenance.get("config", {}) if is_phantom else {}}
 

@@ -36,13 +36,13 @@ layer alone stays within half a pixel.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import keras
 import numpy as np
 
-from .config import section
+from ..config import check_int, from_group
 
 FLIP_MODES = ("horizontal", "vertical", "horizontal_and_vertical", "none")
 PARAMS_GROUP = "augment"
@@ -86,15 +86,23 @@ class AugmentConfig:
             object.__setattr__(self, name, float(value))  # YAML may give an int
 
     @classmethod
-    def from_params(cls, params: dict[str, Any]) -> AugmentConfig:
-        """Read the `augment:` group; a key this config does not know is an error, not a no-op."""
-        group = section(params, PARAMS_GROUP)
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(group) - known)
-        if unknown:
-            raise ValueError(f"params.yaml augment: unknown key(s) {', '.join(unknown)}; "
-                             f"expected some of {', '.join(sorted(known))}")
-        return cls(**{k: v for k, v in group.items() if k in known})
+    def from_params(cls, group: dict[str, Any]) -> AugmentConfig:
+        """From the `augment:` group; a key this config does not know is an error, not a no-op."""
+        return from_group(cls, group, "augment")
+
+
+@dataclass(frozen=True)
+class PreviewConfig:
+    """The `augment_preview:` group: the figure of 02_augmentation, not the training policy."""
+
+    preview_n: int = 6  # augmented copies per class, the first one unaugmented
+
+    def __post_init__(self) -> None:
+        check_int("augment_preview.preview_n", self.preview_n, 1)
+
+    @classmethod
+    def from_params(cls, group: dict[str, Any]) -> PreviewConfig:
+        return from_group(cls, group, "augment_preview")
 
 
 def _layer_seeds(seed: int) -> dict[str, int]:

@@ -1,8 +1,8 @@
 """Importers: turn a real MRI dataset into the study's raw layout.
 
-    python -m lib.ingest figshare SRC [--healthy DIR] [--out data/raw] [--test-fraction 0.2]
-    python -m lib.ingest nifti SRC --label-class glioma [--healthy-slices] [--channel 0]
-    python -m lib.ingest dicom SRC
+    python -m lib.data.ingest figshare SRC [--healthy DIR] [--out data/raw] [--test-fraction 0.2]
+    python -m lib.data.ingest nifti SRC --label-class glioma [--healthy-slices] [--channel 0]
+    python -m lib.data.ingest dicom SRC
 
 Every importer writes ``<out>/{Training,Testing}/<class>/<name>.png`` (8-bit greyscale), a
 ``<name>_mask.png`` beside the image when the source has a tumour mask (binary 0/255, same size
@@ -50,7 +50,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .splits import TESTING, TRAINING
+from ..splits import TESTING, TRAINING
+from .images import binary_mask, dicom_to_uint8, png_bytes, window_percentile
 
 CLASSES: tuple[str, ...] = ("glioma", "meningioma", "notumor", "pituitary")
 FIGSHARE_LABELS: dict[int, str] = {1: "meningioma", 2: "glioma", 3: "pituitary"}
@@ -108,34 +109,10 @@ class IngestResult:
 # ----------------------------------------------------------------------------- windowing
 
 
-def window_percentile(x: np.ndarray, ref: np.ndarray | None = None) -> np.ndarray:
-    """8-bit image of x: the 0.5th-99.5th percentiles of ref (default x) -> 0-255, clipped."""
-    x = np.asarray(x, dtype=np.float64)
-    sample = x if ref is None else np.asarray(ref, dtype=np.float64)
-    if sample.size == 0:
-        return np.zeros(x.shape, np.uint8)
-    lo, hi = np.percentile(sample, [0.5, 99.5])
-    if hi <= lo:
-        return np.zeros(x.shape, np.uint8)
-    return np.rint(np.clip((x - lo) / (hi - lo), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def window_dicom(x: np.ndarray, center: float, width: float) -> np.ndarray:
-    """8-bit image of x with a DICOM window: [center - width/2, center + width/2] -> 0-255.
-
-    A simplified linear VOI window (without the standard's -0.5/-1 offsets), clipped and rounded
-    half to even; x is the modality value (stored value * RescaleSlope + RescaleIntercept).
-    """
-    x = np.asarray(x, dtype=np.float64)
-    if width <= 0:
-        raise ValueError(f"window width must be positive, got {width}")
-    lo = center - width / 2.0
-    return np.rint(np.clip((x - lo) / width, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def binary_mask(mask: np.ndarray) -> np.ndarray:
-    """0/255 uint8 mask: any non-zero label is tumour."""
-    return np.where(np.asarray(mask) > 0, 255, 0).astype(np.uint8)
 
 
 # ----------------------------------------------------------------------------- splits and writing
@@ -169,11 +146,6 @@ def assign_splits(groups: Iterable[str | tuple[str, str]], test_fraction: float,
     return dict(sorted(out.items()))
 
 
-def png_bytes(pixels: np.ndarray) -> bytes:
-    """Deterministic PNG encoding of an 8-bit greyscale array (no timestamps or text chunks)."""
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(pixels, dtype=np.uint8), mode="L").save(buf, "PNG")
-    return buf.getvalue()
 
 
 def _check_paths(src: Path, out: Path) -> None:
@@ -513,11 +485,6 @@ def import_nifti(src: Path | str, out: Path | str = "data/raw", label_class: str
 # ----------------------------------------------------------------------------- dicom
 
 
-def _first(value: object) -> float:
-    """A DICOM numeric value that may be multi-valued: its first value."""
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-        value = list(value)[0]  # type: ignore[call-overload]
-    return float(value)  # type: ignore[arg-type]
 
 
 def _dicom_group(ds: object) -> str:
@@ -544,23 +511,6 @@ def _dicom_groups(src: Path) -> Iterator[tuple[str, str]]:
                 yield group, folder.name
 
 
-def dicom_to_uint8(ds: object, raw: np.ndarray) -> np.ndarray:
-    """8-bit greyscale of one DICOM frame: rescaled to modality values, then windowed.
-
-    The file's WindowCenter/WindowWidth when present (``window_dicom``), else the percentile rule;
-    MONOCHROME1 (white = low) is inverted so that every image shows bright tissue as bright. The
-    importer and the app (lib.serve, a DICOM upload) share it.
-    """
-    value = raw * _first(ds.get("RescaleSlope", 1) or 1) + _first(  # type: ignore[attr-defined]
-        ds.get("RescaleIntercept", 0) or 0)  # type: ignore[attr-defined]
-    center, width = ds.get("WindowCenter"), ds.get("WindowWidth")  # type: ignore[attr-defined]
-    if center is not None and width is not None and _first(width) > 0:
-        pixels = window_dicom(value, _first(center), _first(width))
-    else:
-        pixels = window_percentile(value)
-    if ds.get("PhotometricInterpretation", "") == "MONOCHROME1":  # type: ignore[attr-defined]
-        pixels = 255 - pixels
-    return pixels
 
 
 def _dicom_items(src: Path, result: IngestResult) -> Iterator[Item]:
@@ -629,7 +579,7 @@ def main(argv: Sequence[str] | None = None) -> IngestResult:
     common.add_argument("--seed", type=int, default=42)
     common.add_argument("--overwrite", action="store_true",
                         help="replace files whose content differs, move images between splits")
-    parser = argparse.ArgumentParser(prog="python -m lib.ingest", description=__doc__.split(
+    parser = argparse.ArgumentParser(prog="python -m lib.data.ingest", description=__doc__.split(
         "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="format", required=True)
     fig = sub.add_parser("figshare", parents=[common], help="Cheng et al. .mat (v7.3) files")

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,8 @@ import keras
 import numpy as np
 from keras import layers
 
-from .config import check_int
-from .hashing import file_md5
+from ..config import check_int, from_group
+from ..hashing import file_md5
 
 # ----------------------------------------------------------------------------------------------
 # Scratch CNN
@@ -59,6 +59,10 @@ INPUT_NAME = "image"
 SCRATCH_BN_MOMENTUM = 0.9
 
 
+# Keys of train_scratch: that are not the architecture's: the input side and the train: overrides.
+SCRATCH_STAGE_KEYS = ("input_size", "epochs", "learning_rate")
+
+
 @dataclass(frozen=True)
 class ScratchConfig:
     """Architecture of the scratch CNN (the ``train_scratch:`` group of params.yaml).
@@ -73,11 +77,11 @@ class ScratchConfig:
     dilutes a small lesion over the whole slice (measured on the phantom: ~0.6 vs ~0.3 val F1).
     """
 
-    blocks: int = 3
+    blocks: int = 4
     filters: int = 16
     kernel_size: int = 3
-    dense_units: int = 64
-    dropout: float = 0.3
+    dense_units: int = 0
+    dropout: float = 0.1
     standardize: bool = True
     pooling: str = "max"
     use_dropout: bool = False
@@ -104,16 +108,15 @@ class ScratchConfig:
     def from_params(cls, group: dict[str, Any], variant: str) -> ScratchConfig:
         """Config from the ``train_scratch:`` group and a variant name (see SCRATCH_VARIANTS).
 
-        Only the architecture keys are read; training keys of the same group (epochs,
-        learning_rate, variants, ...) are ignored here. Missing keys take the defaults above.
+        Only the architecture keys are read here; the group's stage keys (SCRATCH_STAGE_KEYS:
+        the input size and the training overrides) are the training notebook's.
         """
         if variant not in SCRATCH_VARIANTS:
             raise ValueError(f"unknown scratch variant {variant!r}; valid variants: "
                              f"{', '.join(SCRATCH_VARIANTS)}")
         use_dropout, use_batchnorm = SCRATCH_VARIANTS[variant]
-        arch_keys = {f.name for f in fields(cls)} - {"use_dropout", "use_batchnorm"}
-        kwargs = {k: group[k] for k in arch_keys if k in group}
-        return cls(**kwargs, use_dropout=use_dropout, use_batchnorm=use_batchnorm)
+        return from_group(cls, group, "train_scratch", others=SCRATCH_STAGE_KEYS,
+                          use_dropout=use_dropout, use_batchnorm=use_batchnorm)
 
 
 def _check_classes(n_classes: int) -> None:
@@ -462,7 +465,7 @@ def build_transfer(backbone: str, input_shape: tuple[int, int, int], n_classes: 
     if min(input_shape[0], input_shape[1]) < spec.min_size:
         raise ValueError(
             f"{backbone} needs images of at least {spec.min_size}x{spec.min_size} pixels, got "
-            f"{input_shape[0]}x{input_shape[1]}: raise train_transfer.image_size."
+            f"{input_shape[0]}x{input_shape[1]}: raise train_transfer.input_size."
         )
     if not 0.0 <= head_dropout < 1.0:
         raise ValueError(f"train_transfer.head_dropout must be in [0, 1), got {head_dropout!r}")

@@ -19,17 +19,16 @@ import imagehash
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from .hashing import file_md5
+from ..hashing import file_md5
+from .images import OK_MODES, exif_orientation
 
 # Extension -> the format its content should have; also the set of extensions read as images.
 FORMAT_OF_EXT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP",
                  ".tif": "TIFF", ".tiff": "TIFF"}
 IMAGE_EXTENSIONS = set(FORMAT_OF_EXT)
-OK_MODES = {"L", "RGB"}
 THUMB_SIZE = 64  # side of the thumbnails that confirm pHash candidates
 # Statuses from best to worst: a file's status is the worst severity among its issues.
 SEVERITY = {"ok": 0, "warn": 1, "excluded": 2}
-EXIF_ORIENTATION = 0x0112  # the EXIF tag viewers rotate by; 1 = upright, 2..8 = flips/rotations
 ROTATION_SEARCH_DEG = 10  # label conflicts: a copy rotated by up to this many degrees still matches
 _FORMAT_ALIASES = {"MPO": "JPEG"}  # multi-picture JPEGs decode as plain JPEGs
 
@@ -190,13 +189,6 @@ def _result(issues: list[tuple[str, str, str]], **kw: Any) -> ImageInfo:
     return ImageInfo(status=status, reason=reason, issues=tuple(issues), **kw)
 
 
-def exif_orientation(img: Image.Image) -> int:
-    """The EXIF orientation (1..8) of an opened image; 1 when absent or invalid."""
-    try:
-        value = int(img.getexif().get(EXIF_ORIENTATION, 1))
-    except Exception:  # a broken EXIF block is not worth a crash; the image stays as stored
-        return 1
-    return value if 1 <= value <= 8 else 1
 
 
 def inspect_image(path: Path, max_pixels: int, min_side: int = 1) -> ImageInfo:

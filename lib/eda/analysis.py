@@ -14,17 +14,33 @@ from PIL import Image
 from scipy import ndimage, stats
 from tqdm import tqdm
 
-from lib import phantom
-from lib.data import load_image, load_mask
-from lib.jsonio import round_floats, significant
-from lib.splits import SOURCE_SPLITS, SPLITS
-from lib.stats import otsu_threshold
+from ..config import check_int, from_group
+from ..data import phantom
+from ..data.images import load_image, load_mask
+from ..jsonio import round_floats, significant
+from ..splits import SOURCE_SPLITS, SPLITS
+from ..stats import otsu_threshold
 
 UNKNOWN_SEQUENCE = "unknown"  # real data: the MRI sequence of a file is not recorded anywhere
 # The ring of tissue a lesion is compared with: 3 px at 128 px (5.6 mm of the phantom's 240 mm
 # field of view), scaled with the image side so it covers the same anatomy at any resolution.
 RING_PX_AT_128 = 3
 VISIBLE = 1.0  # conspicuity below this: the lesion differs from its ring by less than the ring's sd
+
+
+@dataclass(frozen=True)
+class EdaConfig:
+    """The `eda:` group and the study's seed (the seeded image sample)."""
+
+    samples_per_class: int = 6
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        check_int("eda.samples_per_class", self.samples_per_class, 1)
+
+    @classmethod
+    def from_params(cls, group: dict[str, Any], seed: int) -> EdaConfig:
+        return from_group(cls, group, "eda", seed=seed)
 
 
 def head_mask(image: np.ndarray) -> np.ndarray:

@@ -41,17 +41,15 @@ is kept.
 from __future__ import annotations
 
 import re
-import warnings
-import weakref
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .config import check_int
-from .stats import numpy_global_seed
+from ..config import check_int
+from ..forward import PREDICT_BATCH, predict_probs, quiet
+from ..stats import numpy_global_seed
 
 # Cheapest first: the validation pass breaks ties between methods in this order.
 METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "hirescam", "scorecam", "smoothgrad",
@@ -60,10 +58,11 @@ METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "hirescam", "scorecam", "smo
 CHEAP_METHODS: tuple[str, ...] = ("gradcam", "gradcam++", "hirescam")
 CLASS_TARGETS: tuple[str, ...] = ("predicted", "true")
 BLUR_SIGMA_FRACTION = 1 / 8  # Gaussian sigma of the blurred baseline, as a share of the side
-PREDICT_BATCH = 256
 OCCLUSION_COPIES = 2048  # occluded copies held in memory at once (a few predict batches)
 BLOCK_LAYER = re.compile(r"^block(\d+)_relu$")
-MIN_GRID = 8  # cells a side a CAM's layer needs to resolve a lesion (see the module docstring)
+# The method library's own default of the cells a side a CAM's layer needs (module docstring); the
+# study passes params.yaml's explain.min_grid (32) through ExplainConfig.
+MIN_GRID = 8
 
 
 OCCLUSION_REFERENCE_SIDE = 64
@@ -187,7 +186,7 @@ def layer_choice(model: Any, layer: str = "auto", min_grid: int = MIN_GRID) -> t
     """(target layer, why): a name checked, or the "auto" rule of the module docstring."""
     import keras
 
-    from .models import last_feature_layer_name
+    from ..train.models import last_feature_layer_name
 
     check_int("min_grid", min_grid, 1)
     if layer != "auto":
@@ -214,11 +213,6 @@ def layer_choice(model: Any, layer: str = "auto", min_grid: int = MIN_GRID) -> t
     gh, gw = grid_of(model, fine[-1])
     return fine[-1], (f"the head reads a {h}x{w} map (< min_grid {min_grid}): the deepest "
                       f"rectified layer with a grid of {min_grid} or more ({gh}x{gw})")
-
-
-def target_layer(model: Any, layer: str = "auto", min_grid: int = MIN_GRID) -> str:
-    """The layer whose feature maps the CAM methods weigh ("auto": see the module docstring)."""
-    return layer_choice(model, layer, min_grid)[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,63 +246,14 @@ def blur(images: np.ndarray, sigma_fraction: float = BLUR_SIGMA_FRACTION) -> np.
     return ndi.gaussian_filter(images, sigma=(0, sigma, sigma, 0), mode="nearest")
 
 
-def to_model_input(images: Sequence[np.ndarray], size: int, channels: int) -> np.ndarray:
-    """uint8 grayscale images -> float32 (N, size, size, channels) as lib.data's pipeline makes.
-
-    Same resize (``lib.data.resize_to_model``) and grey-to-RGB as ``lib.data.make_dataset``,
-    for images that exist only in memory (the phantom's healthy twins).
-    """
-    from .data import resize_to_model
-
-    out = np.zeros((len(images), size, size, channels), dtype=np.float32)
-    for i, image in enumerate(images):
-        x = resize_to_model(np.asarray(image)[..., None], size).numpy()
-        out[i] = np.repeat(x, channels, axis=-1) if channels == 3 else x
-    return out
 
 
-_FORWARD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _forward(model: Any) -> Any:
-    """The model's inference pass as one compiled tf.function per model (about 2x eager speed)."""
-    import tensorflow as tf
-
-    if model not in _FORWARD:
-        ref = weakref.ref(model)  # a strong reference here would keep the key alive forever
-        spec = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)  # one trace per model
-        _FORWARD[model] = tf.function(lambda x: ref()(x, training=False), input_signature=[spec])
-    return _FORWARD[model]
 
 
-def predict_probs(model: Any, images: np.ndarray, batch_size: int = PREDICT_BATCH) -> np.ndarray:
-    """Softmax scores of many images, in inference mode, without Keras's progress output."""
-    forward = _forward(model)
-    with _quiet():  # one trace per model, which TF's retracing detector misreads across models
-        out = [np.asarray(forward(np.asarray(images[i:i + batch_size], dtype=np.float32)))
-               for i in range(0, len(images), batch_size)]
-    n_out = int(model.output_shape[-1])
-    return np.concatenate(out).astype(np.float64) if out else np.zeros((0, n_out))
 
 
-@contextmanager
-def _quiet() -> Iterator[None]:
-    """No progress bars from model.predict and no input-structure warnings from tf-keras-vis."""
-    import keras
-    import tensorflow as tf
-
-    was, level = keras.utils.is_interactive_logging_enabled(), tf.get_logger().level
-    keras.utils.disable_interactive_logging()
-    tf.get_logger().setLevel("ERROR")  # Score-CAM's predict calls retrace on new batch sizes
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="The structure of `inputs`")
-            warnings.filterwarnings("ignore", category=DeprecationWarning)
-            yield
-    finally:
-        tf.get_logger().setLevel(level)
-        if was:
-            keras.utils.enable_interactive_logging()
 
 
 # --------------------------------------------------------------------------------------------
@@ -458,7 +403,7 @@ class Explainer:
         if method == "hirescam":
             if self._hirescam is None:
                 self._hirescam = hirescam_function(self._linear, self.layer)
-            with _quiet():  # one trace per explainer, which TF's retracing detector misreads
+            with quiet():  # one trace per explainer, which TF's retracing detector misreads
                 cam = hirescam(self._linear, self.layer, images, targets, self.cfg.batch_size,
                                self._hirescam)
             return normalise(upsample(cam, (self.size, self.size)))
@@ -473,7 +418,7 @@ class Explainer:
         from tf_keras_vis.utils.scores import CategoricalScore
 
         vis, score = self._visualiser(method), CategoricalScore(t.tolist())
-        with _quiet():
+        with quiet():
             if method == "smoothgrad":
                 with numpy_global_seed(self.cfg.seed * 1_000_003 + offset):
                     grads = vis(score, x, smooth_samples=self.cfg.smooth_samples,

@@ -19,20 +19,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .config import repo_root, section
-from .jsonio import STAGE_DIGITS, round_floats
-from .stats import mean_sd
+from ..config import check_int, check_keys, from_group, repo_root
+from ..forward import predict_labelled
+from ..jsonio import STAGE_DIGITS, round_floats
+from ..seeding import seed_everything
+from ..stats import mean_sd
 
 RESUME_ROOT = Path(".cache") / "train"
 OPTIMIZERS = ("adam", "adamw")
@@ -53,9 +54,9 @@ class TrainConfig:
     focal_gamma: float = 2.0
     label_smoothing: float = 0.0
     class_weight: str = "none"
-    monitor: str = "val_loss"
-    patience: int = 6
-    lr_patience: int = 3
+    monitor: str = "val_macro_f1"
+    patience: int = 10
+    lr_patience: int = 4
     lr_factor: float = 0.5
     min_lr: float = 1e-6
 
@@ -85,18 +86,11 @@ class TrainConfig:
             raise bad("monitor", "must be a validation metric such as val_loss or val_macro_f1")
 
     @classmethod
-    def from_params(cls, params: dict[str, Any], stage: str | None = None,
-                    **overrides: Any) -> TrainConfig:
-        """The shared `train:` group, then the stage group's keys that are TrainConfig fields."""
-        names = {f.name for f in fields(cls)}
-        values = {k: v for k, v in section(params, "train").items() if k in names}
-        unknown = set(section(params, "train")) - names
-        if unknown:
-            raise ValueError(f"train: unknown key(s) {sorted(unknown)}; known: {sorted(names)}")
-        if stage:
-            values.update({k: v for k, v in section(params, stage).items() if k in names})
-        values.update(overrides)
-        return cls(**values)
+    def from_params(cls, group: dict[str, Any], **overrides: Any) -> TrainConfig:
+        """From the shared `train:` group; a stage's own values (its epochs, its learning rate)
+        are `overrides`."""
+        check_keys(group, "train", {f.name for f in fields(cls)})
+        return cls(**{**group, **overrides})
 
     @property
     def mode(self) -> str:
@@ -114,16 +108,6 @@ class FitResult:
     epochs_run: int
     resumed_at: int | None
     seconds: float
-
-
-def seed_everything(seed: int) -> None:
-    """One seed for Python, numpy, TF and Keras, and deterministic TF ops (bit-identical reruns)."""
-    import keras
-    import tensorflow as tf
-
-    os.environ.setdefault("PYTHONHASHSEED", "0")
-    keras.utils.set_random_seed(int(seed))
-    tf.config.experimental.enable_op_determinism()
 
 
 def run_key(*parts: Any) -> str:
@@ -256,15 +240,6 @@ def finish(run_dir: Path) -> None:
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def predict_scores(model: Any, dataset: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(integer labels, softmax scores) over a dataset of (images, one-hot labels)."""
-    ys, ps = [], []
-    for x, y in dataset:
-        ps.append(np.asarray(model(x, training=False)))
-        ys.append(np.asarray(y).argmax(axis=1))
-    return np.concatenate(ys), np.concatenate(ps)
-
-
 def val_scores(labels: np.ndarray, scores: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
     """Accuracy, macro-F1 and per-class F1 on the validation split (the test split is issue 4's)."""
     from sklearn.metrics import accuracy_score, f1_score
@@ -308,8 +283,8 @@ class TrainingData:
     @classmethod
     def from_manifest(cls, manifest_path: Path | str, raw_dir: Path | str,
                       image_size: int) -> TrainingData:
-        from .data import class_names, load_manifest, split_frame
-        from .hashing import file_md5
+        from ..data.manifest import class_names, load_manifest, split_frame
+        from ..hashing import file_md5
 
         manifest = load_manifest(Path(manifest_path))
         digest = file_md5(Path(manifest_path))
@@ -326,7 +301,7 @@ class TrainingData:
     def datasets(self, batch_size: int, channels: int, seed: int,
                  augment: Any | None = None) -> tuple[Any, Any]:
         """(shuffled, augmented train batches; val batches in manifest order)."""
-        from .data import make_dataset
+        from ..data.inputs import make_dataset
 
         common = {"raw_dir": self.raw_dir, "image_size": self.image_size,
                   "n_classes": self.n_classes, "batch_size": batch_size, "channels": channels}
@@ -346,7 +321,7 @@ class TrainingData:
 def save_seed(result: FitResult, val_ds: Any, names: Sequence[str], seed: int,
               models_dir: Path | str | None, history_dir: Path | str | None) -> dict[str, Any]:
     """Write one seed's best model and history; return its validation numbers."""
-    labels, scores = predict_scores(result.model, val_ds)
+    labels, scores = predict_labelled(result.model, val_ds)
     if models_dir:
         Path(models_dir).mkdir(parents=True, exist_ok=True)
         result.model.save(Path(models_dir) / f"seed{seed}.keras")
@@ -355,6 +330,46 @@ def save_seed(result: FitResult, val_ds: Any, names: Sequence[str], seed: int,
         result.history.to_csv(Path(history_dir) / f"history_s{seed}.csv", index=False)
     return {"val": val_scores(labels, scores, names), "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run}
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """The `train_transfer:` group: backbone, weights, input side, head and the two phases.
+
+    Phase 1 trains the head on the frozen backbone; phase 2 unfreezes the top
+    ``fine_tune_layers`` backbone layers (BatchNormalization too when ``train_bn``).
+    """
+
+    backbone: str = "MobileNetV3Small"
+    weights: str = "pretrain"  # pretrain | imagenet | none | a weights file
+    input_size: int = 128
+    head_dropout: float = 0.2
+    dense_units: int = 0
+    phase1_epochs: int = 2
+    phase1_learning_rate: float = 0.001
+    phase2_epochs: int = 18
+    phase2_learning_rate: float = 0.001
+    fine_tune_layers: int = 200
+    train_bn: bool = True
+
+    def __post_init__(self) -> None:
+        for key, low in (("input_size", 8), ("dense_units", 0), ("phase1_epochs", 1),
+                         ("phase2_epochs", 0), ("fine_tune_layers", 0)):
+            check_int(f"train_transfer.{key}", getattr(self, key), low)
+        if not isinstance(self.train_bn, bool):
+            raise ValueError(f"train_transfer.train_bn must be true or false, "
+                             f"got {self.train_bn!r}")
+
+    @classmethod
+    def from_params(cls, group: dict[str, Any]) -> TransferConfig:
+        return from_group(cls, group, "train_transfer")
+
+    def phases(self, train: dict[str, Any]) -> tuple[TrainConfig, TrainConfig]:
+        """The shared `train:` settings with each phase's epochs and learning rate."""
+        phase1 = TrainConfig.from_params(train, epochs=self.phase1_epochs,
+                                         learning_rate=self.phase1_learning_rate)
+        return phase1, replace(phase1, epochs=self.phase2_epochs,
+                               learning_rate=self.phase2_learning_rate)
 
 
 @dataclass(frozen=True)
@@ -440,30 +455,3 @@ def train_seeds(data: TrainingData, seeds: Sequence[int], build: Any, cfg: Train
         for run_dir in run_dirs:
             finish(run_dir)
     return runs
-
-
-def tiny_models(dataset: Any, models_dir: str | Path | None = None,
-                variants: tuple[str, ...] = ("none", "batchnorm"), image_size: int = 32,
-                epochs: int = 3, seed: int = 0) -> Path:
-    """One small scratch CNN per variant, saved as `<models_dir>/scratch_<v>/seed<N>.keras`.
-
-    `dataset` is a ``lib.tiny.TinyDataset``. The evaluation and explanation notebooks default to
-    these so they run without the pipeline.
-    """
-    from .models import ScratchConfig, build_scratch
-
-    models_dir = Path(models_dir) if models_dir else dataset.manifest_path.parent.parent / "models"
-    data = TrainingData.from_manifest(dataset.manifest_path, dataset.raw_dir, image_size)
-    cfg = TrainConfig(epochs=epochs, batch_size=16, learning_rate=0.003, patience=epochs)
-    for variant in variants:
-        arch = ScratchConfig(blocks=2, filters=8, dense_units=16,
-                             use_batchnorm="batchnorm" in variant,
-                             use_dropout="dropout" in variant)
-
-        def build(arch: ScratchConfig = arch) -> object:
-            return build_scratch(data.input_shape(1), data.n_classes, arch)
-
-        train_seeds(data, [seed], build, cfg, stage=f"scratch_{variant}",
-                          models_dir=models_dir / f"scratch_{variant}",
-                          resume_root=models_dir.parent, verbose=0)
-    return models_dir

@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .explain import normalise, predict_probs, upsample
-from .schemas import SCORES
-from .stats import CI_LEVEL, mean_ci, otsu_threshold
+from ..contracts import SCORES
+from ..forward import predict_probs
+from ..stats import CI_LEVEL, mean_ci, otsu_threshold
+from .methods import normalise, upsample
 
 TOLERANCE_FRACTION = 15 / 224  # Zhang et al. 2016: 15 px on 224 px inputs, as a share of the side
 SANITY_MAX_SPEARMAN = 0.5  # a method passes when its maps' rank correlation falls below this

@@ -2,28 +2,30 @@
 
 A task the phantom gives for free, without tumour labels, on a separately seeded set at its own
 input size; the backbone weights it saves are what `train_transfer.weights: pretrain` loads
-(DESIGN.md §4). CLI: ``python -m lib.pretrain --params params.yaml``.
+(DESIGN.md §4). CLI: ``python -m lib.train.pretrain --params params.yaml``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .config import load_params, repo_root, section
-from .jsonio import write_json
-from .train import (
+from ..config import from_group, load_params, repo_root, section
+from ..contracts import PRETEXT_IMAGES, PRETEXT_LABELS, PRETEXT_NAMES
+from ..forward import predict_labelled
+from ..jsonio import write_json
+from .fit import (
     TrainConfig,
     compile_model,
     finish,
     fit,
-    predict_scores,
     resume_dir,
     seed_everything,
     val_scores,
@@ -39,11 +41,11 @@ class PretrainConfig:
     """
 
     backbone: str
-    image_size: int = 64
-    n_per_sequence: int = 200
+    input_size: int = 64
+    n_per_sequence: int = 400
     seed: int = 7
     val_fraction: float = 0.2
-    epochs: int = 8
+    epochs: int = 10
     learning_rate: float = 2e-3
     bn_momentum: float = 0.9
 
@@ -54,49 +56,35 @@ class PretrainConfig:
             raise ValueError(f"pretrain.val_fraction must be in (0, 1), got {self.val_fraction}")
 
     @classmethod
-    def from_params(cls, params: dict[str, Any]) -> PretrainConfig:
-        group = dict(section(params, "pretrain"))
-        transfer = section(params, "train_transfer")
-        names = {f.name for f in fields(cls)} - {"backbone"}
-        unknown = set(group) - names
-        if unknown:
-            raise ValueError(f"pretrain: unknown key(s) {sorted(unknown)}; known: {sorted(names)}")
-        return cls(backbone=transfer["backbone"], **group)
+    def from_params(cls, group: dict[str, Any], backbone: str) -> PretrainConfig:
+        """From the `pretrain:` group; the backbone is train_transfer's (the one it pretrains)."""
+        return from_group(cls, group, "pretrain", backbone=backbone)
 
 
-# The phantom: keys that shape an image of the pretext set; its size, seed and counts are the
-# pretrain stage's own, and no teaching shortcut applies.
-SEQUENCE_PHANTOM_KEYS = ("lesion_fraction", "noise", "bias_field", "max_rotation_deg", "sequences")
-
-
-def sequence_phantom(params: dict[str, Any], cfg: PretrainConfig) -> Any:
-    """The pretext set's phantom: the study's image physics at the backbone's input size."""
-    from .phantom import PhantomConfig
-
-    group = section(params, "phantom")
-    return PhantomConfig.from_params({**{k: group[k] for k in SEQUENCE_PHANTOM_KEYS if k in group},
-                                      "image_size": cfg.image_size, "shortcut": "none",
-                                      "seed": cfg.seed})
-
-
-def pretrain_train_config(params: dict[str, Any], cfg: PretrainConfig) -> TrainConfig:
+def pretrain_train_config(train: dict[str, Any], cfg: PretrainConfig) -> TrainConfig:
     """The shared train: group with the pretext task's own epochs and learning rate."""
-    return TrainConfig.from_params(params, None, epochs=cfg.epochs,
-                                   learning_rate=cfg.learning_rate)
+    return TrainConfig.from_params(train, epochs=cfg.epochs, learning_rate=cfg.learning_rate)
 
 
-def sequence_task(params: dict[str, Any], cfg: PretrainConfig
+def sequence_task(pretext_dir: Path | str, cfg: PretrainConfig
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """Phantom images labelled by MRI sequence, split into train/val by a seeded shuffle."""
-    from .phantom import SEQUENCES, generate_sequence_task
-
-    images, labels = generate_sequence_task(sequence_phantom(params, cfg), cfg.n_per_sequence,
-                                            cfg.seed)
+    """The pretext set (the pretext stage's files), split into train/val by a seeded shuffle."""
+    folder = Path(pretext_dir)
+    try:
+        images = np.load(folder / PRETEXT_IMAGES, allow_pickle=False)
+        labels = np.load(folder / PRETEXT_LABELS, allow_pickle=False)
+        names = json.loads((folder / PRETEXT_NAMES).read_text())
+    except OSError as err:
+        raise ValueError(f"no pretext set in {folder} ({err}); run the pretext stage "
+                         "(dvc repro pretext)") from err
+    if images.shape[1:] != (cfg.input_size, cfg.input_size):
+        raise ValueError(f"the pretext set in {folder} is {images.shape[1:]} px, pretrain."
+                         f"input_size is {cfg.input_size}: rerun the pretext stage")
     order = np.random.default_rng(cfg.seed).permutation(len(labels))
-    n_val = max(len(SEQUENCES), int(round(cfg.val_fraction * len(labels))))
+    n_val = max(len(names), int(round(cfg.val_fraction * len(labels))))
     val, train = order[:n_val], order[n_val:]
     x = images[..., None].astype("float32")
-    return x[train], labels[train], x[val], labels[val], list(SEQUENCES)
+    return x[train], labels[train], x[val], labels[val], list(names)
 
 
 def _tensor_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, batch_size: int,
@@ -112,33 +100,34 @@ def _tensor_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, batch_size: in
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def pretrain(params: dict[str, Any], out_dir: Path, metrics_path: Path,
+def pretrain(params: dict[str, Any], pretext_dir: Path, out_dir: Path, metrics_path: Path,
              root: Path | None = None, verbose: int | str = 2) -> dict[str, Any]:
     """Train the chosen backbone from random weights to recognise T1/T1c/T2/FLAIR; save it."""
     from .models import WeightsChoice, build_transfer, save_backbone_weights, set_bn_momentum
 
-    cfg = PretrainConfig.from_params(params)
-    seed = int(params.get("seed", 42))
-    tcfg = pretrain_train_config(params, cfg)
+    cfg = PretrainConfig.from_params(section(params, "pretrain"),
+                                     section(params, "train_transfer")["backbone"])
+    seed = int(params["seed"])
+    tcfg = pretrain_train_config(section(params, "train"), cfg)
     seed_everything(seed)
-    x_tr, y_tr, x_va, y_va, names = sequence_task(params, cfg)
+    x_tr, y_tr, x_va, y_va, names = sequence_task(pretext_dir, cfg)
     k = len(names)
     train_ds = _tensor_dataset(x_tr, y_tr, k, tcfg.batch_size, 3, shuffle_seed=seed)
     val_ds = _tensor_dataset(x_va, y_va, k, tcfg.batch_size, 3, shuffle_seed=None)
-    model = build_transfer(cfg.backbone, (cfg.image_size, cfg.image_size, 3), k,
+    model = build_transfer(cfg.backbone, (cfg.input_size, cfg.input_size, 3), k,
                            WeightsChoice("none", None, "random initialisation"))
     set_bn_momentum(model, cfg.bn_momentum)
     compile_model(model, tcfg)
     run_dir = resume_dir("pretrain", asdict(cfg), asdict(tcfg), seed, root=root)
     result = fit(model, train_ds, val_ds, tcfg, run_dir, verbose=verbose)
-    labels, scores = predict_scores(result.model, val_ds)
+    labels, scores = predict_labelled(result.model, val_ds)
     out_dir.mkdir(parents=True, exist_ok=True)
     weights_path = out_dir / "backbone.weights.h5"
     save_backbone_weights(result.model, weights_path)
     result.history.to_csv(out_dir / "history.csv", index=False)
     metrics = {
         "task": "MRI sequence (" + "/".join(names) + ") on a separately seeded phantom set",
-        "backbone": cfg.backbone, "image_size": cfg.image_size, "seed": seed,
+        "backbone": cfg.backbone, "image_size": cfg.input_size, "seed": seed,
         "phantom_seed": cfg.seed, "n_train": int(len(y_tr)), "n_val": int(len(y_va)),
         "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
         "val": val_scores(labels, scores, names),
@@ -149,8 +138,8 @@ def pretrain(params: dict[str, Any], out_dir: Path, metrics_path: Path,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m lib.pretrain`: the pretrain DVC stage."""
-    parser = argparse.ArgumentParser(prog="python -m lib.pretrain",
+    """`python -m lib.train.pretrain`: the pretrain DVC stage."""
+    parser = argparse.ArgumentParser(prog="python -m lib.train.pretrain",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--params", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("models/pretrain"))
@@ -160,7 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         params_path = args.params or repo_root() / "params.yaml"
         params = load_params(params_path)
         root = Path(params_path).resolve().parent
-        metrics = pretrain(params, root / args.out, root / args.metrics, root=root)
+        pretext = root / section(params, "data")["processed_dir"] / "pretext"
+        metrics = pretrain(params, pretext, root / args.out, root / args.metrics, root=root)
     except (KeyError, ValueError) as exc:
         print(f"pretrain: bad configuration: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,140 @@
+"""Model inputs: manifest rows -> tf.data batches, and in-memory images -> the same tensors.
+
+One resize (``resize_to_model``) and one decode (``decode_to_model``) for training, evaluation,
+explanation and the app, so a model sees the same pixels from every path. TensorFlow is
+imported lazily."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .manifest import DataError
+
+
+def resize_to_model(image: Any, image_size: int) -> Any:
+    """HxWxC pixels in 0-255 -> float32 image_size x image_size x C, the one model-input resize.
+
+    Antialiased bilinear (like PIL's resize), then clipped to 0-255; a uint8 array or tensor is
+    cast to float32 first. Training, evaluation, the explain stage's in-memory images and the
+    augmentation preview all go through this function, so a model sees the same pixels from all.
+    """
+    import tensorflow as tf
+
+    image = tf.image.resize(tf.cast(image, tf.float32), (image_size, image_size), antialias=True)
+    return tf.clip_by_value(image, 0.0, 255.0)
+
+
+def apply_orientation(image: Any, orientation: Any) -> Any:
+    """HxWxC tensor as stored -> as shown, for EXIF orientation 1..8 (PIL's exif_transpose).
+
+    tf.io.decode_image ignores EXIF; prepare records each image's orientation in the manifest
+    (column `orientation`, present only when some image has one), and make_dataset applies it
+    here so that training sees what the audit, load_image and a viewer see.
+    """
+    import tensorflow as tf
+
+    branches = [
+        lambda: image,                                          # 1 upright
+        lambda: tf.image.flip_left_right(image),                # 2 mirrored
+        lambda: tf.image.rot90(image, k=2),                     # 3 rotated 180
+        lambda: tf.image.flip_up_down(image),                   # 4 flipped
+        lambda: tf.image.transpose(image),                      # 5 transposed
+        lambda: tf.image.rot90(image, k=3),                     # 6 rotate 90 clockwise
+        lambda: tf.image.rot90(tf.image.transpose(image), k=2),  # 7 transversed
+        lambda: tf.image.rot90(image, k=1),                     # 8 rotate 90 anticlockwise
+    ]
+    index = tf.clip_by_value(tf.cast(orientation, tf.int32) - 1, 0, 7)
+    return tf.switch_case(index, branches)
+
+
+def decode_to_model(data: Any, image_size: int, orientation: Any = None) -> Any:
+    """Encoded image bytes -> float32 HxWx1 in 0-255 at the model's size: the one decode.
+
+    Training, evaluation and the app (lib.serve, for an uploaded file) all call it, so a model
+    sees an upload exactly as it would see the same file in data/raw.
+    """
+    import tensorflow as tf
+
+    image = tf.io.decode_image(data, channels=1, expand_animations=False)
+    if orientation is not None:
+        image = apply_orientation(image, orientation)
+    return resize_to_model(image, image_size)
+
+
+def _decode(path: Any, image_size: int, orientation: Any = None) -> Any:
+    """A file path -> ``decode_to_model`` of its bytes."""
+    import tensorflow as tf
+
+    return decode_to_model(tf.io.read_file(path), image_size, orientation)
+
+
+def make_dataset(frame: pd.DataFrame, raw_dir: Path, *, image_size: int, n_classes: int,
+                 batch_size: int, channels: int = 1, shuffle: bool = False, seed: int = 0,
+                 augment: Callable[[Any], Any] | None = None, cache: bool = True) -> Any:
+    """Batches of (float32 images in 0-255, one-hot labels) from manifest rows.
+
+    Decode and resize happen once (then cached in memory); shuffling is seeded; augmentation runs
+    on whole batches in one sequential map (Keras random layers keep their seed state, so a
+    parallel map would make runs differ). Grayscale is replicated to 3 channels for backbones
+    last, so the policy works on one channel. Each model applies its own preprocessing.
+    """
+    import tensorflow as tf
+
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    paths = [str(Path(raw_dir) / p) for p in frame["path"]]
+    labels = frame["label"].to_numpy(dtype="int64")
+    if len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
+        raise DataError(f"labels outside 0..{n_classes - 1}; the model and manifest disagree")
+    orient = (frame["orientation"].to_numpy(dtype="int64") if "orientation" in frame.columns
+              else np.ones(len(paths), dtype="int64"))
+    if (orient != 1).any():
+        ds = tf.data.Dataset.from_tensor_slices((paths, orient, tf.one_hot(labels, n_classes)))
+        ds = ds.map(lambda p, o, y: (_decode(p, image_size, o), y),
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:  # the common case keeps the plain graph
+        ds = tf.data.Dataset.from_tensor_slices((paths, tf.one_hot(labels, n_classes)))
+        ds = ds.map(lambda p, y: (_decode(p, image_size), y),
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if cache:
+        ds = ds.cache()
+    if shuffle:
+        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if augment is not None:
+        ds = ds.map(lambda x, y: (augment(x), y))
+    if channels == 3:
+        ds = ds.map(lambda x, y: (tf.image.grayscale_to_rgb(x), y),
+                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def load_arrays(frame: pd.DataFrame, raw_dir: Path, *, image_size: int, n_classes: int,
+                channels: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The same decoded pixels as make_dataset, as numpy (images, integer labels)."""
+    ds = make_dataset(frame, raw_dir, image_size=image_size, n_classes=n_classes,
+                      batch_size=256, channels=channels, cache=False)
+    images = [x.numpy() for x, _ in ds]
+    shape = (0, image_size, image_size, channels)
+    return (np.concatenate(images) if images else np.zeros(shape, np.float32),
+            frame["label"].to_numpy(dtype="int64"))
+
+
+def to_model_input(images: Sequence[np.ndarray], size: int, channels: int) -> np.ndarray:
+    """uint8 grayscale images -> float32 (N, size, size, channels) as lib.data's pipeline makes.
+
+    Same resize (``lib.data.resize_to_model``) and grey-to-RGB as ``lib.data.make_dataset``,
+    for images that exist only in memory (the phantom's healthy twins).
+    """
+    from .inputs import resize_to_model
+
+    out = np.zeros((len(images), size, size, channels), dtype=np.float32)
+    for i, image in enumerate(images):
+        x = resize_to_model(np.asarray(image)[..., None], size).numpy()
+        out[i] = np.repeat(x, channels, axis=-1) if channels == 3 else x
+    return out

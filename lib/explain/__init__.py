@@ -1,0 +1,1 @@
+"""Explanations: saliency methods, their scores against the masks, and the explain stage."""

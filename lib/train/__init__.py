@@ -1,0 +1,1 @@
+"""Training: models, augmentation, the fit loop and the backbone pretraining stage."""
