@@ -3,7 +3,8 @@
 Measured on the default test split (data/processed/manifest.csv and data/raw must exist, as after
 `make repro`) with one trained model (default: the scratch batchnorm model, else the first found):
 
-- batched Grad-CAM (lib.explain.Explainer: tf-keras-vis Gradcam on the logits twin, 64 images per
+- batched Grad-CAM (lib.explain.methods.Explainer: tf-keras-vis Gradcam on the logits twin, 64
+images per
   call) over the whole test split, cold (first call, including the model clone and the tracing)
   and warm; budget <= 30 s on 2 cores;
 - the keras-io example's ``make_gradcam_heatmap`` (https://keras.io/examples/vision/grad_cam/):

@@ -16,8 +16,8 @@ cross-entropy; one grayscale channel instead of RGB; our input size (``train_scr
 instead of 180 px.
 
 Fairness, in one place (:func:`compare`):
-- both models read the same manifest rows through the same ``lib.train.TrainingData`` /
-  ``lib.data.make_dataset`` pipeline: same train/val/test split, same size, same batch size
+- both models read the same manifest rows through the same ``lib.train.fit.TrainingData`` /
+  ``lib.data.inputs.make_dataset`` pipeline: same train/val/test split, same size, same batch size
   (``train.batch_size``, not the recipe's 128), same shuffling seed;
 - both see the same augmentation: the study's policy (``augment:`` in params.yaml, a superset
   of the recipe's flip + rotation), a fresh ``AugmentPolicy`` with the same seed for each, so the
@@ -29,7 +29,7 @@ Fairness, in one place (:func:`compare`):
   budget, enforced by :class:`TimeBudget`. The peer keeps its recipe's optimiser (Adam 3e-4,
   constant: no early stop, no LR drop) and runs until the budget is spent;
 - one training-length adaptation, the same one ours has: BatchNormalization momentum 0.9
-  (``lib.models.SCRATCH_BN_MOMENTUM``) instead of Keras's 0.99. In the few hundred steps a
+  (``lib.train.models.SCRATCH_BN_MOMENTUM``) instead of Keras's 0.99. In the few hundred steps a
   budget allows, 0.99 leaves the moving statistics near their initial values and inference
   falls to one class (one 60 s probe, 40 per class of the four-sequence phantom: train accuracy
   0.88 but test macro-F1 0.10 with 0.99; 0.50 with 0.9). ``--peer-bn-momentum 0.99`` runs the
@@ -229,7 +229,7 @@ class Comparison:
 # --------------------------------------------------------------------------------------------
 def best_variant(metrics_dir: Path) -> str:
     """The scratch variant with the best mean validation macro-F1 in train_scratch_*.json
-    (the study's one best-model rule, ``lib.evaluate.best_model``)."""
+    (the study's one best-model rule, ``lib.evaluate.metrics.best_model``)."""
     from lib.evaluate.metrics import best_model
 
     scores = {}

@@ -4,7 +4,7 @@ Runs in a temp copy of the checkout at the default profile of params.yaml, so it
 `make repro` does on a fresh clone without touching this working tree: one `dvc repro` of every
 stage, under GNU time for the peak memory of its largest process. Each stage's own time comes
 from the run's records (papermill's per-notebook clock, reports/timings/*.json for the python
-stages: lib.report.run_times, the table the report shows), so the slowest is obvious; the
+stages: lib.report.build.run_times, the table the report shows), so the slowest is obvious; the
 difference to the total is DVC's and the kernels' start-up. Then the input-pipeline throughput
 ratio (bench/throughput.py), the Grad-CAM figures (bench/gradcam.py), the app's latency, throughput
 and start time (bench/serve.py: a real uvicorn over the trained models) and a peer side by side

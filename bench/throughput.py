@@ -2,7 +2,8 @@
 
 Measured in one run on the prepared default dataset (data/processed/manifest.csv must exist, as
 after `make repro`): the default scratch model is fitted for a few epochs (a) on numpy tensors
-already in memory, (b) through `lib.data.make_dataset` without augmentation (the pipeline's own
+already in memory, (b) through `lib.data.inputs.make_dataset` without augmentation (the pipeline's
+own
 overhead: decode once, cache, shuffle, batch, prefetch) and (c) through it with the augmentation
 policy training uses. The first epoch of each is not timed (graph tracing, cache fill).
 Prints images/second and the ratios; the budget is (b)/(a) >= 0.9.

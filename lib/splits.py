@@ -12,7 +12,8 @@ SOURCE_SPLITS: tuple[str, ...] = (TRAINING, TESTING)  # folder names in a raw da
 
 TRAIN, VAL, TEST = "train", "val", "test"
 SPLITS: tuple[str, ...] = (TRAIN, VAL, TEST)  # in this order in every table
-PREDICTED_SPLITS: tuple[str, ...] = (VAL, TEST)  # scored by lib.predict: val fits, test reports
+# scored by lib.evaluate.predict: val fits, test reports
+PREDICTED_SPLITS: tuple[str, ...] = (VAL, TEST)
 
 # The split each source folder's images start in (prepare moves some Training images to val).
 SOURCE_TO_SPLIT: dict[str, str] = {TRAINING: TRAIN, TESTING: TEST}

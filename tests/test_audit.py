@@ -1,4 +1,4 @@
-"""Tests of lib.audit on its own: judging single files and the near-duplicate search."""
+"""Tests of lib.data.audit on its own: judging single files and the near-duplicate search."""
 
 from __future__ import annotations
 

@@ -541,7 +541,8 @@ def _resize_test_images() -> list[np.ndarray]:
 
 @pytest.mark.parametrize("size", [24, 64, 160])
 def test_resize_to_model_is_bit_identical_to_the_three_former_resizes(tmp_path, size) -> None:
-    """lib.data._decode, lib.explain.to_model_input and the augmentation notebook each resized on
+    """lib.data.inputs._decode, lib.data.inputs.to_model_input and the augmentation notebook each
+    resized on
     their own before resize_to_model; their former code is the reference here (the first two
     bit for bit)."""
     import tensorflow as tf
@@ -551,12 +552,12 @@ def test_resize_to_model_is_bit_identical_to_the_three_former_resizes(tmp_path, 
     images = _resize_test_images()
     for k, image in enumerate(images):
         path = save(tmp_path / f"r{k}.png", image)
-        # lib.data._decode before: decode, cast, antialiased resize, clip
+        # lib.data.inputs._decode before: decode, cast, antialiased resize, clip
         raw = tf.io.decode_image(tf.io.read_file(str(path)), channels=1, expand_animations=False)
         old_decode = tf.clip_by_value(tf.image.resize(tf.cast(raw, tf.float32), (size, size),
                                                       antialias=True), 0.0, 255.0).numpy()
         np.testing.assert_array_equal(INP._decode(str(path), size).numpy(), old_decode)
-        # lib.explain.to_model_input before: the same on the in-memory array
+        # lib.data.inputs.to_model_input before: the same on the in-memory array
         x = tf.cast(image[..., None], tf.float32)
         old_explain = tf.clip_by_value(tf.image.resize(x, (size, size), antialias=True),
                                        0.0, 255.0).numpy()

@@ -1,4 +1,5 @@
-"""Tests of lib.models: scratch CNN, per-backbone preprocessing, freezing, saving and weights."""
+"""Tests of lib.train.models: scratch CNN, per-backbone preprocessing, freezing, saving and
+weights."""
 
 from __future__ import annotations
 

@@ -169,7 +169,7 @@ import sys, time
 from pathlib import Path
 import keras
 from lib.train import fit as train
-from lib.models import ScratchConfig, build_scratch
+from lib.train.models import ScratchConfig, build_scratch
 
 manifest, raw, run_dir = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 

@@ -128,7 +128,8 @@ def load_arrays(frame: pd.DataFrame, raw_dir: Path, *, image_size: int, n_classe
 def to_model_input(images: Sequence[np.ndarray], size: int, channels: int) -> np.ndarray:
     """uint8 grayscale images -> float32 (N, size, size, channels) as lib.data's pipeline makes.
 
-    Same resize (``lib.data.resize_to_model``) and grey-to-RGB as ``lib.data.make_dataset``,
+    Same resize (``lib.data.inputs.resize_to_model``) and grey-to-RGB as
+    ``lib.data.inputs.make_dataset``,
     for images that exist only in memory (the phantom's healthy twins).
     """
     from .inputs import resize_to_model

@@ -15,7 +15,7 @@ md5; near = pHash distance <= phash_max_distance confirmed by a thumbnail compar
 (see PrepareConfig). Within-split duplicates are kept (warn); cross-split ones follow
 `duplicates` (report: warn both; drop: exclude the Training copy, keep the Testing one).
 
-Judging single files and finding duplicates is lib.audit's job; this module owns the layout,
+Judging single files and finding duplicates is lib.data.audit's job; this module owns the layout,
 the manifest, the split and the stage.
 
 CLI (the DVC stage): ``python -m lib.data.prepare --params params.yaml``.
@@ -895,7 +895,7 @@ def _to_frame(rows: list[_Row], groups: dict[int, str] | None = None) -> pd.Data
 
 
 # --------------------------------------------------------------------------------------------
-# Audit summary (audit_markdown in lib.audit renders it)
+# Audit summary (audit_markdown in lib.data.audit renders it)
 
 
 def _class_errors(rows: list[_Row], classes: list[str], raw_dir: Path,

@@ -15,6 +15,7 @@ from scipy import ndimage, stats
 from tqdm import tqdm
 
 from ..config import check_int, from_group
+from ..contracts import PHANTOM_GENERATOR
 from ..data import phantom
 from ..data.images import load_image, load_mask
 from ..jsonio import round_floats, significant
@@ -197,7 +198,7 @@ def phantom_config(raw_dir: Path) -> phantom.PhantomConfig | None:
     if not path.is_file():
         return None
     info = json.loads(path.read_text())
-    if info.get("generator") != "lib.phantom":
+    if info.get("generator") != PHANTOM_GENERATOR:
         return None
     return phantom.PhantomConfig.from_params(info["config"])
 

@@ -1,6 +1,7 @@
 """Evaluation on the held-out test split: every number the study reports about its classifiers.
 
-Everything here works on the cached softmax scores of `lib.predict` (no model is run again), so
+Everything here works on the cached softmax scores of `lib.evaluate.predict` (no model is run
+again), so
 one model's evaluation takes well under a second:
 - classification metrics from scikit-learn (per class, macro, weighted; accuracy, balanced
   accuracy, Cohen's kappa; the confusion matrix);
@@ -90,10 +91,11 @@ class Predictions:
 
 
 def parse_key(key: str) -> tuple[str, int]:
-    """`scratch_batchnorm_s42` -> ("scratch_batchnorm", 42), the naming of lib.predict."""
+    """`scratch_batchnorm_s42` -> ("scratch_batchnorm", 42), the naming of lib.evaluate.predict."""
     match = KEY.match(key)
     if not match:
-        raise ValueError(f"model key {key!r} is not '<name>_s<seed>' as lib.predict writes it")
+        raise ValueError(f"model key {key!r} is not '<name>_s<seed>' as "
+                         "lib.evaluate.predict writes it")
     return match.group("name"), int(match.group("seed"))
 
 
@@ -125,7 +127,7 @@ def check_probs(labels: np.ndarray, probs: np.ndarray, n_classes: int | None = N
 
 
 def load_predictions(path: Path | str, key: str | None = None) -> Predictions:
-    """A predictions csv of `lib.predict.predict_all` as test and val arrays."""
+    """A predictions csv of `lib.evaluate.predict.predict_all` as test and val arrays."""
     from .predict import read_predictions
 
     path = Path(path)
@@ -136,7 +138,8 @@ def load_predictions(path: Path | str, key: str | None = None) -> Predictions:
     for split in (TEST, VAL):
         rows = frame["split"] == split
         if not rows.any():
-            raise ValueError(f"{path} has no '{split}' rows; rerun lib.predict.predict_all "
+            raise ValueError(f"{path} has no '{split}' rows; rerun "
+                             "lib.evaluate.predict.predict_all "
                              "with splits=('val', 'test')")
         labels, probs = check_probs(frame.loc[rows, "label"].to_numpy(), scores[rows.to_numpy()],
                                     len(classes))
@@ -513,7 +516,7 @@ def _check_same_images(evaluations: dict[str, Evaluation]) -> None:
         if ev.pred.classes != first.classes or not np.array_equal(
                 ev.pred.test["path"].to_numpy(), first.test["path"].to_numpy()):
             raise ValueError(f"{ev.key} was scored on other test images or classes than "
-                             f"{first.key}; rerun lib.predict.predict_all for every model")
+                             f"{first.key}; rerun lib.evaluate.predict.predict_all for every model")
 
 
 BEST_MODEL_RULE = ("highest macro-F1 on the validation split (the test split is never used to "

@@ -57,7 +57,8 @@ def find_models(models_dir: Path | str) -> list[TrainedModel]:
 
 
 def load(model: TrainedModel) -> Any:
-    """The Keras model (lib.models registers the custom preprocessing layer it may contain)."""
+    """The Keras model (lib.train.models registers the custom preprocessing layer it may
+    contain)."""
     import keras
 
     from ..train import models  # noqa: F401  (registers BackbonePreprocess)

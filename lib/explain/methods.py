@@ -2,7 +2,7 @@
 
 Methods (METHODS): Grad-CAM, Grad-CAM++, Score-CAM and SmoothGrad through tf-keras-vis, HiResCAM
 and occlusion sensitivity (ours, batched). Every method returns one map per image at the model's
-input size, non-negative and scaled to [0, 1] per map, so lib.localise scores them alike.
+input size, non-negative and scaled to [0, 1] per map, so lib.explain.scores scores them alike.
 
 - The tf-keras-vis objects and HiResCAM work on one *logits twin* of the model (a clone whose
   softmax is replaced by a linear output, tf-keras-vis's ``ReplaceToLinear``): gradients of a

@@ -1,8 +1,9 @@
 """The explain stage: every trained model explained and measured on the test split.
 
-For each model (lib.predict.find_models): its test predictions, saliency maps by every method
+For each model (lib.evaluate.predict.find_models): its test predictions, saliency maps by every
+method
 (lib.explain), their localisation against the lesion masks, faithfulness and sanity scores
-(lib.localise), the healthy-twin shortcut control and what the figures need; ``summary`` turns
+(lib.explain.scores), the healthy-twin shortcut control and what the figures need; ``summary`` turns
 the results into ``reports/metrics/explain.json``.
 
 Which images each part uses (sized so that the default profile stays within minutes on 2 cores):
@@ -10,12 +11,12 @@ Which images each part uses (sized so that the default profile stays within minu
 - Score-CAM, SmoothGrad, occlusion and the faithfulness curves: a seeded sample of
   ``sample_size`` of those images, stratified by class; every method's maps exist on the sample,
   so methods compare like with like there; the sanity check re-explains ``sanity_size`` of them;
-- the headline method (``validate``): the best model (lib.evaluate.best_model: highest
+- the headline method (``validate``): the best model (lib.evaluate.metrics.best_model: highest
   validation macro-F1, the evaluate stage's rule, computed here) explained by every
   method on a seeded, class-stratified sample of ``sample_size`` *validation* tumour images; the
   method with the highest strict pointing game there, among the methods that pass the sanity
   check on the same images, is the headline (ties: the earlier, cheaper one in
-  lib.explain.METHODS). The test split is never used to choose it;
+  lib.explain.methods.METHODS). The test split is never used to choose it;
 - the shortcut control: the healthy twin of every tumour test image (phantom data only): same
   anatomy, pose, sequence, bias and noise, no lesion. The share still called a tumour is the
   shortcut rate; beside it, the share of real healthy test scans called a tumour, the rate a
@@ -380,7 +381,8 @@ def explain_model(model: Any, key: str, test: SplitImages, cfg: ExplainConfig,
 def explain_all(models: list[Any], test: SplitImages, cfg: ExplainConfig,
                 twins: Twins | None, twins_reason: str | None, progress: bool = True
                 ) -> tuple[dict[str, ModelExplanation], dict[str, str]]:
-    """Every model (lib.predict.TrainedModel) explained; a model without the asked-for layer is
+    """Every model (lib.evaluate.predict.TrainedModel) explained; a model without the asked-for
+    layer is
     skipped with the reason (an error when no model has it)."""
     from ..evaluate.predict import load
 
@@ -487,7 +489,7 @@ def choose_headline(model: Any, key: str, val: SplitImages | None, cfg: ExplainC
 def validate(models: list[Any], results: dict[str, ModelExplanation], val: SplitImages | None,
              cfg: ExplainConfig, reason: str | None = None) -> dict[str, Any]:
     """The best model (``pick_model``, on validation) and ``choose_headline`` for it
-    (lib.predict.TrainedModel list)."""
+    (lib.evaluate.predict.TrainedModel list)."""
     from ..evaluate.predict import load
 
     choice = pick_model(models, results, val)

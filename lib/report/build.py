@@ -126,7 +126,7 @@ def trained_models(reports: Path, params: dict[str, Any]) -> list[dict[str, Any]
 
 
 def architecture(metrics: dict[str, Any], params: dict[str, Any]) -> str:
-    """One line a reader can check against lib.models, from the params the stage ran with."""
+    """One line a reader can check against lib.train.models, from the params the stage ran with."""
     size = metrics.get("image_size", "?")
     if metrics.get("model") == "scratch":
         p = params.get("train_scratch", {})

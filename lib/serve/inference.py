@@ -1,8 +1,10 @@
 """One upload -> checked pixels -> class probabilities and, on request, a saliency map.
 
-Every check is the prepare stage's (``lib.audit.inspect_image`` with ``prepare.max_pixels`` and
-``prepare.min_side``), every decode is training's (``lib.data.decode_to_model``) and every map
-is the explain stage's (``lib.explain.Explainer``), so the app cannot drift from the study. Bad
+Every check is the prepare stage's (``lib.data.audit.inspect_image`` with ``prepare.max_pixels`` and
+``prepare.min_side``), every decode is training's (``lib.data.inputs.decode_to_model``) and every
+map
+is the explain stage's (``lib.explain.methods.Explainer``), so the app cannot drift from the
+study. Bad
 input raises ``BadInput`` with an HTTP status and a reason a user can act on.
 """
 

@@ -218,7 +218,7 @@ def preview(policy: AugmentPolicy, image: np.ndarray, mask: np.ndarray | None,
     """n copies of one image and its mask for a grid: copy 0 is the original, 1..n-1 augmented.
 
     `image` is HxW or HxWxC (uint8 or float in 0-255); `mask` HxW or None (then all False is
-    returned, like lib.data.load_mask for an image without a mask). Returns float32 images of
+    returned, like lib.data.images.load_mask for an image without a mask). Returns float32 images of
     shape (n, *image.shape) and bool masks (n, H, W). Uses, and advances, the policy's state.
     """
     if n < 1:

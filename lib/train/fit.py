@@ -12,7 +12,7 @@ Every training stage (the scratch variants, pretrain, both transfer phases) goes
 - `train_seeds` is the one per-seed loop of the scratch and transfer notebooks (and lib.tiny),
   `fit_two_phase` the transfer models' fine-tuning (frozen backbone, then its top layers).
 
-The pretrain stage (the transfer backbone's pretext task) lives in lib.pretrain.
+The pretrain stage (the transfer backbone's pretext task) lives in lib.train.pretrain.
 """
 
 from __future__ import annotations

@@ -134,7 +134,8 @@ def build_scratch(input_shape: tuple[int, int, int], n_classes: int, cfg: Scratc
 
     The conv has no bias when BN follows (BN's beta makes it redundant). Layers are named
     ``block{i}_conv|bn|relu|pool`` (1-based) and ``head_*``, so the CAM methods find their
-    target ``block{i}_relu`` (``lib.explain.layer_choice``) and the variants differ only in the
+    target ``block{i}_relu`` (``lib.explain.methods.layer_choice``) and the variants differ only
+    in the
     layers they add.
     """
     _check_classes(n_classes)

@@ -2,7 +2,7 @@
 
 A task the phantom gives for free, without tumour labels, on a separately seeded set at its own
 input size; the backbone weights it saves are what `train_transfer.weights: pretrain` loads
-(DESIGN.md §4). CLI: ``python -m lib.train.pretrain --params params.yaml``.
+(docs/architecture.md). CLI: ``python -m lib.train.pretrain --params params.yaml``.
 """
 
 from __future__ import annotations
