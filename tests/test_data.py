@@ -597,7 +597,7 @@ def exif_with(orientation: int) -> Image.Exif:
 
 
 def robust_dataset(root: Path) -> Path:
-    """simple_dataset plus the inputs of the robustness issue (each once)."""
+    """simple_dataset plus every bad input the robustness checks cover (each once)."""
     simple_dataset(root, n_train=12, n_test=4)
     tb = root / "Training" / "benign"
     broot = os.fsencode(root)

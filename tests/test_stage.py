@@ -217,7 +217,7 @@ def test_outputs_listed_in_dvc_yaml_are_the_runner_s() -> None:
 
 # ---- lib dependencies --------------------------------------------------------------------------
 def module_file(module: str) -> str | None:
-    """lib/a/b.py or lib/a/b/__init__.py of a dotted module, or None when neither exists."""
+    """lib/<a>/<b>.py or lib/<a>/<b>/__init__.py of a dotted module, or None when neither exists."""
     path = module.replace(".", "/")
     for candidate in (f"{path}.py", f"{path}/__init__.py"):
         if (REPO / candidate).is_file():
@@ -379,3 +379,46 @@ def test_timed_records_a_successful_command_only(tmp_path: Any) -> None:
     assert stage.main(["timed", "s", str(tmp_path / "u.json"), "--", sys.executable, "-c",
                        "raise SystemExit(3)"]) == 3
     assert not (tmp_path / "u.json").exists()
+
+
+# What each part of lib may import (docs/architecture.md, "What may import what").
+MAY_IMPORT: dict[str, set[str]] = {
+    "shared": {"shared"},
+    "data": {"shared", "data"},
+    "eda": {"shared", "data", "eda"},
+    "train": {"shared", "data", "train"},
+    "evaluate": {"shared", "data", "train", "evaluate"},
+    "explain": {"shared", "data", "train", "evaluate", "explain"},
+    "report": {"shared", "report"},
+    "serve": {"shared", "data", "train", "evaluate", "explain", "serve"},
+}
+
+
+def part(module: str) -> str:
+    """The part of lib a module belongs to: its package, or 'shared' for a top-level module."""
+    pieces = module.split(".")
+    if len(pieces) > 2 or module_file(module) and module_file(module).endswith("__init__.py"):
+        return pieces[1]
+    return "tiny" if pieces[1] == "tiny" else "shared"
+
+
+def forbidden_imports() -> list[str]:
+    bad = []
+    for path in (REPO / "lib").rglob("*.py"):
+        module = str(path.relative_to(REPO))[:-3].replace("/", ".").removesuffix(".__init__")
+        if module == "lib" or part(module) == "tiny":
+            continue
+        here = f"{module}.__init__" if path.name == "__init__.py" else module
+        for imported in lib_imports(path.read_text(), here):
+            if imported != "lib" and part(imported) not in MAY_IMPORT[part(module)]:
+                bad.append(f"{module} imports {imported}")
+    return bad
+
+
+def test_each_part_of_lib_imports_only_what_it_may() -> None:
+    assert not forbidden_imports(), "\n".join(forbidden_imports())
+
+
+def test_the_layering_check_sees_an_upward_import(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(MAY_IMPORT, "evaluate", {"shared", "data", "evaluate"})  # not train
+    assert "lib.evaluate.predict imports lib.train.models" in forbidden_imports()

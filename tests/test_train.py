@@ -96,13 +96,13 @@ def test_train_config_reads_groups_and_rejects_bad_values() -> None:
     assert (cfg.epochs, cfg.learning_rate) == (3, 0.01)
     assert cfg.batch_size == params["train"]["batch_size"]
     with pytest.raises(ValueError, match="train.optimizer"):
-        train.TrainConfig(optimizer="sgd")
+        train.TrainConfig(1, 0.1, optimizer="sgd")
     with pytest.raises(ValueError, match="train.monitor"):
-        train.TrainConfig(monitor="loss")
+        train.TrainConfig(1, 0.1, monitor="loss")
     with pytest.raises(ValueError, match="unknown key"):
         train.TrainConfig.from_params({**params["train"], "epoch": 3})
-    assert train.TrainConfig(monitor="val_macro_f1").mode == "max"
-    assert train.TrainConfig(monitor="val_loss").mode == "min"
+    assert train.TrainConfig(1, 0.1, monitor="val_macro_f1").mode == "max"
+    assert train.TrainConfig(1, 0.1, monitor="val_loss").mode == "min"
 
 
 def test_class_weights_balance_counts() -> None:
@@ -181,7 +181,7 @@ class Slow(keras.callbacks.Callback):
 data = train.TrainingData.from_manifest(manifest, raw, image_size=32)
 train.seed_everything(0)
 train_ds, val_ds = data.datasets(8, channels=1, seed=0)
-cfg = train.TrainConfig(epochs=6, batch_size=8, patience=10)
+cfg = train.TrainConfig(epochs=6, learning_rate=1e-3, batch_size=8, patience=10)
 model = train.compile_model(build_scratch(data.input_shape(1), 4,
                                           ScratchConfig(blocks=2, filters=4, dense_units=8)), cfg)
 result = train.fit(model, train_ds, val_ds, cfg, run_dir, extra_callbacks=[Slow()], verbose=0)
@@ -236,7 +236,7 @@ def test_train_seeds_is_the_explicit_loop_and_cleans_up(data: train.TrainingData
                                                         tmp_path: Path) -> None:
     """One seed of train_seeds gives the weights of the steps written out by hand, saves the model
     and history where asked and removes its resume folder."""
-    cfg = train.TrainConfig(epochs=2, batch_size=8, patience=2)
+    cfg = train.TrainConfig(epochs=2, learning_rate=1e-3, batch_size=8, patience=2)
 
     def build() -> object:
         return build_scratch(data.input_shape(1), 4, TINY_MODEL)

@@ -34,7 +34,7 @@ ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile")
 KEY_PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "tf-keras-vis", "scikit-learn", "numpy",
                 "scipy", "pandas", "pillow", "matplotlib", "seaborn", "nilearn", "dvc",
                 "papermill", "nbconvert", "jinja2")
-MAX_HTML_BYTES = 15 * 2**20  # the budget at the default profile
+MAX_HTML_BYTES = 15 * 2**20  # the report's size budget at the default profile (make bench)
 EVAL_FIGURES = ("confusion", "roc_pr", "reliability", "errors")
 EXPLAIN_FIGURES = ("gradcam", "methods", "blocks", "faithfulness")
 

@@ -9,7 +9,8 @@ Every training stage (the scratch variants, pretrain, both transfer phases) goes
   validation split and CSVLogger appends the history, so a killed stage resumes at the epoch it
   reached; the folder is removed once the stage's outputs are written;
 - the model returned is the best epoch on the validation split, never simply the last one;
-- `train_seeds` is the one per-seed loop of the scratch and transfer notebooks (and lib.tiny),
+- `train_seeds` is the one per-seed loop of the scratch and transfer notebooks (and lib.tiny's
+  tiny models),
   `fit_two_phase` the transfer models' fine-tuning (frozen backbone, then its top layers).
 
 The pretrain stage (the transfer backbone's pretext task) lives in lib.train.pretrain.
@@ -43,11 +44,12 @@ CLASS_WEIGHTS = ("none", "balanced")
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """How a model is fitted: the `train:` group, overridden by a stage's own keys of that name."""
+    """How a model is fitted: the shared `train:` group, plus each stage's own epochs and learning
+    rate (no default: every stage says them, in its own params.yaml group)."""
 
-    epochs: int = 20
+    epochs: int
+    learning_rate: float
     batch_size: int = 32
-    learning_rate: float = 1e-3
     optimizer: str = "adamw"
     weight_decay: float = 1e-4
     loss: str = "crossentropy"
@@ -241,7 +243,7 @@ def finish(run_dir: Path) -> None:
 
 
 def val_scores(labels: np.ndarray, scores: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
-    """Accuracy, macro-F1 and per-class F1 on the validation split (the test split is issue 4's)."""
+    """Accuracy, macro-F1 and per-class F1 on the validation split (test is evaluate's)."""
     from sklearn.metrics import accuracy_score, f1_score
 
     pred = scores.argmax(axis=1)
