@@ -300,8 +300,9 @@ def inspect_image(path: Path, max_pixels: int, min_side: int = 1) -> ImageInfo:
     return _result(issues, **meta)
 
 
-def inspect_mask(path: Path, image_size: tuple[int, int]) -> tuple[str, str] | None:
-    """(kind, why) if the mask cannot serve its image; None if it can."""
+def inspect_mask(path: Path, image_wh: tuple[int, int]) -> tuple[str, str] | None:
+    """(kind, why) if the mask cannot serve its image (``image_wh``: its width, height); None
+    if it can."""
     try:
         if path.stat().st_size == 0:
             return ("mask_unreadable", "zero-byte file")
@@ -309,17 +310,17 @@ def inspect_mask(path: Path, image_size: tuple[int, int]) -> tuple[str, str] | N
             warnings.simplefilter("ignore")
             with Image.open(path) as m:
                 size = m.size
-                if size[0] * size[1] > 4 * image_size[0] * image_size[1]:
+                if size[0] * size[1] > 4 * image_wh[0] * image_wh[1]:
                     return ("mask_size_mismatch", f"mask is {size[0]}x{size[1]}, image is "
-                                                  f"{image_size[0]}x{image_size[1]}")
+                                                  f"{image_wh[0]}x{image_wh[1]}")
                 m.load()
     except UnidentifiedImageError:
         return ("mask_unreadable", f"not an image: {_sniff(path)}")
     except Exception as exc:
         return ("mask_unreadable", f"{type(exc).__name__}: {exc}")
-    if size != image_size:
+    if size != image_wh:
         return ("mask_size_mismatch", f"mask is {size[0]}x{size[1]}, image is "
-                                      f"{image_size[0]}x{image_size[1]}")
+                                      f"{image_wh[0]}x{image_wh[1]}")
     return None
 
 

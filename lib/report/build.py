@@ -148,7 +148,8 @@ def architecture(metrics: dict[str, Any], params: dict[str, Any]) -> str:
                 f"{metrics.get('backbone')} without top → global average pooling{head}{dense} → "
                 f"softmax. Phase 1: head only, {p.get('phase1_epochs')} epochs at lr "
                 f"{p.get('phase1_learning_rate')}; phase 2: top {p.get('fine_tune_layers')} layers "
-                f"unfrozen (BatchNorm frozen), {p.get('phase2_epochs')} epochs at lr "
+                f"unfrozen (BatchNorm {'learning' if p.get('train_bn') else 'frozen'}), "
+                f"{p.get('phase2_epochs')} epochs at lr "
                 f"{p.get('phase2_learning_rate')}")
     return ""
 
@@ -329,8 +330,8 @@ def reproducibility(root: Path, params: dict[str, Any],
         "python": platform.python_version(),
         "hardware": hardware(),
         "seeds": {"study (`seed`: validation split, samples, previews)": params.get("seed"),
-                  "training (`seeds`: one model per seed)":
-                      ", ".join(map(str, params.get("seeds", []))),
+                  "training (`train_seeds`: one model per seed)":
+                      ", ".join(map(str, params.get("train_seeds", []))),
                   "phantom": params.get("phantom", {}).get("seed"),
                   "pretrain source-task phantom": params.get("pretrain", {}).get("seed"),
                   "bootstrap": (evaluate or {}).get("bootstrap", {}).get("seed")},

@@ -26,6 +26,7 @@ from ..data.inputs import decode_to_model
 from ..data.prepare import PrepareConfig
 from ..explain.methods import METHODS, Explainer, SaliencyConfig
 from ..explain.scores import energy_in_mask, pointing_game
+from ..explain.study import ExplainConfig
 from ..forward import predict_probs
 from .registry import LoadedModel
 
@@ -164,12 +165,10 @@ def check_method(method: str | None) -> str | None:
 
 
 def saliency_config(params: dict[str, Any]) -> tuple[SaliencyConfig, str, int]:
-    """The explain stage's saliency knobs, CAM layer and min grid, from params.yaml."""
-    ex = section(params, "explain")
-    fields = SaliencyConfig.__dataclass_fields__
-    cfg = SaliencyConfig(**{k: ex[k] for k in fields if k in ex and k != "seed"},
-                         seed=int(params.get("seed", 42)))
-    return cfg, str(ex.get("layer", "auto")), int(ex.get("min_grid", 8))
+    """The explain stage's saliency knobs, CAM layer and min grid: its own config, from
+    params.yaml, so the app's maps are the study's."""
+    cfg = ExplainConfig.from_params(section(params, "explain"), params["seed"])
+    return cfg.saliency, cfg.layer, cfg.min_grid
 
 
 def to_image_size(saliency: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
