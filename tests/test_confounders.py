@@ -1,6 +1,6 @@
 """Confounder audit on tiny phantoms: silent when clean, loud when a non-anatomical cue exists.
 
-What the phantom knobs do (lib/phantom.py): shortcut="size" writes every notumor image
+What the phantom knobs do (lib/data/phantom.py): shortcut="size" writes every notumor image
 SIZE_SHORTCUT_FACTOR (1.5) times larger, so size separates notumor from the rest (best balanced
 accuracy 0.5 with 4 classes: one class right, three at a third). shortcut="level" draws
 pituitary slices below -8 mm and the rest above: an *anatomical* shortcut (which brain the
@@ -96,7 +96,8 @@ def test_size_shortcut_fires_size_only(phantoms):
     assert "size" in r["findings"] and r["verdict"] != NO_CONFOUNDER
     assert not r["families"]["border"]["finding"]  # the background did not change
     assert size["message"].startswith("image size alone predicts the class")
-    assert "| size | 3 | 0.50 | 0.25 |"  # aspect is constant (1), dropped in markdown(r)
+    assert size["features"] == ["width", "height", "pixels"]  # aspect is constant (1): dropped
+    assert "| size | 3 | 0.50 | 0.25 | " in markdown(r)  # the row: 3 features, BA, chance
 
 
 def test_level_shortcut_is_anatomy_not_size(phantoms):

@@ -333,6 +333,28 @@ def test_pointing_energy_and_iou_by_hand():
     assert localise.iou(np.zeros((8, 8)), np.zeros((8, 8), bool), 0.5) == 0.0
 
 
+def test_score_guards_at_their_boundaries():
+    """Each guard's comparison at its exact boundary (mutants `<=`->`<`, `>`->`>=` die here)."""
+    mask = np.zeros((8, 8), dtype=bool)
+    mask[:2, :2] = True  # holds pixel 0, where argmax of a flat map lands
+    for level in (0.0, 0.3):  # flat: max == min, however high
+        flat = np.full((8, 8), level)
+        assert not localise.pointing_game(flat, mask)
+        assert not localise.pointing_game_tol(flat, mask)
+    almost = np.zeros((8, 8))
+    almost[0, 0] = 1e-9  # the smallest step above flat points
+    assert localise.pointing_game(almost, mask) and localise.pointing_game_tol(almost, mask)
+    # an all-zero map has no energy anywhere: 0, not 0/0
+    assert localise.energy_in_mask(np.zeros((8, 8)), mask) == 0.0
+    # the IoU region is strictly above the threshold: values equal to it are outside
+    at = np.where(mask, 0.5, 0.0)
+    assert localise.iou(at, mask, 0.5) == 0.0
+    assert localise.iou(at, mask, 0.4999) == 1.0
+    half = at.copy()
+    half[0, 0] = 0.75  # one of the mask's four pixels above
+    assert localise.iou(half, mask, 0.5) == pytest.approx(1 / 4)
+
+
 def test_pointing_game_with_tolerance_by_hand():
     """Zhang et al. 2016's 15 px on 224 px inputs, scaled: 15 px at 224, 7.5 px at 112."""
     assert localise.tolerance_px((224, 224)) == pytest.approx(15)

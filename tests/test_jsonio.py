@@ -32,6 +32,21 @@ def test_the_rule() -> None:
     assert type(jsonio.round_floats(np.int64(3))) is int
 
 
+def test_numpy_scalars_become_python_types() -> None:
+    """Types, not values: np.True_ == True and np.int64(7) == 7, so == cannot tell them apart
+    (and json.dumps refuses numpy booleans)."""
+    out = jsonio.round_floats({"ok": np.bool_(True), "no": np.False_, "n": np.int32(7),
+                               "x": np.float32(0.5), "deep": [{"flag": np.bool_(False)},
+                                                              (np.bool_(True), np.uint8(2))]})
+    types = {"ok": bool, "no": bool, "n": int, "x": float}
+    assert {k: type(out[k]) for k in types} == types
+    assert type(out["deep"][0]["flag"]) is bool
+    assert [type(v) for v in out["deep"][1]] == [bool, int]
+    assert out == {"ok": True, "no": False, "n": 7, "x": 0.5,
+                   "deep": [{"flag": False}, [True, 2]]}
+    assert json.loads(jsonio.dumps(out)) == out
+
+
 def test_rounding_is_idempotent() -> None:
     rng = np.random.default_rng(0)
     for x in rng.random(2000) * 10.0 ** rng.integers(-3, 3, 2000):

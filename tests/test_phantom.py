@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 from scipy import ndimage as ndi
 from sklearn.ensemble import RandomForestClassifier
@@ -394,3 +395,69 @@ def test_cli_generates_and_reports_errors(tmp_path: Path, capsys) -> None:
     assert cfg["image_size"] == 40 and cfg["lesion_fraction"] == [0.02, 0.05]
     assert P.main([*args[:4], "--set", "shortcut=orbits", "--quiet"]) == 2
     assert "shortcut" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------- the committed data (data.dvc)
+DATA_DVC = yaml.safe_load((REPO / "data.dvc").read_text())["outs"][0]
+PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def default_small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """params.yaml's phantom group with one image per class and split, written twice by the CLI
+    (1 and 2 worker processes) into separate folders. A case is drawn from (seed, split, class,
+    index) alone, so these are the default profile's first cases, file for file."""
+    root = tmp_path_factory.mktemp("default-small")
+    params = {**PARAMS, "phantom": {**PARAMS["phantom"], "n_train_per_class": 1,
+                                    "n_test_per_class": 1}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    outs = []
+    for workers in (1, 2):
+        out = root / f"run-{workers}"
+        assert P.main(["--params", str(root / "params.yaml"), "--out", str(out), "--quiet",
+                       "--workers", str(workers)]) == 0
+        outs.append(out)
+    return outs[0], outs[1]
+
+
+def test_default_profile_regenerates_byte_identically(default_small) -> None:
+    a, b = (md5s(root) for root in default_small)
+    assert len(a) == 2 * 4 * 1 * 2 + 1 and a == b  # splits x classes x (image, mask) + manifest
+    assert "Training/glioma/glioma_0000.png" in a
+
+
+def test_data_dvc_pins_the_default_profile() -> None:
+    """What a fresh clone can check without the data: data.dvc tracks data.raw_dir, with as
+    many files as params.yaml's phantom group writes."""
+    ph = PARAMS["phantom"]
+    assert DATA_DVC["path"] == PARAMS["data"]["raw_dir"]
+    assert DATA_DVC["md5"].endswith(".dir")
+    n_images = len(P.CLASSES) * (ph["n_train_per_class"] + ph["n_test_per_class"])
+    assert DATA_DVC["nfiles"] == 2 * n_images + 1  # (image, mask) per case + phantom.json
+
+
+def test_regenerated_cases_are_the_committed_bytes(default_small) -> None:
+    """The generator's bytes match data.dvc: the first case of every class and split, from the
+    CLI and from render_case + png_bytes, equals the file under data/raw, and data/raw's
+    manifest is params.yaml's phantom group."""
+    from lib.data.images import png_bytes
+
+    raw = REPO / DATA_DVC["path"]
+    if not (raw / P.MANIFEST).is_file():
+        pytest.skip(f"{DATA_DVC['path']} is not checked out (a fresh clone: run `dvc pull` or "
+                    "`make phantom`); only the regeneration itself was checked")
+    committed = json.loads((raw / P.MANIFEST).read_text())
+    cfg = P.PhantomConfig.from_params(PARAMS["phantom"])
+    assert committed["generator"] == P.PHANTOM_GENERATOR
+    small = json.loads((default_small[0] / P.MANIFEST).read_text())["config"]
+    assert committed["config"] == {**small, "n_train_per_class": cfg.n_train_per_class,
+                                   "n_test_per_class": cfg.n_test_per_class}
+    regenerated = md5s(default_small[0])
+    pngs = [rel for rel in regenerated if rel.endswith(".png")]
+    assert len(pngs) == 16
+    assert {rel: hashlib.md5((raw / rel).read_bytes()).hexdigest() for rel in pngs} == {
+        rel: regenerated[rel] for rel in pngs}
+    image, mask = P.render_case(cfg, "Training", "glioma", 0)
+    folder = raw / "Training" / "glioma"
+    assert png_bytes(image) == (folder / "glioma_0000.png").read_bytes()
+    assert png_bytes(mask.astype(np.uint8) * 255) == (folder / "glioma_0000_mask.png").read_bytes()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import io
 import json
 import struct
@@ -143,6 +144,45 @@ def test_dicom_upload(client, study, tmp_path) -> None:
     assert abs(sum(body["probabilities"].values()) - 1) < 1e-5
 
 
+def dicom_bytes(tmp_path: Path, case: str) -> bytes:
+    """A DICOM upload the app must refuse: header only, two frames, or pixel data cut short."""
+    path = tmp_path / f"{case}.dcm"
+    frame = np.arange(64 * 64, dtype=np.int16).reshape(64, 64)
+    if case == "no pixel data":  # e.g. a structured report
+        write_dcm(path, None, "P1")
+    elif case == "multi-frame":
+        write_dcm(path, np.vstack([frame, frame[::-1]]), "P1")
+        import pydicom
+
+        ds = pydicom.dcmread(path)
+        ds.Rows, ds.NumberOfFrames = 64, 2  # the same bytes read as two 64x64 frames
+        ds.save_as(path, enforce_file_format=True)
+    else:  # cut short: the header says 64 x 64, the pixel data holds half of that
+        write_dcm(path, frame, "P1")
+        import pydicom
+
+        ds = pydicom.dcmread(path)
+        ds.PixelData = ds.PixelData[: len(ds.PixelData) // 2]
+        ds.save_as(path, enforce_file_format=True)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize(("case", "reason"), [
+    ("no pixel data", "DICOM file without pixel data"),
+    ("multi-frame", "has shape (2, 64, 64); one greyscale frame is needed"),
+    ("cut short", "unreadable DICOM file"),
+])
+def test_dicom_without_one_frame_is_refused_with_a_reason(client, tmp_path, case, reason
+                                                          ) -> None:
+    data = dicom_bytes(tmp_path, case)
+    assert data[128:132] == b"DICM"
+    r = post(client, data, "scan.dcm")
+    assert r.status_code == 422, r.text
+    assert reason in r.json()["detail"]
+    r = client.post("/feedback", files={"file": ("scan.dcm", data)}, data={"label": "glioma"})
+    assert r.status_code == 422 and reason in r.json()["detail"]
+
+
 def test_exif_orientation_gives_the_upright_prediction(client, study) -> None:
     upright = grey(study)[:, :48]  # not square: a wrong rotation changes the image's shape
     stored = np.ascontiguousarray(np.rot90(upright, 1))  # orientation 6 turns it back clockwise
@@ -276,6 +316,35 @@ def test_bad_feedback_is_refused_with_a_reason(client, service, study, case) -> 
     assert sorted(p.name for p in service.feedback_dir.rglob("*")) == before
 
 
+def test_feedback_names_used_up_in_one_second_is_429(service, study, tmp_path, monkeypatch
+                                                       ) -> None:
+    """The store tries 1000 names per image and second; then the API answers 429 (retry later)
+    and writes nothing."""
+    from datetime import UTC, datetime
+
+    from fastapi.testclient import TestClient
+
+    from lib.data.images import png_bytes
+    from lib.serve import feedback as fb
+
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    monkeypatch.setattr(fb, "datetime", type("Fixed", (datetime,), {
+        "now": classmethod(lambda cls, tz=None: now)}))
+    pixels = grey(study)
+    stem = f"fb-20260102T030405-{hashlib.md5(png_bytes(pixels)).hexdigest()[:10]}"
+    records = tmp_path / "fb" / "records"
+    records.mkdir(parents=True)
+    for k in range(1000):
+        (records / (f"{stem}.json" if k == 0 else f"{stem}-{k}.json")).write_text("{}")
+    before = sorted((tmp_path / "fb").rglob("*"))
+    client = TestClient(create_app(dataclasses.replace(service, feedback_dir=tmp_path / "fb"),
+                                   ui=False))
+    r = feedback(client, png(pixels), "glioma")
+    assert r.status_code == 429 and "too many feedback items" in r.json()["detail"], r.text
+    assert sorted((tmp_path / "fb").rglob("*")) == before and len(before) == 1001
+    assert "429" in client.get("/openapi.json").json()["paths"]["/feedback"]["post"]["responses"]
+
+
 def test_feedback_folder_inside_raw_data_is_refused(study) -> None:
     raw = study / "raw"  # the served study's data.raw_dir
     for folder in (raw, raw / "Training" / "feedback"):
@@ -303,6 +372,47 @@ def rss_mib(pid: int) -> float:
     return int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("VmRSS"))) / 1024
 
 
+def test_the_server_binds_localhost_unless_told(monkeypatch) -> None:
+    """No authentication is built in, so the default address is this machine only: what
+    `python -m lib.serve` parses and what it hands uvicorn."""
+    import types
+
+    import uvicorn
+
+    from lib.serve import __main__ as cli
+    from lib.serve import api
+    from lib.serve import service as service_module
+
+    assert cli.parse([]).host == "127.0.0.1"
+    assert cli.parse(["--host", "0.0.0.0"]).host == "0.0.0.0"
+    fake = types.SimpleNamespace(registry=types.SimpleNamespace(loaded={}, default="m"),
+                                 feedback_dir=Path("fb"))
+    monkeypatch.setattr(service_module.Service, "open", classmethod(lambda cls, *a, **k: fake))
+    monkeypatch.setattr(api, "create_app", lambda service, ui: "app")
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append((app, kw)))
+    assert cli.main(["--port", "8123", "--no-ui"]) == 0
+    assert calls == [("app", {"host": "127.0.0.1", "port": 8123, "log_level": "warning"})]
+
+
+def listening_hosts(port: int) -> set[str]:
+    """Local addresses of the sockets listening on a TCP port (Linux /proc/net/tcp{,6})."""
+    import ipaddress
+
+    hosts = set()
+    for table in ("tcp", "tcp6"):
+        path = Path(f"/proc/net/{table}")
+        for line in path.read_text().splitlines()[1:] if path.exists() else []:
+            local, state = line.split()[1], line.split()[3]
+            addr, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(addr)
+                # /proc writes each 32-bit word in host (little-endian) order
+                raw = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+                hosts.add(str(ipaddress.ip_address(raw)))
+    return hosts
+
+
 def test_no_trained_models_is_one_clear_line(tmp_path) -> None:
     (tmp_path / "dvc.yaml").write_text("artifacts:\n  m:\n    path: models/m/seed1.keras\n"
                                        "    type: model\n")
@@ -320,6 +430,8 @@ def test_real_server_under_load(study, tmp_path) -> None:
 
     with launch.running(study, tmp_path / "fb", tmp_path / "server.log") as server:
         url, proc = server.url, server.proc
+        # launched as `make serve` runs it (no --host): listening on the loopback address only
+        assert listening_hosts(int(url.rsplit(":", 1)[1])) == {"127.0.0.1"}
         files = [(study / "raw" / "Testing" / c / f"{c}_0000.png").read_bytes() for c in CLASSES]
 
         def one(i: int) -> int:

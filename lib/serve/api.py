@@ -255,7 +255,9 @@ def create_app(service: Service, ui: bool = True) -> FastAPI:
         upload, pred = service.predict(read_file(file, max_bytes), model, name)
         return prediction_body(upload, pred, alpha)
 
-    @app.post("/feedback", response_model=FeedbackRecord, status_code=201, responses=ERRORS,
+    @app.post("/feedback", response_model=FeedbackRecord, status_code=201,
+              responses={**ERRORS, 429: {"model": Problem, "description": "too many feedback "
+                                         "items with the same image in one second: retry"}},
               tags=["feedback"])
     def feedback(
         file: Annotated[UploadFile, File(description="the image, as for /predict")],
