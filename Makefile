@@ -11,11 +11,12 @@ export PYTHONHASHSEED := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 export MPLBACKEND := Agg
 
-.PHONY: help setup data repro test test-fast lab serve bench report lint lock phantom clean
+.PHONY: help setup data repro test test-fast mutation lab serve bench report lint lock phantom clean
 help:
 	@echo "make repro   set up .venv, make sure data/raw exists, run the whole study (dvc repro)"
 	@echo "make test    set up .venv, run the whole test suite (unit, notebooks, real dvc repro)"
 	@echo "make test-fast  unit tests only, for the edit loop (make test before you push)"
+	@echo "make mutation   mutation testing of lib/stats, jsonio, splits, explain/scores (minutes)"
 	@echo "make lab     open the notebooks in JupyterLab with the project kernel"
 	@echo "make serve   the app: web UI at http://127.0.0.1:8000/ui/, REST API docs at /docs"
 	@echo "make bench   print the speed budgets as measured figures"
@@ -68,6 +69,17 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -n 2 -m "not slow" -q tests
 
+# Mutation testing, not part of make test: mutmut (config: [tool.mutmut] in pyproject.toml)
+# mutates the functions of lib/stats.py, lib/jsonio.py, lib/splits.py and lib/explain/scores.py
+# in a fresh copy under mutants/ and runs the fast unit tests that reach each mutated function,
+# one worker per core, one TensorFlow thread each; then the summary and every surviving mutant.
+mutation: export TF_NUM_INTRAOP_THREADS := 1
+mutation: export TF_NUM_INTEROP_THREADS := 1
+mutation: setup
+	rm -rf mutants
+	@start=$$(date +%s); $(BIN)/mutmut run --max-children $$(nproc 2>/dev/null || echo 2); rc=$$?; \
+	  $(BIN)/python tools/mutation_report.py --seconds $$(( $$(date +%s) - start )) && exit $$rc
+
 lab: setup
 	$(BIN)/jupyter lab notebooks
 
@@ -90,4 +102,4 @@ lock:
 	$(PYTHON) tools/write_environment.py requirements.txt environment.yml
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache mutants
