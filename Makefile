@@ -16,12 +16,15 @@ help:
 	@echo "make repro   set up .venv, make sure data/raw exists, run the whole study (dvc repro)"
 	@echo "make test    set up .venv, run the whole test suite (unit, notebooks, real dvc repro)"
 	@echo "make test-fast  unit tests only, for the edit loop (make test before you push)"
-	@echo "make mutation   mutation testing of lib/stats, jsonio, splits, explain/scores (minutes)"
+	@echo "make mutation   mutation testing of lib/stats.py, jsonio.py, splits.py, explain/scores.py"
 	@echo "make lab     open the notebooks in JupyterLab with the project kernel"
 	@echo "make serve   the app: web UI at http://127.0.0.1:8000/ui/, REST API docs at /docs"
 	@echo "make bench   print the speed budgets as measured figures"
 	@echo "make report  rebuild only the HTML report from existing outputs"
 	@echo "make lint    ruff;  make lock  re-resolve requirements.in into requirements.txt"
+	@echo "make data    make sure data/raw exists (DVC remote when configured, else the phantom)"
+	@echo "make phantom regenerate data/raw from params.yaml's phantom: group (overwrites it)"
+	@echo "make clean   remove .venv, the pytest cache and mutants/"
 
 setup: $(STAMP)
 

@@ -56,7 +56,9 @@ def tiny_dataset(per_class: int = 8, image_size: int = 64, seed: int = 0,
     cfg = PhantomConfig(seed=seed, n_train_per_class=per_class,
                         n_test_per_class=max(2, per_class // 2), image_size=image_size)
     generate(cfg, raw, progress=False)
-    prepare(raw, root / "processed", root / "reports", PrepareConfig(seed=seed), progress=False)
+    # no confounder audit: a tiny set has too few images for its cross-validation to say anything
+    prepare(raw, root / "processed", root / "reports",
+            PrepareConfig(seed=seed, confounder_permutations=0), progress=False)
     write_twins(root / "processed" / "manifest.csv", raw, cfg, root / "processed" / "twins")
     return TinyDataset(raw, root / "processed" / "manifest.csv",
                        root / "reports" / "metrics" / "data_audit.json",

@@ -24,6 +24,12 @@ from lib.data.audit import FINDING_KINDS
 from lib.data.manifest import DataError
 from lib.data.prepare import PrepareConfig, prepare
 
+
+def quick(**kw: object) -> PrepareConfig:
+    """prepare's settings without the confounder audit (100 permutations by default): the tests
+    of the audit ask for it explicitly."""
+    return PrepareConfig(confounder_permutations=0, **kw)
+
 SIZE = 96
 
 
@@ -320,7 +326,7 @@ def test_within_split_duplicates_stay_on_one_side(messy):
 
 def test_duplicates_drop_keeps_the_test_copy(tmp_path):
     raw = messy_dataset(tmp_path / "raw")
-    cfg = PrepareConfig(max_pixels=MESSY_CFG.max_pixels, duplicates="drop")
+    cfg = quick(max_pixels=MESSY_CFG.max_pixels, duplicates="drop")
     m = D.prepare(raw, tmp_path / "p", tmp_path / "r", cfg, progress=False).set_index("path")
     for train, test in (("n00.png", "n00_copy.png"), ("n01.png", "n01_near.jpg")):
         dropped = m.loc[f"Training/notumor/{train}"]
@@ -334,7 +340,7 @@ def test_duplicates_drop_keeps_the_test_copy(tmp_path):
 
 def test_bad_duplicates_policy_names_the_allowed_values():
     with pytest.raises(ValueError, match="drop, report"):
-        PrepareConfig(duplicates="delete")
+        quick(duplicates="delete")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -366,7 +372,7 @@ def split_raw(tmp_path_factory) -> Path:
 
 
 def _split_of(raw: Path, seed: int, val_fraction: float = 0.15) -> pd.DataFrame:
-    cfg = PrepareConfig(seed=seed, val_fraction=val_fraction)
+    cfg = quick(seed=seed, val_fraction=val_fraction)
     m, audit = D.build_manifest(raw, cfg, progress=False)
     assert not audit["errors"]
     return m
@@ -403,7 +409,7 @@ def test_split_is_stratified_and_group_aware(split_raw, seed, val_fraction):
 def test_class_names_come_from_folders_and_masks_pair(tmp_path):
     raw = simple_dataset(tmp_path / "raw", masks=True)
     (raw / "Training" / "benign" / "benign_000_mask.png").unlink()
-    m = D.prepare(raw, tmp_path / "p", tmp_path / "r", PrepareConfig(), progress=False)
+    m = D.prepare(raw, tmp_path / "p", tmp_path / "r", quick(), progress=False)
     assert sorted(m["class"].unique()) == ["benign", "malignant"]
     assert dict(zip(m["class"], m["label"], strict=True)) == {"benign": 0, "malignant": 1}
     assert (m["mask"] == m["path"].str.replace(".png", "_mask.png", regex=False)).sum() == 31
@@ -421,7 +427,7 @@ def test_class_with_only_corrupt_files_raises_after_writing(tmp_path):
         save(raw / "Training" / "broken" / f"ok{k}.png", smooth(900 + k))
     (raw / "Testing" / "broken" / "empty.jpg").write_bytes(b"")
     with pytest.raises(DataError) as err:
-        D.prepare(raw, tmp_path / "p", tmp_path / "r", PrepareConfig(), progress=False)
+        D.prepare(raw, tmp_path / "p", tmp_path / "r", quick(), progress=False)
     msg = str(err.value)
     assert "'broken'" in msg and "test" in msg and "3x corrupt" in msg and "1x zero_byte" in msg
     assert isinstance(err.value, ValueError)
@@ -436,7 +442,7 @@ def test_empty_and_one_sided_classes_are_reported(tmp_path):
     (raw / "Training" / "ghost").mkdir()
     (raw / "Training" / "ghost" / ".DS_Store").write_bytes(b"\x00")
     with pytest.raises(DataError, match="'ghost'"):
-        D.prepare(raw, tmp_path / "p", tmp_path / "r", PrepareConfig(), progress=False)
+        D.prepare(raw, tmp_path / "p", tmp_path / "r", quick(), progress=False)
     audit = json.loads((tmp_path / "r" / "metrics" / "data_audit.json").read_text())
     found = {(f["kind"], f["path"]) for f in audit["findings"]}
     assert ("empty_class_folder", "Training/ghost") in found
@@ -448,7 +454,7 @@ def test_refuses_to_write_inside_raw_dir(tmp_path):
     raw = simple_dataset(tmp_path / "raw", n_train=3, n_test=1)
     before = tree_digest(raw)
     with pytest.raises(DataError, match="inside the raw"):
-        D.prepare(raw, raw / "processed", tmp_path / "r", PrepareConfig(), progress=False)
+        D.prepare(raw, raw / "processed", tmp_path / "r", quick(), progress=False)
     assert tree_digest(raw) == before
 
 
@@ -637,7 +643,7 @@ def robust(tmp_path_factory) -> dict:
     base = tmp_path_factory.mktemp("robust")
     raw = robust_dataset(base / "raw")
     before = tree_digest(raw)
-    manifest = D.prepare(raw, base / "processed", base / "reports", PrepareConfig(),
+    manifest = D.prepare(raw, base / "processed", base / "reports", quick(),
                          progress=False)
     audit = json.loads((base / "reports" / "metrics" / "data_audit.json").read_text())
     return {"base": base, "raw": raw, "before": before, "manifest": manifest, "audit": audit}
@@ -668,12 +674,12 @@ def test_too_small_images_are_excluded_with_size_and_minimum(robust):
         assert row["status"] == "excluded" and row["split"] == ""
         assert size in row["reason"] and "min_side = 32" in row["reason"]
     with pytest.raises(ValueError, match="min_side"):
-        PrepareConfig(min_side=0)
+        quick(min_side=0)
 
 
 def test_label_conflict_is_reported_under_both_policies(robust, tmp_path):
     for audit in (robust["audit"], D.build_manifest(
-            robust["raw"], PrepareConfig(duplicates="drop"), progress=False)[1]):
+            robust["raw"], quick(duplicates="drop"), progress=False)[1]):
         conflict = [f for f in audit["findings"] if f["kind"] == "label_conflict"]
         assert len(conflict) == 1
         assert conflict[0]["other_path"] == "Training/malignant/scan_rot.png"
@@ -682,7 +688,7 @@ def test_label_conflict_is_reported_under_both_policies(robust, tmp_path):
     raw = simple_dataset(tmp_path / "raw", n_train=6, n_test=2)
     save(raw / "Testing" / "malignant" / "copy.png", smooth(0))  # = Training/benign/benign_000
     before = tree_digest(raw)
-    _, audit = D.build_manifest(raw, PrepareConfig(), progress=False)
+    _, audit = D.build_manifest(raw, quick(), progress=False)
     kinds = {(f["kind"], f["path"]) for f in audit["findings"]}
     assert ("label_conflict", "Testing/malignant/copy.png") in kinds or (
         "label_conflict", "Training/benign/benign_000.png") in kinds
@@ -773,7 +779,7 @@ def grouped_dataset(root: Path) -> Path:
 def test_groups_split_by_patient_and_report_leakage(tmp_path_factory, seed):
     raw = grouped_dataset(tmp_path_factory.mktemp("groups") / "raw")
     before = tree_digest(raw)
-    m, audit = D.build_manifest(raw, PrepareConfig(seed=seed), progress=False)
+    m, audit = D.build_manifest(raw, quick(seed=seed), progress=False)
     assert tree_digest(raw) == before and not audit["errors"]
     assert "group" in m.columns
     train = m[m["source_split"] == "Training"]
@@ -792,13 +798,13 @@ def test_groups_split_by_patient_and_report_leakage(tmp_path_factory, seed):
                    for f in audit["findings"])
     leaked = m[m["path"].str.contains("_p05_")]
     assert (leaked["status"] == "warn").all() and (leaked["split"] != "").all()
-    again, _ = D.build_manifest(raw, PrepareConfig(seed=seed), progress=False)
+    again, _ = D.build_manifest(raw, quick(seed=seed), progress=False)
     assert again["split"].tolist() == m["split"].tolist()
 
 
 def test_group_leakage_drop_excludes_the_training_side(tmp_path):
     raw = grouped_dataset(tmp_path / "raw")
-    m, audit = D.build_manifest(raw, PrepareConfig(group_leakage="drop"), progress=False)
+    m, audit = D.build_manifest(raw, quick(group_leakage="drop"), progress=False)
     m = m.set_index("path")
     for cls in ("benign", "malignant"):
         for k in range(3):
@@ -807,7 +813,7 @@ def test_group_leakage_drop_excludes_the_training_side(tmp_path):
             assert "group_leakage=drop" in row["reason"]
         assert m.loc[f"Testing/{cls}/{cls}_p05_test.png", "split"] == "test"
     with pytest.raises(ValueError, match="group_leakage"):
-        PrepareConfig(group_leakage="delete")
+        quick(group_leakage="delete")
 
 
 def test_without_groups_the_split_is_by_image_and_no_group_column(robust):
@@ -819,7 +825,7 @@ def test_a_bad_groups_file_is_a_finding_and_the_split_falls_back_to_images(tmp_p
     raw = simple_dataset(tmp_path / "raw", n_train=6, n_test=2)
     (raw / "groups.csv").write_text("image;patient\nTraining/benign/benign_000.png;p1\n")
     before = tree_digest(raw)
-    m, audit = D.build_manifest(raw, PrepareConfig(), progress=False)
+    m, audit = D.build_manifest(raw, quick(), progress=False)
     assert tree_digest(raw) == before and not audit["errors"]
     bad = [f for f in audit["findings"] if f["kind"] == "groups_file"]
     assert len(bad) == 1 and "'file' and 'group'" in bad[0]["reason"]
@@ -841,7 +847,7 @@ def test_groups_from_a_manifest_column_split_by_patient_and_report_leakage(tmp_p
     raw = grouped_dataset(tmp_path / "raw")
     expected = _groups_as_manifest(raw)
     before = tree_digest(raw)
-    m, audit = D.build_manifest(raw, PrepareConfig(seed=seed), progress=False)
+    m, audit = D.build_manifest(raw, quick(seed=seed), progress=False)
     assert tree_digest(raw) == before and not audit["errors"]
     assert audit["split"] == "by group (25 groups, from manifest.csv)"
     got = dict(zip(m["path"], m["group"], strict=True))
@@ -857,7 +863,7 @@ def test_groups_from_a_manifest_column_split_by_patient_and_report_leakage(tmp_p
     assert not any(f["kind"] == "stray_file" for f in audit["findings"])
     # the same split as with groups.csv
     twin = grouped_dataset(tmp_path / "twin")
-    g, g_audit = D.build_manifest(twin, PrepareConfig(seed=seed), progress=False)
+    g, g_audit = D.build_manifest(twin, quick(seed=seed), progress=False)
     assert g["split"].tolist() == m["split"].tolist()
     assert g_audit["split"] == "by group (25 groups, from groups.csv)"
 
@@ -865,12 +871,12 @@ def test_groups_from_a_manifest_column_split_by_patient_and_report_leakage(tmp_p
 def test_a_manifest_exported_by_prepare_is_a_group_source(tmp_path):
     """The manifest a prepare run wrote (with its group column) groups the next run the same."""
     raw = grouped_dataset(tmp_path / "raw")
-    first = prepare(raw, tmp_path / "p1", tmp_path / "r1", PrepareConfig(), progress=False)
+    first = prepare(raw, tmp_path / "p1", tmp_path / "r1", quick(), progress=False)
     exported = (tmp_path / "p1" / "manifest.csv").read_bytes()
     (raw / "groups.csv").unlink()
     (raw / "manifest.csv").write_bytes(exported)
     before = tree_digest(raw)
-    second = prepare(raw, tmp_path / "p2", tmp_path / "r2", PrepareConfig(), progress=False)
+    second = prepare(raw, tmp_path / "p2", tmp_path / "r2", quick(), progress=False)
     assert tree_digest(raw) == before
     assert second["group"].tolist() == first["group"].tolist()
     assert second["split"].tolist() == first["split"].tolist()
@@ -885,7 +891,7 @@ def test_groups_csv_wins_over_a_manifest_group_column(tmp_path):
     pd.DataFrame({"path": truth["file"], "group": "everyone"}).to_csv(raw / "manifest.csv",
                                                                       index=False)
     before = tree_digest(raw)
-    m, audit = D.build_manifest(raw, PrepareConfig(), progress=False)
+    m, audit = D.build_manifest(raw, quick(), progress=False)
     assert tree_digest(raw) == before and not audit["errors"]
     assert audit["split"] == "by group (25 groups, from groups.csv)"
     assert "everyone" not in set(m["group"])
@@ -904,7 +910,7 @@ def test_a_manifest_without_groups_is_a_stray_file(tmp_path, content):
     raw = simple_dataset(tmp_path / "raw", n_train=6, n_test=2)
     (raw / "manifest.csv").write_bytes(content)
     before = tree_digest(raw)
-    m, audit = D.build_manifest(raw, PrepareConfig(), progress=False)
+    m, audit = D.build_manifest(raw, quick(), progress=False)
     assert tree_digest(raw) == before and not audit["errors"]
     assert audit["split"] == "by image" and "group" not in m.columns
     about = [f for f in audit["findings"] if f["path"] == "manifest.csv"]
@@ -915,7 +921,7 @@ def test_a_ragged_group_manifest_is_findings_not_a_crash(tmp_path):
     raw = grouped_dataset(tmp_path / "raw")
     _groups_as_manifest(raw, extra="Training/benign/nogroup.png,benign,p1,surplus,fields\n"
                                    "Training/benign/benign_p00_0.png\n")
-    m, audit = D.build_manifest(raw, PrepareConfig(), progress=False)
+    m, audit = D.build_manifest(raw, quick(), progress=False)
     assert not audit["errors"] and audit["split"].endswith("from manifest.csv)")
     assert m.set_index("path").loc["Training/benign/nogroup.png", "group"] == "p1"
     kinds = {(f["kind"], f["path"]) for f in audit["findings"]}
@@ -953,7 +959,7 @@ def busi(tmp_path_factory) -> dict:
     base = tmp_path_factory.mktemp("busi")
     raw, blobs = busi_dataset(base / "raw")
     before = tree_digest(raw)
-    manifest = D.prepare(raw, base / "processed", base / "reports", PrepareConfig(),
+    manifest = D.prepare(raw, base / "processed", base / "reports", quick(),
                          progress=False)
     audit = json.loads((base / "reports" / "metrics" / "data_audit.json").read_text())
     return {"base": base, "raw": raw, "before": before, "manifest": manifest, "audit": audit,
@@ -1010,7 +1016,7 @@ def test_load_mask_checks_every_part(busi):
 def test_single_masks_keep_their_plain_manifest_value(tmp_path):
     """One <name>_mask.png per image (the phantom's layout): the column is the bare path."""
     raw = simple_dataset(tmp_path / "raw", masks=True)
-    m = D.prepare(raw, tmp_path / "p", tmp_path / "r", PrepareConfig(), progress=False)
+    m = D.prepare(raw, tmp_path / "p", tmp_path / "r", quick(), progress=False)
     assert (m["mask"] == m["path"].str.replace(".png", "_mask.png", regex=False)).all()
     text = (tmp_path / "p" / "manifest.csv").read_text(encoding="utf-8")
     assert "|" not in text and ",Training/benign/benign_000_mask.png,ok," in text
@@ -1029,7 +1035,7 @@ def test_prepare_writes_the_confounder_audit(tmp_path: Path) -> None:
     assert conf["permutations"] == 20 and conf["verdict"] == "no confounder found"
     assert "## Confounders" in (tmp_path / "reports" / "data_audit.md").read_text()
     skipped = prepare(tiny.raw_dir, tmp_path / "out2", tmp_path / "reports2",
-                      PrepareConfig(seed=5, confounder_permutations=0), progress=False)
+                      quick(seed=5), progress=False)
     assert len(skipped) == len(manifest)
     assert json.loads((tmp_path / "reports2" / "metrics" / "data_audit.json").read_text()
                       )["confounders"] is None
