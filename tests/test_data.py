@@ -507,7 +507,7 @@ def _write_params(root: Path) -> Path:
         "seed": 3,
         "data": {"raw_dir": "raw", "processed_dir": "data/processed"},
         "prepare": {"val_fraction": 0.2, "duplicates": "drop", "phash_max_distance": 4,
-                    "max_pixels": 1_000_000},
+                    "max_pixels": 1_000_000, "confounder_permutations": 0},
     }))
     return p
 

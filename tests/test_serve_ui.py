@@ -154,6 +154,7 @@ def test_feedback_stores_image_mask_and_record(ui: UI, service: Service) -> None
 
 
 # ---- a real server -----------------------------------------------------------------------------
+@pytest.mark.slow  # a real `python -m lib.serve` process: about 20 s with its start and stop
 def test_client_predicts_like_the_study(server: str, service: Service, study: Path,
                                        work: Path) -> None:
     from gradio_client import Client, handle_file
@@ -241,6 +242,7 @@ def test_browser_check_catches_errors_and_fetches(chromium: Any) -> None:
     watch.page.context.close()
 
 
+@pytest.mark.slow  # the real server and headless Chromium
 def test_ui_in_a_browser_predicts_offline(chromium: Any, server: str, tmp_path: Path) -> None:
     watch = watched_page(chromium)
     page = watch.page

@@ -146,6 +146,7 @@ def test_tiny_fit_reduces_training_loss(data: train.TrainingData, tmp_path: Path
     assert (tmp_path / "run-0-False" / "final.keras").is_file()
 
 
+@pytest.mark.slow  # three fits
 def test_same_seed_gives_identical_weights(data: train.TrainingData, tmp_path: Path) -> None:
     a = _fit(data, tmp_path / "a", seed=5, epochs=3)
     b = _fit(data, tmp_path / "b", seed=5, epochs=3)
@@ -261,6 +262,7 @@ def test_train_seeds_is_the_explicit_loop_and_cleans_up(data: train.TrainingData
     assert not list((tmp_path / "root" / train.RESUME_ROOT).iterdir())  # resume folder removed
 
 
+@pytest.mark.slow  # two phases of a MobileNetV3Small: about 12 s
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # Keras's own
 def test_fit_two_phase_freezes_then_fine_tunes(data: train.TrainingData, tmp_path: Path) -> None:
     """Phase 1 trains the head only (backbone weights and BN statistics unchanged); phase 2
