@@ -203,11 +203,16 @@ def test_report_is_self_contained_and_matches_metrics(study: dict) -> None:
     check_report(study["clone"] / "reports")
 
 
-# Every stage whose output depends on chance (the seeded split, samples, weight initialisation,
-# shuffling, augmentation, bootstrap resamples, saliency samples) is forced; the report only
-# renders what they wrote.
-FORCED = ("prepare", "eda", "augmentation", *(f"train_scratch@{v}" for v in VARIANTS), "pretext",
-          "pretrain", "train_transfer", "evaluate", "twins", "explain")
+# Every stage that samples or trains is forced: the EDA's sample, each training (the
+# dropout + batchnorm variant has every random layer of the scratch CNN), the evaluation's
+# bootstrap and the explanations' samples, noise and scrambling. The stages whose only chance is
+# a seeded generator call are pinned bit for bit by their own tests instead, and are not rerun
+# here (a minute of make test's six): prepare's split (tests/test_data.py,
+# test_prepare_twice_gives_identical_files), the augmentation preview's layers
+# (tests/test_augment.py), and the phantom's pretext set and twins (tests/test_phantom.py
+# regenerates the default profile byte for byte).
+FORCED = ("eda", "train_scratch@dropout_batchnorm", "pretrain", "train_transfer", "evaluate",
+          "explain")
 # Byte-compared outputs of those stages: every file except the executed notebooks and their HTML
 # (papermill stamps times into them) and the model files (a .keras zip and its HDF5 weights carry
 # save times; their weights are compared as arrays instead).
@@ -254,8 +259,8 @@ def same_weights(a: dict[str, list], b: dict[str, list]) -> list[str]:
 
 
 def test_forced_repro_is_byte_identical(study: dict, tmp_path: Path) -> None:
-    """Every chance-dependent stage rerun in a copy of the clone gives the same bytes (and the
-    same weights) as the first run: the README's 'bit-identical on one machine'."""
+    """Every stage that samples or trains, rerun in a copy of the clone, gives the same bytes (and
+    the same weights) as the first run: the README's "bit-identical on one machine"."""
     clone = tmp_path / "again"
     shutil.copytree(study["clone"], clone, symlinks=True)
     before, weights = output_bytes(clone), model_weights(clone)
