@@ -71,11 +71,8 @@ def tiny_dataset(per_class: int = 8, image_size: int = 64, seed: int = 0,
 def tiny_models(dataset: TinyDataset, models_dir: str | Path | None = None,
                 variants: tuple[str, ...] = ("none", "batchnorm"), image_size: int = 32,
                 epochs: int = 3, seed: int = 0) -> Path:
-    """One small scratch CNN per variant, saved as `<models_dir>/scratch_<v>/seed<N>.keras`.
-
-    The evaluation and explanation notebooks default to
-    these so they run without the pipeline.
-    """
+    """One small scratch CNN per variant, saved as `<models_dir>/scratch_<v>/seed<N>.keras`: what
+    the evaluation and explanation notebooks explain when run on their own."""
     models_dir = Path(models_dir) if models_dir else dataset.manifest_path.parent.parent / "models"
     data = TrainingData.from_manifest(dataset.manifest_path, dataset.raw_dir, image_size)
     cfg = TrainConfig(epochs=epochs, batch_size=16, learning_rate=0.003, patience=epochs)
