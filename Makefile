@@ -68,7 +68,7 @@ test: setup
 	$(BIN)/python -m pytest -n 2 --dist loadfile --nbval-lax --nbval-current-env --durations=8 \
 	  tests notebooks
 
-# The edit loop: unit tests only (no real dvc repro, no notebooks), a minute or two on 2 cores.
+# The edit loop: the unit tests not marked slow (no real dvc repro, no notebooks), about 80 s on 2 cores.
 test-fast: setup
 	$(BIN)/python -m pytest -n 2 -m "not slow" -q tests
 
