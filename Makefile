@@ -11,7 +11,8 @@ export PYTHONHASHSEED := 0
 export TF_CPP_MIN_LOG_LEVEL := 2
 export MPLBACKEND := Agg
 
-.PHONY: help setup data repro test test-fast mutation lab serve bench report lint lock phantom clean
+.PHONY: help setup data repro test test-fast mutation lab serve bench crosscheck report lint lock \
+	phantom clean
 help:
 	@echo "make repro   set up .venv, make sure data/raw exists, run the whole study (dvc repro)"
 	@echo "make test    set up .venv, run the whole test suite (unit, notebooks, real dvc repro)"
@@ -20,6 +21,7 @@ help:
 	@echo "make lab     open the notebooks in JupyterLab with the project kernel"
 	@echo "make serve   the app: web UI at http://127.0.0.1:8000/ui/, REST API docs at /docs"
 	@echo "make bench   print the speed budgets as measured figures"
+	@echo "make crosscheck  rerun the study with other oneDNN kernels (AVX2), compare its claims"
 	@echo "make report  rebuild only the HTML report from existing outputs"
 	@echo "make lint    ruff;  make lock  re-resolve requirements.in into requirements.txt"
 	@echo "make data    make sure data/raw exists (DVC remote when configured, else the phantom)"
@@ -92,6 +94,14 @@ serve: setup
 
 bench: setup
 	$(BIN)/python -m bench.run
+
+# The cross-machine check, after make repro: reruns the whole study in a temp copy of the checkout
+# with oneDNN capped at AVX2 kernels (ONEDNN_MAX_CPU_ISA), as another CPU would train it, and
+# checks that every claim of reports/metrics/claims.json is the same and no metric drifts outside
+# its seed-aware interval; writes reports/crosscheck.md and .json. Takes about as long as make
+# repro (the capped ISA is 25-40 % slower); python -m tools.crosscheck --help for the options.
+crosscheck: setup
+	$(BIN)/python -m tools.crosscheck
 
 lint: setup
 	$(BIN)/ruff check .

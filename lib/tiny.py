@@ -8,6 +8,7 @@ of a training, evaluate or explain stage's dependencies (tests/test_stage.py che
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ from .train.models import ScratchConfig, build_scratch
 
 # What a notebook run on its own changes in params.yaml's values, so that it trains in seconds on
 # the tiny dataset; everything else is the study's own setting.
-TINY: dict[str, dict[str, Any]] = {
+TINY: dict[str, Any] = {
+    "train_seeds": [42, 43],  # two: the seed-aware statistics have a spread to work on
     "train": {"batch_size": 16},
     "train_scratch": {"input_size": 32, "blocks": 2, "filters": 8, "epochs": 2},
     "train_transfer": {"weights": "none", "input_size": 32, "phase1_epochs": 1, "phase2_epochs": 1,
@@ -38,7 +40,7 @@ def standalone(*keys: str) -> tuple[Any, ...]:
     notebook run on its own uses in place of the values papermill injects in the pipeline."""
     params = load_params()
     for group, changes in TINY.items():
-        params[group] = {**params[group], **changes}
+        params[group] = {**params[group], **changes} if isinstance(changes, dict) else changes
     return tuple(lookup(params, key) for key in keys)
 
 
@@ -70,9 +72,10 @@ def tiny_dataset(per_class: int = 8, image_size: int = 64, seed: int = 0,
 
 def tiny_models(dataset: TinyDataset, models_dir: str | Path | None = None,
                 variants: tuple[str, ...] = ("none", "batchnorm"), image_size: int = 32,
-                epochs: int = 3, seed: int = 0) -> Path:
-    """One small scratch CNN per variant, saved as `<models_dir>/scratch_<v>/seed<N>.keras`: what
-    the evaluation and explanation notebooks explain when run on their own."""
+                epochs: int = 3, seeds: Sequence[int] = (0, 1)) -> Path:
+    """Small scratch CNNs, one per variant and seed, saved as `<models_dir>/scratch_<v>/seed<N>
+    .keras`: what the evaluation and explanation notebooks explain when run on their own (two
+    seeds, so that their seed-aware statistics run too)."""
     models_dir = Path(models_dir) if models_dir else dataset.manifest_path.parent.parent / "models"
     data = TrainingData.from_manifest(dataset.manifest_path, dataset.raw_dir, image_size)
     cfg = TrainConfig(epochs=epochs, batch_size=16, learning_rate=0.003, patience=epochs)
@@ -84,7 +87,7 @@ def tiny_models(dataset: TinyDataset, models_dir: str | Path | None = None,
         def build(arch: ScratchConfig = arch) -> object:
             return build_scratch(data.input_shape(1), data.n_classes, arch)
 
-        train_seeds(data, [seed], build, cfg, stage=f"scratch_{variant}",
+        train_seeds(data, list(seeds), build, cfg, stage=f"scratch_{variant}",
                     models_dir=models_dir / f"scratch_{variant}",
                     resume_root=models_dir.parent, verbose=0)
     return models_dir

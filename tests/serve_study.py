@@ -24,7 +24,7 @@ TEMPERATURES = {"none": 1.5, "batchnorm": 0.8}
 def build_served_study(root: Path) -> Path:
     """root/{dvc.yaml, params.yaml, raw/, models/, reports/metrics/evaluate.json}; returns root."""
     dataset = tiny_dataset(per_class=6, image_size=64, seed=3, workdir=root)
-    tiny_models(dataset, root / "models", variants=VARIANTS, image_size=32, epochs=1, seed=0)
+    tiny_models(dataset, root / "models", variants=VARIANTS, image_size=32, epochs=1, seeds=(0,))
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"].update(raw_dir="raw", processed_dir="processed")  # where tiny_dataset wrote
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

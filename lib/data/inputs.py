@@ -7,6 +7,7 @@ imported lazily."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,74 @@ def make_dataset(frame: pd.DataFrame, raw_dir: Path, *, image_size: int, n_class
         ds = ds.map(lambda x, y: (tf.image.grayscale_to_rgb(x), y),
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+@dataclass
+class TrainStream:
+    """Every epoch's training batches as a pure function of (seed, epoch, batch): exact resume.
+
+    The images are decoded and resized once (``load_arrays``) and kept in memory. Epoch e visits
+    them in the order of a stateless draw seeded by (seed, e), and batch i of epoch e is augmented
+    by ``augment.at_step(x, e * steps + i)``, whose random state is reset from that step number.
+    So a run resumed at epoch e sees exactly the batches an uninterrupted run sees there, with no
+    shuffle buffer or random-generator position to carry over. ``dataset(first, last)`` is one
+    stream of epochs first..last-1, for ``model.fit(steps_per_epoch=steps)``.
+    """
+
+    images: np.ndarray  # float32 (N, S, S, 1) in 0-255, as make_dataset decodes them
+    labels: np.ndarray  # int64 (N,)
+    n_classes: int
+    batch_size: int
+    seed: int
+    channels: int = 1
+    augment: Any | None = None  # an object with at_step(images, step), e.g. AugmentPolicy
+
+    def __post_init__(self) -> None:
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        if len(self.labels) == 0:
+            raise DataError("no training images")
+        if self.labels.min() < 0 or self.labels.max() >= self.n_classes:
+            raise DataError(f"labels outside 0..{self.n_classes - 1}; the model and manifest "
+                            "disagree")
+
+    @property
+    def steps(self) -> int:
+        """Batches per epoch (the last one may be short)."""
+        return -(-len(self.labels) // self.batch_size)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The image order of `epoch` (what ``dataset`` draws; for tests and readers)."""
+        return self._order(epoch).numpy()
+
+    def _order(self, epoch: Any) -> Any:
+        import tensorflow as tf
+
+        key = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(epoch, tf.int64)])
+        return tf.argsort(tf.random.stateless_uniform([len(self.labels)], seed=key))
+
+    def dataset(self, first_epoch: int, last_epoch: int) -> Any:
+        import tensorflow as tf
+
+        x = tf.constant(self.images, tf.float32)
+        y = tf.one_hot(self.labels, self.n_classes)
+        steps = self.steps
+
+        def one_epoch(epoch: Any) -> Any:
+            batches = tf.data.Dataset.from_tensor_slices(self._order(epoch))
+            batches = batches.batch(self.batch_size).enumerate()
+            return batches.map(lambda i, idx: (epoch * steps + i, tf.gather(x, idx),
+                                               tf.gather(y, idx)))
+
+        ds = tf.data.Dataset.range(first_epoch, last_epoch).flat_map(one_epoch)
+        if self.augment is not None:  # sequential: the policy resets shared random state
+            ds = ds.map(lambda step, xb, yb: (self.augment.at_step(xb, step), yb))
+        else:
+            ds = ds.map(lambda step, xb, yb: (xb, yb))
+        if self.channels == 3:
+            ds = ds.map(lambda xb, yb: (tf.image.grayscale_to_rgb(xb), yb),
+                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def load_arrays(frame: pd.DataFrame, raw_dir: Path, *, image_size: int, n_classes: int,

@@ -34,7 +34,7 @@ import pandas as pd
 from ..config import check_int, from_group
 from ..jsonio import STAGE_DIGITS, round_floats
 from ..splits import TEST, VAL
-from ..stats import bootstrap_ci, mean_sd
+from ..stats import bootstrap_ci
 
 KEY = re.compile(r"^(?P<name>.+)_s(?P<seed>\d+)$")
 LOGIT_FLOOR = 1e-12  # log(0) would make a temperature meaningless; softmax outputs never reach it
@@ -348,26 +348,32 @@ def calibration_scores(labels: np.ndarray, probs: np.ndarray, bins: int = 15) ->
 # --------------------------------------------------------------------------------------------
 # Uncertainty: bootstrap over test images
 # --------------------------------------------------------------------------------------------
+def resampled_scores(labels: np.ndarray, predicted: np.ndarray, n_classes: int,
+                     idx: np.ndarray) -> dict[str, np.ndarray]:
+    """``scores_from_confusion`` of every resample (rows of the index matrix `idx`) at once.
+
+    Each resample's confusion counts come from one bincount over
+    `resample * k^2 + true * k + predicted`, so B = 1000 resamples cost milliseconds.
+    """
+    k = n_classes
+    cell = np.asarray(labels) * k + np.asarray(predicted)
+    b = len(idx)
+    flat = (np.arange(b)[:, None] * (k * k) + cell[idx]).ravel()
+    return scores_from_confusion(np.bincount(flat, minlength=b * k * k).reshape(b, k, k))
+
+
 def classification_cis(labels: np.ndarray, predicted: np.ndarray, n_classes: int,
                        resamples: int = 1000, seed: int = 42, level: float = 0.95
                        ) -> dict[str, Any]:
     """Percentile CIs for accuracy, macro-F1 and per-class F1 from resampled test images.
 
-    lib.stats.bootstrap_ci draws one (B x n) index matrix; each resample's confusion counts come
-    from one bincount over `resample * k^2 + true * k + predicted`, so B = 1000 costs
-    milliseconds.
+    lib.stats.bootstrap_ci draws one (B x n) index matrix; ``resampled_scores`` scores all of it.
     """
-    k = n_classes
-    cell = np.asarray(labels) * k + np.asarray(predicted)
-
     def scores(idx: np.ndarray) -> np.ndarray:
-        b = len(idx)
-        flat = (np.arange(b)[:, None] * (k * k) + cell[idx]).ravel()
-        cms = np.bincount(flat, minlength=b * k * k).reshape(b, k, k)
-        s = scores_from_confusion(cms)
+        s = resampled_scores(labels, predicted, n_classes, idx)
         return np.column_stack([s["accuracy"], s["macro_f1"], s["f1"]])
 
-    ci = bootstrap_ci(scores, len(cell), resamples, seed, level)
+    ci = bootstrap_ci(scores, len(labels), resamples, seed, level)
     return {"accuracy": ci[:, 0].tolist(), "macro_f1": ci[:, 1].tolist(),
             "f1": ci[:, 2:].T.tolist()}
 
@@ -519,8 +525,9 @@ def _check_same_images(evaluations: dict[str, Evaluation]) -> None:
                              f"{first.key}; rerun lib.evaluate.predict.predict_all for every model")
 
 
-BEST_MODEL_RULE = ("highest macro-F1 on the validation split (the test split is never used to "
-                   "choose); ties: the first model key in alphabetical order")
+BEST_MODEL_RULE = ("highest mean validation macro-F1 over the configuration's seeds (the test "
+                   "split is never used to choose; ties: the first name in alphabetical order); "
+                   "where one model must stand for it (galleries, the app), its lowest seed")
 
 
 def validation_macro_f1(labels: np.ndarray, probs: np.ndarray, n_classes: int) -> float:
@@ -530,31 +537,35 @@ def validation_macro_f1(labels: np.ndarray, probs: np.ndarray, n_classes: int) -
     return float(scores_from_confusion(cm)["macro_f1"])
 
 
-def best_model(val_macro_f1: dict[str, float]) -> str:
-    """The study's best model, by ``BEST_MODEL_RULE``: {model key: validation macro-F1} -> key.
-
-    One rule for the report and the explanations, so both name the same model; chosen on
-    validation so that the test numbers reported for it are not the best of several tries.
-    """
+def best_configuration(val_macro_f1: dict[str, float]) -> str:
+    """The study's best configuration by ``BEST_MODEL_RULE``: {model key `<name>_s<seed>`:
+    validation macro-F1} -> name. Averaged over seeds, so one lucky seed does not choose it."""
     if not val_macro_f1:
         raise ValueError("no models to choose from")
-    return min(val_macro_f1, key=lambda k: (-val_macro_f1[k], k))
+    groups: dict[str, list[float]] = {}
+    for key, value in val_macro_f1.items():
+        groups.setdefault(parse_key(key)[0], []).append(value)
+    return min(groups, key=lambda name: (-float(np.mean(groups[name])), name))
 
 
-def seed_summary(evaluations: dict[str, Evaluation]) -> dict[str, Any]:
-    """Mean ± sd of test accuracy and macro-F1 over the seeds of each model."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for ev in evaluations.values():
-        groups.setdefault(ev.pred.model, []).append(ev.metrics)
-    return {name: {"accuracy": mean_sd([m["accuracy"] for m in runs]),
-                   "macro_f1": mean_sd([m["macro"]["f1"] for m in runs])}
-            for name, runs in sorted(groups.items())}
+def best_model(val_macro_f1: dict[str, float]) -> str:
+    """The model that stands for the best configuration: its lowest seed (``BEST_MODEL_RULE``).
+
+    One rule for the report, the explanations and the app, so all name the same model; chosen
+    on validation so that the test numbers reported for it are not the best of several tries.
+    """
+    name = best_configuration(val_macro_f1)
+    return min((k for k in val_macro_f1 if parse_key(k)[0] == name), key=lambda k: parse_key(k)[1])
 
 
 def summarise(evaluations: dict[str, Evaluation], *, resamples: int, seed: int,
               level: float = 0.95, alpha: float = 0.05, bins: int = 15) -> dict[str, Any]:
-    """The evaluate.json payload: every model, seeds, pairwise McNemar, best model (chosen on
-    validation, ``best_model``), notes."""
+    """The evaluate.json payload: every model; per configuration its seeds' statistics, the
+    seed-aware comparisons and its seed ensemble (lib.evaluate.seeds); per-seed McNemar (detail);
+    the best configuration and the model standing for it (chosen on validation,
+    ``BEST_MODEL_RULE``); notes."""
+    from .seeds import seed_evidence  # seeds builds on this module's metrics
+
     if not evaluations:
         raise ValueError("no models to summarise; predict_all found none")
     _check_same_images(evaluations)
@@ -565,12 +576,13 @@ def summarise(evaluations: dict[str, Evaluation], *, resamples: int, seed: int,
         "bootstrap": {"resamples": resamples, "seed": seed, "level": level},
         "alpha": alpha, "ece_bins": bins,
         "models": {k: ev.metrics for k, ev in sorted(evaluations.items())},
-        "seeds": seed_summary(evaluations),
         "mcnemar": compare_models({k: ev.correct for k, ev in evaluations.items()}, alpha),
         "best_model": best_model({k: validation_macro_f1(ev.pred.val_labels, ev.pred.val_probs,
                                                          len(first.classes))
                                   for k, ev in evaluations.items()}),
         "best_model_rule": BEST_MODEL_RULE,
+        **seed_evidence(evaluations, resamples=resamples, seed=seed, level=level, alpha=alpha,
+                        bins=bins),
         "notes": notes,
     }
     return round_floats(payload, DIGITS)

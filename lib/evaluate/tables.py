@@ -89,14 +89,34 @@ def per_class_table(report: dict[str, Any], key: str) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def seeds_table(report: dict[str, Any]) -> pd.DataFrame:
-    """Test accuracy and macro-F1 per model as mean ± sd over seeds (sd blank for one seed)."""
+def configurations_table(report: dict[str, Any]) -> pd.DataFrame:
+    """Per configuration over its seeds: test macro-F1, accuracy and validation macro-F1 as
+    mean ± sd with the t-interval of the test macro-F1 (sd and interval blank for one seed)."""
     def fmt(s: dict[str, Any]) -> str:
         return f"{s['mean']:.3f}" + (f" ± {s['sd']:.3f}" if s["sd"] is not None else "")
 
-    return pd.DataFrame({name: {"seeds": v["accuracy"]["n"], "accuracy": fmt(v["accuracy"]),
-                                "macro-F1": fmt(v["macro_f1"])}
-                         for name, v in report["seeds"].items()}).T
+    return pd.DataFrame({name: {
+        "seeds": ", ".join(map(str, c["seeds"])),
+        "test macro-F1": fmt(c["test_macro_f1"]),
+        "95 % CI over seeds": _ci(c["test_macro_f1"]["mean"], c["test_macro_f1"]["interval"]),
+        "test accuracy": fmt(c["test_accuracy"]), "val macro-F1": fmt(c["val_macro_f1"]),
+        "best (on val)": name == report["best_configuration"]}
+        for name, c in report["configurations"].items()}).T
+
+
+def ensembles_table(report: dict[str, Any]) -> pd.DataFrame:
+    """Each seed ensemble: its macro-F1 beside its members', the gain with its interval (test
+    sampling only) and its ECE beside the members' ECE after temperature scaling."""
+    rows = {}
+    for name, e in report.get("ensembles", {}).items():
+        vs, cal = e["vs_members"], e["calibration"]
+        rows[name] = {"ensemble macro-F1": f"{e['macro_f1']:.3f}",
+                      "members": ", ".join(f"{v:.3f}" for v in e["members_macro_f1"]),
+                      "gain (95 % CI, test images)": _ci(vs["estimate"], vs["interval"]),
+                      "ECE ensemble": f"{cal['ensemble_ece']:.3f}",
+                      "ECE members after T": ", ".join(
+                          f"{v:.3f}" for v in cal["members_ece_after_temperature"])}
+    return pd.DataFrame(rows).T
 
 
 def mcnemar_table(report: dict[str, Any]) -> pd.DataFrame:

@@ -44,7 +44,12 @@ from ..contracts import TWINS_JSON
 from ..data.images import load_image, load_mask
 from ..data.inputs import load_arrays, to_model_input
 from ..data.manifest import DataError, class_names, load_manifest, split_frame
-from ..evaluate.metrics import BEST_MODEL_RULE, best_model, validation_macro_f1
+from ..evaluate.metrics import (
+    BEST_MODEL_RULE,
+    best_configuration,
+    best_model,
+    validation_macro_f1,
+)
 from ..forward import predict_probs
 from ..seeding import seed_everything
 from . import scores as localise
@@ -378,31 +383,88 @@ def explain_model(model: Any, key: str, test: SplitImages, cfg: ExplainConfig,
         time.perf_counter() - start)
 
 
+def explain_seed(model: Any, key: str, test: SplitImages, cfg: ExplainConfig,
+                 twins: Twins | None = None, twins_reason: str | None = None) -> dict[str, Any]:
+    """The part measured on every seed: test accuracy, the cheap methods' localisation on every
+    tumour test image and the shortcut control. (The expensive methods, faithfulness, sanity and
+    the figures run once per configuration, on its representative model: ``explain_all``.)"""
+    from ..evaluate.predict import input_spec
+
+    seed_everything(cfg.seed)
+    x = test.inputs(*input_spec(model))
+    probs = predict_probs(model, x)
+    predicted, labels = probs.argmax(axis=1), test.frame["label"].to_numpy()
+    localisation: dict[str, Any] = {"skipped": test.skipped.get("localisation", "")}
+    if len(test.tumour):
+        targets = resolve_targets(cfg.class_index, labels, predicted, len(test.names))
+        explainer = Explainer(model, cfg.layer, cfg.saliency, cfg.min_grid)
+        rows = test.tumour
+        classes = test.frame["class"].to_numpy()[rows]
+        localisation = {}
+        for method in cheap_methods(cfg):
+            table = localise.score_maps(explainer.maps(x[rows], targets[rows], method),
+                                        [test.masks[i] for i in rows], cfg.iou_threshold)
+            localisation[method] = localise.summarise(table, list(classes),
+                                                      cfg.bootstrap_resamples, cfg.seed)
+    return {"accuracy": float((predicted == labels).mean()), "localisation": localisation,
+            "shortcut": _shortcut(model, test, predicted, twins, twins_reason)}
+
+
+def cheap_methods(cfg: ExplainConfig) -> list[str]:
+    """The configured methods cheap enough to run on every seed and every tumour image."""
+    return [m for m in cfg.methods if m in CHEAP_METHODS]
+
+
+def seed_part(metrics: dict[str, Any], cfg: ExplainConfig) -> dict[str, Any]:
+    """``explain_seed``'s numbers, taken from a representative's full metrics."""
+    loc = metrics["localisation"]
+    return {"accuracy": metrics["accuracy"],
+            "localisation": loc if "skipped" in loc else
+            {m: loc[m] for m in cheap_methods(cfg) if m in loc},
+            "shortcut": metrics["shortcut"]}
+
+
+def representatives(models: list[Any]) -> set[str]:
+    """The key of each configuration's lowest seed: the model explained in full."""
+    firsts: dict[str, Any] = {}
+    for tm in models:
+        if tm.name not in firsts or tm.seed < firsts[tm.name].seed:
+            firsts[tm.name] = tm
+    return {tm.key for tm in firsts.values()}
+
+
 def explain_all(models: list[Any], test: SplitImages, cfg: ExplainConfig,
                 twins: Twins | None, twins_reason: str | None, progress: bool = True
-                ) -> tuple[dict[str, ModelExplanation], dict[str, str]]:
-    """Every model (lib.evaluate.predict.TrainedModel) explained; a model without the asked-for
-    layer is
-    skipped with the reason (an error when no model has it)."""
+                ) -> tuple[dict[str, ModelExplanation], dict[str, str], dict[str, dict[str, Any]]]:
+    """Every model (lib.evaluate.predict.TrainedModel) explained: in full (every method, the
+    faithfulness and sanity checks, the figures) for each configuration's lowest seed, and
+    ``explain_seed`` for its other seeds. A model without the asked-for layer is skipped with
+    the reason (an error when no model has it). Returns (full results, skipped, per-seed part of
+    every model)."""
     from ..evaluate.predict import load
 
+    full = representatives(models)
     iterator: Any = models
     if progress:
         from tqdm import tqdm
 
         iterator = tqdm(models, desc="explain", unit="model")
-    results, skipped = {}, {}
+    results, skipped, per_seed = {}, {}, {}
     for tm in iterator:
         model = load(tm)
         try:
-            results[tm.key] = explain_model(model, tm.key, test, cfg, twins, twins_reason)
+            if tm.key in full:
+                results[tm.key] = explain_model(model, tm.key, test, cfg, twins, twins_reason)
+                per_seed[tm.key] = seed_part(results[tm.key].metrics, cfg)
+            else:
+                per_seed[tm.key] = explain_seed(model, tm.key, test, cfg, twins, twins_reason)
         except ValueError as err:
             if cfg.layer == "auto" or f"named {cfg.layer!r}" not in str(err):
                 raise
             skipped[tm.key] = str(err)
     if not results:
         raise ValueError(f"no model has a layer named {cfg.layer!r}: {skipped}")
-    return results, skipped
+    return results, skipped, per_seed
 
 
 # --------------------------------------------------------------------------------------------
@@ -412,26 +474,28 @@ NO_VALIDATION_RULE = (BEST_MODEL_RULE + "; without validation images every model
                       "first key is taken")
 
 
-def pick_model(models: list[Any], results: dict[str, ModelExplanation],
-               val: SplitImages | None) -> dict[str, Any]:
-    """The model the report heads with, by lib.evaluate's one rule (``best_model``): the highest
-    validation macro-F1 (``validation_macro_f1``) over the explained models, each predicting every
-    validation image here (the explain stage does not depend on the evaluate stage's output).
+def pick_model(models: list[Any], skipped: dict[str, str], val: SplitImages | None
+               ) -> dict[str, Any]:
+    """The model the report heads with, by lib.evaluate's one rule (``best_model``): the best
+    configuration by mean validation macro-F1 (``validation_macro_f1``) over its seeds, and its
+    lowest seed; every model predicts every validation image here (the explain stage does not
+    depend on the evaluate stage's output).
     """
     from ..evaluate.predict import input_spec, load
 
+    keys = [tm.key for tm in models if tm.key not in skipped]
     if val is None:
-        return {"best_model": min(results), "best_model_rule": NO_VALIDATION_RULE,
+        return {"best_model": min(keys), "best_model_rule": NO_VALIDATION_RULE,
                 "val_macro_f1": None}
     labels = val.frame["label"].to_numpy()
     scores = {}
     for tm in models:
-        if tm.key in results:
+        if tm.key in keys:
             model = load(tm)
             probs = predict_probs(model, val.inputs(*input_spec(model)))
             scores[tm.key] = validation_macro_f1(labels, probs, len(val.names))
-    return {"best_model": best_model(scores), "best_model_rule": BEST_MODEL_RULE,
-            "val_macro_f1": scores}
+    return {"best_model": best_model(scores), "best_configuration": best_configuration(scores),
+            "best_model_rule": BEST_MODEL_RULE, "val_macro_f1": scores}
 
 
 def pick_headline(scores: dict[str, float]) -> str:
@@ -444,35 +508,65 @@ def fallback_headline(methods: tuple[str, ...] | list[str]) -> str:
     return min(methods, key=METHODS.index)
 
 
-def choose_headline(model: Any, key: str, val: SplitImages | None, cfg: ExplainConfig,
-                    reason: str | None = None) -> dict[str, Any]:
-    """Every configured method on the validation sample, scored by the strict pointing game.
+def _val_pointing(model: Any, val: SplitImages, rows: np.ndarray, method: str,
+                  cfg: ExplainConfig) -> dict[str, float]:
+    """One method's strict and tolerant pointing game of `model` on validation `rows`."""
+    from ..evaluate.predict import input_spec
 
+    x = val.inputs(*input_spec(model))[rows]
+    labels = val.frame["label"].to_numpy()[rows]
+    predicted = predict_probs(model, x).argmax(axis=1)
+    targets = resolve_targets(cfg.class_index, labels, predicted, len(val.names))
+    explainer = Explainer(model, cfg.layer, cfg.saliency, cfg.min_grid)
+    table = localise.score_maps(explainer.maps(x, targets, method),
+                                [val.masks[i] for i in rows], cfg.iou_threshold)
+    return {"pointing_game": float(table["pointing_game"].mean()),
+            "pointing_game_tol": float(table["pointing_game_tol"].mean())}
+
+
+def choose_headline(model: Any, key: str, val: SplitImages | None, cfg: ExplainConfig,
+                    reason: str | None = None, members: dict[str, Any] | None = None
+                    ) -> dict[str, Any]:
+    """Every configured method scored on validation tumour images by the strict pointing game.
+
+    The cheap methods (Grad-CAM, Grad-CAM++, HiResCAM) on *every* validation tumour image and
+    every seed of the best configuration (`members`: {key: model}, `model` among them),
+    averaged over the seeds, so that one image or one seed does not swing the choice; the
+    expensive ones on the seeded validation sample (``sample_size`` images) with `model` alone.
     The headline method is the argmax (``pick_headline``) over the methods that pass the
-    randomisation sanity check on the same images: chosen on validation images so that the test
-    numbers the report heads with are not the best of several tries on test, and never a method
-    whose maps do not depend on the model.
+    randomisation sanity check (on ``sanity_size`` sample images of `model`): chosen on
+    validation images so that the test numbers the report heads with are not the best of
+    several tries on test, and never a method whose maps do not depend on the model.
     """
     from ..evaluate.predict import input_spec
 
     if val is None or not len(val.tumour):
         return {"skipped": reason or "no validation tumour images",
                 "headline_method": fallback_headline(cfg.methods)}
+    members = members or {key: model}
     seed_everything(cfg.seed)
     rows = val.sample  # tumour rows only, stratified by class, seeded
     x = val.inputs(*input_spec(model))[rows]
     labels = val.frame["label"].to_numpy()[rows]
-    predicted = predict_probs(model, x).argmax(axis=1)
-    targets = resolve_targets(cfg.class_index, labels, predicted, len(val.names))
+    targets = resolve_targets(cfg.class_index, labels, predict_probs(model, x).argmax(axis=1),
+                              len(val.names))
     explainer = Explainer(model, cfg.layer, cfg.saliency, cfg.min_grid)
-    masks = [val.masks[i] for i in rows]
+    maps = {m: explainer.maps(x, targets, m) for m in cfg.methods}  # the sanity check's too
     scores: dict[str, dict[str, Any]] = {}
-    maps: dict[str, np.ndarray] = {}
     for method in cfg.methods:
-        maps[method] = explainer.maps(x, targets, method)
-        table = localise.score_maps(maps[method], masks, cfg.iou_threshold)
-        scores[method] = {"pointing_game": float(table["pointing_game"].mean()),
-                          "pointing_game_tol": float(table["pointing_game_tol"].mean())}
+        if method in CHEAP_METHODS:
+            per_seed = {k: _val_pointing(m, val, val.tumour, method, cfg)
+                        for k, m in sorted(members.items())}
+            scores[method] = {s: float(np.mean([v[s] for v in per_seed.values()]))
+                              for s in ("pointing_game", "pointing_game_tol")}
+            scores[method].update(n=len(val.tumour), models=sorted(per_seed),
+                                  per_seed={k: v["pointing_game"] for k, v in per_seed.items()})
+        else:
+            table = localise.score_maps(maps[method], [val.masks[i] for i in rows],
+                                        cfg.iou_threshold)
+            scores[method] = {"pointing_game": float(table["pointing_game"].mean()),
+                              "pointing_game_tol": float(table["pointing_game_tol"].mean()),
+                              "n": len(rows), "models": [key]}
     # A method whose maps hardly change when the model is scrambled shows the image, not the
     # model (Adebayo et al. 2018): it may not head the report, however well it points.
     sanity, _ = _sanity(explainer, x, targets, labels, maps, cfg)
@@ -480,24 +574,26 @@ def choose_headline(model: Any, key: str, val: SplitImages | None, cfg: ExplainC
         scores[method].update(sanity_spearman=result["spearman"], sanity_passed=result["passed"])
     eligible = {m: v["pointing_game"] for m, v in scores.items() if v["sanity_passed"]}
     headline = pick_headline(eligible or {m: v["pointing_game"] for m, v in scores.items()})
-    return {"split": val.split, "model": key, "n": len(rows), "layer": explainer.layer,
+    return {"split": val.split, "model": key, "n": len(rows), "n_tumour": len(val.tumour),
+            "seeds": sorted(members), "layer": explainer.layer,
             "criterion": "pointing_game of the methods that pass the sanity check"
                          if eligible else "pointing_game (no method passed the sanity check)",
             "scores": scores, "headline_method": headline}
 
 
-def validate(models: list[Any], results: dict[str, ModelExplanation], val: SplitImages | None,
+def validate(models: list[Any], skipped: dict[str, str], val: SplitImages | None,
              cfg: ExplainConfig, reason: str | None = None) -> dict[str, Any]:
-    """The best model (``pick_model``, on validation) and ``choose_headline`` for it
-    (lib.evaluate.predict.TrainedModel list)."""
+    """The best model (``pick_model``, on validation) and ``choose_headline`` for it and its
+    configuration's other seeds (lib.evaluate.predict.TrainedModel list)."""
     from ..evaluate.predict import load
 
-    choice = pick_model(models, results, val)
+    choice = pick_model(models, skipped, val)
     key = choice["best_model"]
     if val is None:
         return {**choose_headline(None, key, None, cfg, reason), **choice}
-    found = next(tm for tm in models if tm.key == key)
-    return {**choose_headline(load(found), key, val, cfg, reason), **choice}
+    name = next(tm.name for tm in models if tm.key == key)
+    members = {tm.key: load(tm) for tm in models if tm.name == name and tm.key not in skipped}
+    return {**choose_headline(members[key], key, val, cfg, reason, members), **choice}
 
 
 # --------------------------------------------------------------------------------------------

@@ -40,10 +40,29 @@ def tables(results: dict[str, ModelExplanation], validation: dict[str, Any] | No
     scores = (validation or {}).get("scores", {})
     chosen = pd.DataFrame([{"method": k, **v, "headline": k == headline}
                            for k, v in scores.items()],
-                          columns=["method", *SCORES[:2], "sanity_spearman",
+                          columns=["method", *SCORES[:2], "n", "sanity_spearman",
                                    "sanity_passed", "headline"]).set_index("method")
     return {"overview": pd.DataFrame(overview).set_index("model"), "validation": chosen,
             "localisation": pd.DataFrame(loc).set_index(index) if loc else pd.DataFrame(),
             "faithfulness": pd.DataFrame(faith).set_index(index),
             "sanity": pd.DataFrame(sanity).set_index(index),
             "shortcut": pd.DataFrame(shortcut).set_index("model")}
+
+
+def seed_table(summary: dict[str, Any]) -> pd.DataFrame:
+    """explain.json's configurations over seeds: per configuration, each cheap method's strict
+    pointing game and the shortcut rate as 'mean ± sd [t-interval]' (rows: configuration)."""
+    def cell(stat: dict[str, Any]) -> str:
+        sd = f" ± {stat['sd']:.3f}" if stat.get("sd") is not None else ""
+        ci = stat.get("interval")
+        return f"{stat['mean']:.3f}{sd}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+    rows = []
+    for name, c in summary.get("configurations", {}).items():
+        row: dict[str, Any] = {"configuration": name, "seeds": ", ".join(map(str, c["seeds"]))}
+        for method, scores in c.get("localisation", {}).items():
+            row[f"{method} pointing game"] = cell(scores["pointing_game"])
+        if "rate" in c.get("shortcut", {}):
+            row["shortcut rate"] = cell(c["shortcut"]["rate"])
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("configuration") if rows else pd.DataFrame()

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..evaluate.metrics import parse_key
 from ..jsonio import STAGE_DIGITS, round_floats
+from ..stats import CI_LEVEL, paired_difference, seed_interval
 from . import scores as localise
 from .study import (
     NO_VALIDATION_RULE,
@@ -138,6 +140,59 @@ def target_check(best: ModelExplanation, headline: str = "gradcam") -> dict[str,
             "note": "; ".join(notes) if notes else "met"}
 
 
+def _configurations(per_seed: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """{configuration: {model key: its per-seed part}}, seeds in order."""
+    groups: dict[str, dict[str, dict[str, Any]]] = {}
+    for key in sorted(per_seed, key=lambda k: parse_key(k)):
+        groups.setdefault(parse_key(key)[0], {})[key] = per_seed[key]
+    return groups
+
+
+def seed_summary(per_seed: dict[str, dict[str, Any]], level: float = CI_LEVEL
+                 ) -> dict[str, Any]:
+    """Per configuration, over its seeds (mean, sd, t-interval, values): each cheap method's
+    strict and tolerant pointing game on every tumour test image, and the shortcut control's
+    rate and excess. Seeds are the replicates, as for the classification metrics."""
+    out = {}
+    for name, runs in _configurations(per_seed).items():
+        parts = list(runs.values())
+        entry: dict[str, Any] = {"seeds": [parse_key(k)[1] for k in runs],
+                                 "accuracy": seed_interval([r["accuracy"] for r in parts], level)}
+        loc = [r["localisation"] for r in parts]
+        if all("skipped" not in x for x in loc):
+            entry["localisation"] = {
+                method: {score: {**seed_interval([x[method][score]["value"] for x in loc], level),
+                                 "values": [x[method][score]["value"] for x in loc]}
+                         for score in ("pointing_game", "pointing_game_tol")}
+                for method in loc[0]}
+        shortcut = [r["shortcut"] for r in parts]
+        if all("rate" in x for x in shortcut):
+            entry["shortcut"] = {k: {**seed_interval([x[k] for x in shortcut], level),
+                                     "values": [x[k] for x in shortcut]}
+                                 for k in ("rate", "excess") if all(k in x for x in shortcut)}
+        out[name] = entry
+    return out
+
+
+def method_comparisons(configurations: dict[str, Any], name: str, headline: str,
+                       level: float = CI_LEVEL) -> list[dict[str, Any]]:
+    """On configuration `name`: the headline method's strict pointing game against each other
+    cheap method, paired over seeds (the same models explained two ways)."""
+    loc = configurations.get(name, {}).get("localisation", {})
+    if headline not in loc:
+        return []
+    own = loc[headline]["pointing_game"]["values"]
+    out = []
+    for method, scores in loc.items():
+        if method == headline:
+            continue
+        diff = paired_difference(own, scores["pointing_game"]["values"], level)
+        out.append({"configuration": name, "a": headline, "b": method,
+                    "metric": "pointing_game", **diff,
+                    "holds": bool(diff["interval"] is not None and diff["interval"][0] > 0)})
+    return out
+
+
 def pointing_tolerance(test: SplitImages) -> dict[str, Any]:
     """The tolerant pointing game's tolerance, as the report states it."""
     sides = sorted({max(test.masks[i].shape) for i in test.tumour})
@@ -148,13 +203,16 @@ def pointing_tolerance(test: SplitImages) -> dict[str, Any]:
 
 def summary(results: dict[str, ModelExplanation], test: SplitImages, cfg: ExplainConfig,
             skipped: dict[str, str], twins_reason: str | None = None,
-            validation: dict[str, Any] | None = None) -> dict[str, Any]:
+            validation: dict[str, Any] | None = None,
+            per_seed: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The explain.json payload, floats rounded by lib.jsonio's rule (its write_json sorts keys).
 
     `validation`: what ``validate`` returned (the best model and the headline method, both
     chosen on validation); without it the headline method is the cheapest configured one, the
-    best model the first key, and the json says the validation pass was skipped.
+    best model the first key, and the json says the validation pass was skipped. `per_seed`:
+    ``explain_all``'s part of every model, summarised per configuration over seeds.
     """
+    per_seed = per_seed or {}
     validation = validation or {"skipped": "no validation pass was run",
                                 "headline_method": fallback_headline(cfg.methods)}
     best = validation.get("best_model") or min(results)
@@ -177,5 +235,12 @@ def summary(results: dict[str, ModelExplanation], test: SplitImages, cfg: Explai
         "validation": validation,
         "target": target_check(results[best], headline),
         "skipped": skipped,
+        "seeds": per_seed,
     }
+    configurations = seed_summary(per_seed) if per_seed else {}
+    best_name = parse_key(best)[0] if per_seed else None
+    payload["configurations"] = configurations
+    payload["best_configuration"] = best_name
+    payload["method_comparisons"] = (method_comparisons(configurations, best_name, headline)
+                                     if best_name else [])
     return round_floats(payload, STAGE_DIGITS["explain"])

@@ -164,7 +164,7 @@ def headline(evaluate: dict[str, Any] | None,
     rows = []
     for key, m in evaluate.get("models", {}).items():
         calib = m.get("calibration", {})
-        expl = explained.get(key, {})
+        expl = explained.get(key) or (explain or {}).get("seeds", {}).get(key, {})
         shortcut = expl.get("shortcut", {})
         rows.append({
             "key": key, "best": key == evaluate.get("best_model"),
@@ -178,6 +178,41 @@ def headline(evaluate: dict[str, Any] | None,
             "shortcut_skipped": shortcut.get("skipped"),
         })
     return rows
+
+
+def configurations(evaluate: dict[str, Any] | None, explain: dict[str, Any] | None
+                   ) -> list[dict[str, Any]]:
+    """One row per configuration, over its seeds: the summary table (numbers copied from the
+    metrics files: lib.evaluate.seeds and lib.explain.verdict made them)."""
+    if not evaluate or "configurations" not in evaluate:
+        return []
+    method = headline_method(explain)
+    explained = (explain or {}).get("configurations", {})
+    rows = []
+    for name, c in evaluate["configurations"].items():
+        ex = explained.get(name, {})
+        ens = evaluate.get("ensembles", {}).get(name, {})
+        rows.append({
+            "name": name, "best": name == evaluate.get("best_configuration"),
+            "seeds": c["seeds"], "test_macro_f1": c["test_macro_f1"],
+            "val_macro_f1": c["val_macro_f1"], "test_ece": c["test_ece"],
+            "ensemble_macro_f1": ens.get("macro_f1"),
+            "pointing_game": ex.get("localisation", {}).get(method, {}).get("pointing_game"),
+            "shortcut_rate": ex.get("shortcut", {}).get("rate"),
+        })
+    return rows
+
+
+def claims(reports: Path) -> dict[str, Any] | None:
+    """claims.json split the way the summary reads it: what holds first, then what did not."""
+    payload = read_json(reports / "metrics" / "claims.json")
+    if payload is None:
+        return None
+    from ..claims import headline_claims
+
+    first = headline_claims(payload)
+    rest = [c for c in payload["claims"] if c not in first]
+    return {**payload, "first": first, "rest": rest}
 
 
 def evaluation(reports: Path) -> dict[str, Any] | None:
@@ -392,6 +427,8 @@ def context(root: Path, params: dict[str, Any]) -> dict[str, Any]:
         "evaluation": ev,
         "explanations": ex,
         "headline": headline(ev, ex),
+        "configurations": configurations(ev, ex),
+        "claims": claims(reports),
         "claim": claim_checklist(stages_run, source["phantom"]),
         "notebooks": executed,
         "times": run_times(root, executed),
@@ -418,6 +455,14 @@ def interval(bounds: Any, digits: int = 3) -> str:
     return f"{num(bounds[0], digits)}–{num(bounds[1], digits)}"
 
 
+def mean_sd(stat: Any, digits: int = 3) -> str:
+    """'0.921 ± 0.012' from a seed summary (mean, sd), or the mean alone for one seed."""
+    if not isinstance(stat, dict) or stat.get("mean") is None:
+        return "–"
+    sd = stat.get("sd")
+    return num(stat["mean"], digits) + (f" ± {num(sd, digits)}" if sd is not None else "")
+
+
 def pvalue(value: Any) -> str:
     if value is None or isinstance(value, Undefined):
         return "–"
@@ -427,7 +472,7 @@ def pvalue(value: Any) -> str:
 def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
                       trim_blocks=True, lstrip_blocks=True, undefined=ChainableUndefined)
-    env.filters.update(num=num, interval=interval, pvalue=pvalue)
+    env.filters.update(num=num, interval=interval, pvalue=pvalue, mean_sd=mean_sd)
     return env
 
 

@@ -20,7 +20,9 @@ sequence depends on the order in which batches are processed. Map the policy **s
 ``ds.batch(b).map(fn)`` (``num_parallel_calls=None``, the default); a parallel map
 (``num_parallel_calls=tf.data.AUTOTUNE``) gives different augmentations from run to run even
 with ``deterministic=True``, which only fixes the output order, not which call draws which
-random numbers. Build a fresh policy for every run that must be reproduced.
+random numbers. Training calls ``at_step``, which first sets each layer's state from the batch's
+global step number, so a batch's augmentation does not depend on what ran before it: a resumed
+run augments exactly as an uninterrupted one (``lib.data.inputs.TrainStream``).
 
 Keras 3 quirk: ``RandomFlip("horizontal_and_vertical")`` draws one coin per image for both axes
 (identity or a 180° turn only); ``flip: horizontal_and_vertical`` here uses two independent flip
@@ -50,6 +52,7 @@ VALUE_RANGE = (0.0, 255.0)
 # Each layer slot has a fixed seed index, so disabling one layer never changes another's draws.
 _SEED_SLOTS = ("flip_h", "flip_v", "rotation", "zoom", "translation", "contrast", "brightness")
 _FILLING = ("rotation", "zoom", "translation")  # layers that uncover pixels outside the image
+_STEP_DRAWS = 16  # random-counter values each layer may use per batch (a layer draws 1-3)
 
 # Upper bound (inclusive) of each numeric field, with what it means, for the error messages.
 _BOUNDS: dict[str, tuple[float, str]] = {
@@ -183,6 +186,21 @@ class AugmentPolicy:
         if masks is None:
             return images
         return images, ops.cast(masks, mask_dtype)
+
+    def at_step(self, images: Any, step: Any, masks: Any = None) -> Any:
+        """``self(images, masks)`` with every layer's random state set from (its seed, `step`).
+
+        The draws of a training batch are then a function of its global step alone (not of how
+        many batches this process has augmented before), so a run resumed at epoch e augments
+        exactly as an uninterrupted one. Each step owns _STEP_DRAWS counter values per layer.
+        Call it in a sequential map: the states are shared variables.
+        """
+        ops = keras.ops
+        for layer in self.layers:
+            state = layer.generator.state
+            counter = ops.cast(step, state.dtype) * _STEP_DRAWS
+            state.assign(ops.stack([ops.cast(self._seeds[layer.name], state.dtype), counter]))
+        return self(images, masks, training=True)
 
     def describe(self) -> list[dict[str, Any]]:
         """One row per layer, in order: what it does and with which setting (for tables)."""

@@ -4,10 +4,12 @@ Every training stage (the scratch variants, pretrain, both transfer phases) goes
 - `seed_everything` drives Python, numpy, TensorFlow and Keras from one integer and turns on op
   determinism, so a rerun on the same machine gives the same weights bit for bit;
 - work in progress lives in a resume folder under ``.cache/train/`` keyed by everything that
-  defines the run (so a changed parameter never resumes a stale run). BackupAndRestore saves the
-  model and optimizer state at every epoch end, ModelCheckpoint keeps the best epoch on the
-  validation split and CSVLogger appends the history, so a killed stage resumes at the epoch it
-  reached; the folder is removed once the stage's outputs are written;
+  defines the run (so a changed parameter never resumes a stale run). ResumeState saves the
+  weights, the optimizer and every callback's counters at each epoch end, ModelCheckpoint keeps
+  the best epoch on the validation split and CSVLogger appends the history, and the training
+  batches are a function of (seed, epoch) (``lib.data.inputs.TrainStream``), so a killed stage
+  resumes at the epoch it reached into the same model, bit for bit, as an uninterrupted run; the
+  folder is removed once the stage's outputs are written;
 - the model returned is the best epoch on the validation split, never simply the last one;
 - `train_seeds` is the one per-seed loop of the scratch and transfer notebooks (and lib.tiny's
   tiny models),
@@ -23,7 +25,7 @@ import json
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -166,23 +168,100 @@ def read_history(path: Path) -> pd.DataFrame:
     return frame.drop_duplicates("epoch", keep="last").sort_values("epoch").reset_index(drop=True)
 
 
-def _best_so_far(history: pd.DataFrame, cfg: TrainConfig) -> float | None:
-    if history.empty or cfg.monitor not in history:
-        return None
-    col = history[cfg.monitor]
-    return float(col.min() if cfg.mode == "min" else col.max())
+# What each callback carries from one epoch to the next (Keras saves none of it): restored on
+# resume so that early stopping, the plateau schedule and the checkpoint decide as they would have.
+CALLBACK_STATE = {"EarlyStopping": ("wait", "best", "stopped_epoch", "best_epoch"),
+                  "ReduceLROnPlateau": ("wait", "best", "cooldown_counter"),
+                  "ModelCheckpoint": ("best",)}
 
 
-def callbacks(run_dir: Path, cfg: TrainConfig, best_so_far: float | None = None) -> list[Any]:
-    """The resumable set: state backup, best-on-val checkpoint, early stop, LR drop, history."""
+class ResumeState:
+    """A run's state after each epoch, written as one unit: weights (the optimizer's moments,
+    step count and learning rate included, as ``save_weights`` stores them), the dropout layers'
+    random-generator positions (which ``save_weights`` leaves out), the epoch reached and every
+    callback's counters.
+
+    Files are ``state/e<epoch>.weights.h5`` and ``state/e<epoch>.json``, and ``state/latest``
+    names the last complete pair (replaced atomically), so a kill at any moment leaves the last
+    finished epoch to resume from.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = Path(run_dir) / "state"
+
+    def latest(self) -> int | None:
+        """The number of epochs completed, or None before the first one finished."""
+        pointer = self.dir / "latest"
+        return int(pointer.read_text()) if pointer.is_file() else None
+
+    def save(self, model: Any, epoch_done: int, cbs: Sequence[Any]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        model.save_weights(self.dir / f"e{epoch_done}.weights.h5")
+        state: dict[str, Any] = {
+            type(cb).__name__: {a: _jsonable(getattr(cb, a)) for a in attrs}
+            for cb in cbs for name, attrs in CALLBACK_STATE.items() if type(cb).__name__ == name}
+        state["stopped"] = bool(model.stop_training)  # early stopping ended the run here
+        state["random"] = {v.path: v.numpy().tolist() for v in _random_states(model)}
+        (self.dir / f"e{epoch_done}.json").write_text(json.dumps(state))
+        tmp = self.dir / "latest.tmp"
+        tmp.write_text(str(epoch_done))
+        tmp.replace(self.dir / "latest")
+        for old in self.dir.glob("e*.*"):
+            if old.name.split(".")[0] != f"e{epoch_done}":
+                old.unlink()
+
+    def restore_model(self, model: Any, epoch_done: int) -> None:
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(self.dir / f"e{epoch_done}.weights.h5")
+        saved = json.loads((self.dir / f"e{epoch_done}.json").read_text())["random"]
+        for var in _random_states(model):
+            var.assign(np.asarray(saved[var.path], dtype=var.dtype))
+
+    def stopped(self, epoch_done: int) -> bool:
+        """Whether early stopping had ended the run at that epoch (nothing left to train)."""
+        return bool(json.loads((self.dir / f"e{epoch_done}.json").read_text())["stopped"])
+
+    def restore_callbacks(self, epoch_done: int, cbs: Sequence[Any]) -> None:
+        state = json.loads((self.dir / f"e{epoch_done}.json").read_text())
+        for cb in cbs:
+            for attr, value in state.get(type(cb).__name__, {}).items():
+                setattr(cb, attr, value)
+
+
+def _random_states(model: Any) -> list[Any]:
+    """The model's random-generator state variables (dropout's), in a stable order."""
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
+def _jsonable(value: Any) -> Any:
+    return float(value) if isinstance(value, np.floating | float) else value
+
+
+def _state_callback(state: ResumeState, resumed_at: int | None, cbs: Sequence[Any]) -> Any:
+    """Last in the list: restores the counters after the others reset them in on_train_begin,
+    and saves after the others have updated theirs (and the plateau schedule its rate)."""
+    import keras
+
+    class SaveState(keras.callbacks.Callback):
+        def on_train_begin(self, logs: Any = None) -> None:
+            if resumed_at is not None:
+                state.restore_callbacks(resumed_at, cbs)
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            state.save(self.model, epoch + 1, cbs)
+
+    return SaveState()
+
+
+def callbacks(run_dir: Path, cfg: TrainConfig) -> list[Any]:
+    """Best-on-val checkpoint, early stop, LR drop, history (their state is ResumeState's)."""
     import keras
 
     return [
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=True),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.ModelCheckpoint(str(run_dir / "best.keras"), monitor=cfg.monitor,
-                                        mode=cfg.mode, save_best_only=True,
-                                        initial_value_threshold=best_so_far),
+                                        mode=cfg.mode, save_best_only=True),
         keras.callbacks.EarlyStopping(monitor=cfg.monitor, mode=cfg.mode,
                                       patience=cfg.patience),
         keras.callbacks.ReduceLROnPlateau(monitor=cfg.monitor, mode=cfg.mode,
@@ -192,12 +271,14 @@ def callbacks(run_dir: Path, cfg: TrainConfig, best_so_far: float | None = None)
     ]
 
 
-def fit(model: Any, train_ds: Any, val_ds: Any, cfg: TrainConfig, run_dir: Path, *,
+def fit(model: Any, train: Any, val_ds: Any, cfg: TrainConfig, run_dir: Path, *,
         initial_epoch: int = 0, class_weight: dict[int, float] | None = None,
         extra_callbacks: Sequence[Any] = (), verbose: int | str = 2) -> FitResult:
     """Fit (or resume, or reuse a finished fit in `run_dir`) and return the best model on val.
 
-    The model must be compiled. `initial_epoch` numbers a second phase after a first one.
+    `train` is a ``lib.data.inputs.TrainStream``; the model must be compiled. `initial_epoch`
+    numbers a second phase after a first one. A resumed run is the uninterrupted run: the
+    batches are a function of the epoch (TrainStream) and ResumeState restores the rest.
     """
     import keras
 
@@ -205,20 +286,28 @@ def fit(model: Any, train_ds: Any, val_ds: Any, cfg: TrainConfig, run_dir: Path,
     run_dir.mkdir(parents=True, exist_ok=True)
     final = run_dir / "final.keras"
     start = time.perf_counter()
-    prior = read_history(run_dir / "history.csv")
     if final.is_file():  # this phase finished before an interruption of a later one
         print(f"fit: reusing the finished run in {run_dir}")
+        prior = read_history(run_dir / "history.csv")
         return _result(keras.models.load_model(final), prior, cfg, len(prior), start)
-    resumed_at = int(prior["epoch"].max()) + 1 if not prior.empty else None
-    if resumed_at is not None:
-        print(f"fit: resuming an interrupted run at epoch {resumed_at} "
-              f"(of {initial_epoch + cfg.epochs}) from {run_dir}")
     if not model.built:
         model.build((None, *model.input_shape[1:]))
-    model.fit(train_ds, validation_data=val_ds, epochs=initial_epoch + cfg.epochs,
-              initial_epoch=initial_epoch, class_weight=class_weight,
-              callbacks=[*callbacks(run_dir, cfg, _best_so_far(prior, cfg)), *extra_callbacks],
-              verbose=verbose)
+    state = ResumeState(run_dir)
+    resumed_at = state.latest()
+    last_epoch = initial_epoch + cfg.epochs
+    if resumed_at is not None:
+        print(f"fit: resuming an interrupted run at epoch {resumed_at} (of {last_epoch}) "
+              f"from {run_dir}")
+        state.restore_model(model, resumed_at)
+    first_epoch = initial_epoch if resumed_at is None else resumed_at
+    cbs = callbacks(run_dir, cfg)
+    stopped = resumed_at is not None and state.stopped(resumed_at)
+    if first_epoch < last_epoch and not stopped:
+        model.fit(train.dataset(first_epoch, last_epoch), steps_per_epoch=train.steps,
+                  validation_data=val_ds, epochs=last_epoch, initial_epoch=first_epoch,
+                  class_weight=class_weight, shuffle=False,
+                  callbacks=[*cbs, *extra_callbacks, _state_callback(state, resumed_at, cbs)],
+                  verbose=verbose)
     history = read_history(run_dir / "history.csv")
     best_path = run_dir / "best.keras"
     best = keras.models.load_model(best_path) if best_path.is_file() else model
@@ -281,6 +370,7 @@ class TrainingData:
     names: list[str]
     image_size: int
     fingerprint: str
+    _train_arrays: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     @classmethod
     def from_manifest(cls, manifest_path: Path | str, raw_dir: Path | str,
@@ -302,13 +392,18 @@ class TrainingData:
 
     def datasets(self, batch_size: int, channels: int, seed: int,
                  augment: Any | None = None) -> tuple[Any, Any]:
-        """(shuffled, augmented train batches; val batches in manifest order)."""
-        from ..data.inputs import make_dataset
+        """(the training stream: shuffled, augmented epochs; val batches in manifest order)."""
+        from ..data.inputs import TrainStream, load_arrays, make_dataset
 
-        common = {"raw_dir": self.raw_dir, "image_size": self.image_size,
-                  "n_classes": self.n_classes, "batch_size": batch_size, "channels": channels}
-        return (make_dataset(self.train, shuffle=True, seed=seed, augment=augment, **common),
-                make_dataset(self.val, **common))
+        if self._train_arrays is None:  # decoded once, shared by every seed
+            self._train_arrays = load_arrays(self.train, self.raw_dir,
+                                             image_size=self.image_size,
+                                             n_classes=self.n_classes)
+        images, labels = self._train_arrays
+        stream = TrainStream(images, labels, self.n_classes, batch_size, seed, channels, augment)
+        return stream, make_dataset(self.val, raw_dir=self.raw_dir, image_size=self.image_size,
+                                    n_classes=self.n_classes, batch_size=batch_size,
+                                    channels=channels)
 
     def class_weight(self, mode: str) -> dict[int, float] | None:
         return class_weights(self.train["label"].to_numpy(), self.n_classes, mode)

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..config import from_group, load_params, repo_root, section
 from ..contracts import PRETEXT_IMAGES, PRETEXT_LABELS, PRETEXT_NAMES
+from ..data.inputs import TrainStream
 from ..forward import predict_labelled
 from ..jsonio import write_json
 from .fit import (
@@ -88,13 +89,10 @@ def sequence_task(pretext_dir: Path | str, cfg: PretrainConfig
 
 
 def _tensor_dataset(x: np.ndarray, y: np.ndarray, n_classes: int, batch_size: int,
-                    channels: int, shuffle_seed: int | None) -> Any:
+                    channels: int) -> Any:
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((x, tf.one_hot(y, n_classes)))
-    if shuffle_seed is not None:
-        ds = ds.shuffle(len(y), seed=shuffle_seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
+    ds = tf.data.Dataset.from_tensor_slices((x, tf.one_hot(y, n_classes))).batch(batch_size)
     if channels == 3:
         ds = ds.map(lambda a, b: (tf.image.grayscale_to_rgb(a), b))
     return ds.prefetch(tf.data.AUTOTUNE)
@@ -112,8 +110,8 @@ def pretrain(params: dict[str, Any], pretext_dir: Path, out_dir: Path, metrics_p
     seed_everything(seed)
     x_tr, y_tr, x_va, y_va, names = sequence_task(pretext_dir, cfg)
     k = len(names)
-    train_ds = _tensor_dataset(x_tr, y_tr, k, tcfg.batch_size, 3, shuffle_seed=seed)
-    val_ds = _tensor_dataset(x_va, y_va, k, tcfg.batch_size, 3, shuffle_seed=None)
+    train_ds = TrainStream(x_tr, y_tr, k, tcfg.batch_size, seed, channels=3)
+    val_ds = _tensor_dataset(x_va, y_va, k, tcfg.batch_size, 3)
     model = build_transfer(cfg.backbone, (cfg.input_size, cfg.input_size, 3), k,
                            WeightsChoice("none", None, "random initialisation"))
     set_bn_momentum(model, cfg.bn_momentum)

@@ -1,0 +1,255 @@
+"""The study's conclusions as data: every sentence that ranks, compares or calls something better.
+
+``build`` reads evaluate.json and explain.json and writes ``reports/metrics/claims.json``: each
+claim with its numbers, its interval, the test behind it and whether it holds. The report's
+summary, the README's status paragraph and the notebooks print ``statement`` and nothing else,
+so no document can say more than the statistics carry:
+
+- "A beats B" only when the seed-aware interval of the difference excludes zero (Welch over
+  seeds, Holm over the pairs: lib.evaluate.seeds); otherwise the sentence says no difference
+  was shown, with the interval;
+- a target is "met" only when the whole interval over seeds clears it, "missed" when the whole
+  interval falls short, and "not settled" when the interval straddles it;
+- ``metrics`` lists every seed-aware number (mean, sd, interval), which the cross-machine check
+  (``make crosscheck``) compares between runs.
+
+Run as the `claims` stage: ``python -m lib.claims build``; ``python -m lib.claims readme``
+rewrites the README's status block from claims.json (a test checks they agree).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .jsonio import write_json
+
+EVALUATE_JSON = Path("reports/metrics/evaluate.json")
+EXPLAIN_JSON = Path("reports/metrics/explain.json")
+CLAIMS_JSON = Path("reports/metrics/claims.json")
+README = Path("README.md")
+README_START, README_END = "<!-- claims:start -->", "<!-- claims:end -->"
+
+
+def _ci(interval: Sequence[float] | None, digits: int = 3) -> str:
+    if interval is None:
+        return "no interval: one seed"
+    return f"{interval[0]:.{digits}f} to {interval[1]:.{digits}f}"
+
+
+def _num(stat: dict[str, Any]) -> str:
+    """'0.921 ± 0.012 (95 % CI 0.89 to 0.95, 3 seeds)'."""
+    sd = f" ± {stat['sd']:.3f}" if stat.get("sd") is not None else ""
+    return f"{stat['mean']:.3f}{sd} (95 % CI {_ci(stat.get('interval'))}, {stat['n']} seeds)"
+
+
+def comparison_claim(pair: dict[str, Any], label: str, kind: str = "comparison") -> dict[str, Any]:
+    """A claim from a seed-aware difference: `pair` has a, b, estimate (a - b), interval, p,
+    test and holds. The id names the pair in sorted order, so it is the same on every run."""
+    a, b = pair["a"], pair["b"]
+    ident = f"{kind}:{label.replace(' ', '_')}:{'|'.join(sorted((a, b)))}"
+    detail = (f"difference {pair['estimate']:+.3f}, 95 % CI {_ci(pair['interval'])}; "
+              f"{pair['test']}" + (f", Holm-adjusted p = {pair['p_holm']:.2g}"
+                                   if pair.get("p_holm") is not None else
+                                   f", p = {pair['p']:.2g}" if pair.get("p") is not None else ""))
+    if pair["holds"]:
+        statement = f"{a} beats {b} on {label} ({detail})."
+    else:
+        statement = f"No difference shown between {a} and {b} on {label} ({detail})."
+    return {"id": ident, "kind": kind, "statement": statement, "holds": bool(pair["holds"]),
+            "winner": a if pair["holds"] else None, "metric": label, "a": a, "b": b,
+            "estimate": pair["estimate"], "interval": pair["interval"], "test": pair["test"],
+            "p": pair.get("p"), "p_holm": pair.get("p_holm")}
+
+
+def target_claim(ident: str, what: str, stat: dict[str, Any], target: float,
+                 higher_is_better: bool = True) -> dict[str, Any]:
+    """Met when the whole interval clears the target, missed when it all falls short; with one
+    seed there is no interval, and the verdict says so instead of guessing."""
+    word = ">=" if higher_is_better else "<="
+    if stat.get("interval") is None:
+        met = missed = False
+        verdict = "not settled (one seed: no interval)"
+    else:
+        lo, hi = stat["interval"]
+        met, missed = (lo >= target, hi < target) if higher_is_better else (hi <= target,
+                                                                           lo > target)
+        verdict = ("met" if met else "missed" if missed
+                   else "not settled (the interval straddles it)")
+    return {"id": ident, "kind": "target", "holds": bool(met), "winner": None,
+            "statement": f"{what}: {_num(stat)}; target {word} {target:g} {verdict}.",
+            "estimate": stat["mean"], "interval": stat.get("interval"), "target": target,
+            "verdict": verdict.split(" (")[0],
+            "test": "t-interval over seeds"}
+
+
+def _metric(ident: str, label: str, stat: dict[str, Any]) -> dict[str, Any]:
+    return {"id": ident, "label": label, "mean": stat["mean"], "sd": stat.get("sd"),
+            "n": stat["n"], "interval": stat.get("interval")}
+
+
+def classification_claims(ev: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict]]:
+    """Claims and metrics from evaluate.json: the best configuration, every pairwise comparison,
+    each seed ensemble against its members and against temperature scaling."""
+    configs = ev["configurations"]
+    best = ev["best_configuration"]
+    stat = configs[best]["test_macro_f1"]
+    claims = [{
+        "id": "select:best_configuration", "kind": "selection", "holds": True, "winner": best,
+        "statement": (f"The best configuration on validation (mean macro-F1 over its seeds) is "
+                      f"{best}: test macro-F1 {_num(stat)}."),
+        "estimate": stat["mean"], "interval": stat["interval"], "test": ev["best_model_rule"]}]
+    claims += [comparison_claim(p, "test macro-F1") for p in ev["comparisons"]]
+    for name, ens in sorted(ev["ensembles"].items()):
+        vs = ens["vs_members"]
+        pair = {"a": f"{name} ensemble", "b": f"{name} members", **vs,
+                "holds": bool(vs["holds"] and vs["estimate"] > 0)}
+        claims.append(comparison_claim(pair, "test macro-F1", kind="ensemble"))
+        cal = ens["calibration"]["vs_temperature_scaling"]
+        pair = {"a": f"{name} ensemble (no scaling)", "b": f"{name} members after temperature "
+                f"scaling", **cal, "estimate": cal["estimate"], "holds": bool(cal["holds"])}
+        claim = comparison_claim(pair, "ECE", kind="calibration")
+        if claim["holds"]:  # lower ECE is better: say it the right way round
+            claim["statement"] = claim["statement"].replace(" beats ", " is better calibrated "
+                                                            "than ", 1)
+        claims.append(claim)
+    metrics = []
+    for name, c in sorted(configs.items()):
+        for key, label in (("test_macro_f1", "test macro-F1"), ("test_accuracy", "test accuracy"),
+                           ("test_ece", "test ECE"), ("val_macro_f1", "validation macro-F1")):
+            metrics.append(_metric(f"{key}:{name}", f"{label}, {name}", c[key]))
+    return claims, metrics
+
+
+def explanation_claims(ex: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict]]:
+    """Claims and metrics from explain.json: the headline method, its lead over the other cheap
+    methods (paired over seeds), its pointing-game target and the shortcut control."""
+    target = ex["target"]
+    best = ex.get("best_configuration")
+    headline = ex["headline_method"]
+    val = ex.get("validation", {})
+    claims = [{
+        "id": "select:headline_method", "kind": "selection", "holds": True, "winner": headline,
+        "statement": (f"The headline saliency method, chosen on validation tumour images of "
+                      f"{val.get('model', ex['best_model'])}'s configuration, is {headline}."),
+        "estimate": None, "interval": None,
+        "test": val.get("criterion", "the cheapest method (no validation pass)")}]
+    claims += [comparison_claim(p, f"pointing game ({p['configuration']})", kind="method")
+               for p in ex.get("method_comparisons", [])]
+    conf = ex.get("configurations", {}).get(best, {}) if best else {}
+    loc = conf.get("localisation", {})
+    if headline in loc:  # a cheap method: measured on every seed
+        stat = loc[headline]["pointing_game"]
+    else:  # an expensive one runs on the lowest seed only
+        stat = {"mean": target["best_pointing_game"], "sd": None, "n": 1, "interval": None}
+    if stat["mean"] is not None:
+        claims.append(target_claim("target:headline_pointing_game",
+                                   f"{headline}'s pointing game on {best} (test tumours)",
+                                   stat, target["pointing_game"]))
+    if "gradcam" in loc:
+        claims.append(target_claim("target:gradcam_pointing_game",
+                                   f"gradcam's pointing game on {best} (test tumours)",
+                                   loc["gradcam"]["pointing_game"],
+                                   target["gradcam_pointing_game"]))
+    shortcut = conf.get("shortcut", {})
+    if "rate" in shortcut:
+        claims.append(target_claim("target:shortcut_rate",
+                                   f"healthy twins called a tumour by {best}", shortcut["rate"],
+                                   target["shortcut_rate"], higher_is_better=False))
+    if "excess" in shortcut:
+        claims.append(target_claim("target:shortcut_excess",
+                                   f"twins called a tumour beyond real healthy scans by {best}",
+                                   shortcut["excess"], target["shortcut_excess"],
+                                   higher_is_better=False))
+    metrics = []
+    for name, c in sorted(ex.get("configurations", {}).items()):
+        for method, scores in sorted(c.get("localisation", {}).items()):
+            metrics.append(_metric(f"pointing_game:{name}:{method}",
+                                   f"pointing game, {method}, {name}", scores["pointing_game"]))
+        if "rate" in c.get("shortcut", {}):
+            metrics.append(_metric(f"shortcut_rate:{name}", f"twins called a tumour, {name}",
+                                   c["shortcut"]["rate"]))
+    return claims, metrics
+
+
+def build(evaluate: dict[str, Any], explain: dict[str, Any]) -> dict[str, Any]:
+    """The claims.json payload."""
+    claims, metrics = classification_claims(evaluate)
+    more, more_metrics = explanation_claims(explain)
+    return {"level": evaluate["bootstrap"]["level"], "alpha": evaluate["alpha"],
+            "seeds": {k: v["seeds"] for k, v in evaluate["configurations"].items()},
+            "claims": claims + more, "metrics": metrics + more_metrics}
+
+
+def headline_claims(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The claims a reader needs first: selections, comparisons that hold, then targets."""
+    claims = payload["claims"]
+    return ([c for c in claims if c["kind"] == "selection"]
+            + [c for c in claims if c["kind"] != "selection" and c["kind"] != "target"
+               and c["holds"]]
+            + [c for c in claims if c["kind"] == "target"])
+
+
+def status_markdown(payload: dict[str, Any]) -> str:
+    """The README's status block: what holds, and how many comparisons did not."""
+    claims = payload["claims"]
+    shown = headline_claims(payload)
+    not_shown = [c for c in claims if c["kind"] not in ("selection", "target")
+                 and not c["holds"]]
+    seeds = sorted({s for v in payload["seeds"].values() for s in v})
+    lines = [f"Generated from `reports/metrics/claims.json` (seeds {', '.join(map(str, seeds))}; "
+             f"{payload['level']:.0%} intervals include training randomness):", ""]
+    lines += [f"- {c['statement']}" for c in shown]
+    lines.append(f"- {len(not_shown)} other comparison(s) showed no difference (listed in the "
+                 "report).")
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, payload: dict[str, Any]) -> bool:
+    """Replace the README's block between the claims markers; True when it changed."""
+    text = readme.read_text()
+    pattern = re.compile(re.escape(README_START) + r".*?" + re.escape(README_END), re.S)
+    if not pattern.search(text):
+        raise ValueError(f"{readme} has no {README_START} ... {README_END} block")
+    new = pattern.sub(lambda _: f"{README_START}\n{status_markdown(payload)}\n{README_END}", text)
+    readme.write_text(new)
+    return new != text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lib.claims", description=__doc__.split(
+        "\n")[0])
+    parser.add_argument("command", choices=("build", "readme"),
+                        help="build: write claims.json; readme: rewrite README's status block")
+    parser.add_argument("--evaluate", type=Path, default=EVALUATE_JSON)
+    parser.add_argument("--explain", type=Path, default=EXPLAIN_JSON)
+    parser.add_argument("--out", type=Path, default=CLAIMS_JSON)
+    parser.add_argument("--readme", type=Path, default=README)
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        missing = [p for p in (args.evaluate, args.explain) if not p.is_file()]
+        if missing:
+            print(f"missing {', '.join(map(str, missing))}: run dvc repro evaluate explain",
+                  file=sys.stderr)
+            return 2
+        payload = build(json.loads(args.evaluate.read_text()),
+                        json.loads(args.explain.read_text()))
+        write_json(args.out, payload)
+        held = sum(c["holds"] for c in payload["claims"])
+        print(f"claims: {held} of {len(payload['claims'])} hold; wrote {args.out}")
+        return 0
+    if not args.out.is_file():
+        print(f"missing {args.out}: run dvc repro claims", file=sys.stderr)
+        return 2
+    changed = update_readme(args.readme, json.loads(args.out.read_text()))
+    print(f"{args.readme}: status block {'updated' if changed else 'already current'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Maintenance scripts; a package so that `python -m tools.crosscheck` and pytest imports work."""
