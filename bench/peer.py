@@ -228,18 +228,19 @@ class Comparison:
 # The comparison
 # --------------------------------------------------------------------------------------------
 def best_variant(metrics_dir: Path) -> str:
-    """The scratch variant with the best mean validation macro-F1 in train_scratch_*.json
-    (the study's one best-model rule, ``lib.evaluate.metrics.best_model``)."""
-    from lib.evaluate.metrics import best_model
+    """The scratch variant with the best mean validation macro-F1 over its seeds in
+    train_scratch_*.json (the study's one rule, ``lib.evaluate.metrics.best_configuration``)."""
+    from lib.evaluate.metrics import best_configuration
 
     scores = {}
     for path in sorted(Path(metrics_dir).glob("train_scratch_*.json")):
-        scores[path.stem.removeprefix("train_scratch_")] = float(
-            json.loads(path.read_text())["val_macro_f1"]["mean"])
+        variant = path.stem.removeprefix("train_scratch_")
+        for seed, run in json.loads(path.read_text())["per_seed"].items():
+            scores[f"{variant}_{seed}"] = float(run["val"]["macro_f1"])  # seed is "s<N>"
     if not scores:
         raise FileNotFoundError(f"no train_scratch_*.json in {metrics_dir}: run the "
                                 f"train_scratch stage first, or name a variant")
-    return best_model(scores)
+    return best_configuration(scores)
 
 
 def _fit_one(build: Callable[[], keras.Model], cfg: Any, data: Any, aug_cfg: Any, seed: int,

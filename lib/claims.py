@@ -48,21 +48,26 @@ def _num(stat: dict[str, Any]) -> str:
     return f"{stat['mean']:.3f}{sd} (95 % CI {_ci(stat.get('interval'))}, {stat['n']} seeds)"
 
 
-def comparison_claim(pair: dict[str, Any], label: str, kind: str = "comparison") -> dict[str, Any]:
+def comparison_claim(pair: dict[str, Any], label: str, kind: str = "comparison",
+                     higher_is_better: bool = True, verb: str = "beats") -> dict[str, Any]:
     """A claim from a seed-aware difference: `pair` has a, b, estimate (a - b), interval, p,
-    test and holds. The id names the pair in sorted order, so it is the same on every run."""
+    test and holds (the difference is shown, by the test's own rule). The winner follows from
+    the estimate's sign; the id names the pair in sorted order, so it is the same on every run
+    whichever way the difference goes."""
     a, b = pair["a"], pair["b"]
     ident = f"{kind}:{label.replace(' ', '_')}:{'|'.join(sorted((a, b)))}"
-    detail = (f"difference {pair['estimate']:+.3f}, 95 % CI {_ci(pair['interval'])}; "
-              f"{pair['test']}" + (f", Holm-adjusted p = {pair['p_holm']:.2g}"
-                                   if pair.get("p_holm") is not None else
-                                   f", p = {pair['p']:.2g}" if pair.get("p") is not None else ""))
+    p_text = (f", Holm-adjusted p = {pair['p_holm']:.2g}" if pair.get("p_holm") is not None
+              else f", p = {pair['p']:.2g}" if pair.get("p") is not None else "")
+    detail = (f"{a} − {b} = {pair['estimate']:+.3f}, 95 % CI {_ci(pair['interval'])}; "
+              f"{pair['test']}{p_text}")
+    winner = None
     if pair["holds"]:
-        statement = f"{a} beats {b} on {label} ({detail})."
+        winner, loser = (a, b) if (pair["estimate"] > 0) == higher_is_better else (b, a)
+        statement = f"{winner} {verb} {loser} on {label} ({detail})."
     else:
         statement = f"No difference shown between {a} and {b} on {label} ({detail})."
     return {"id": ident, "kind": kind, "statement": statement, "holds": bool(pair["holds"]),
-            "winner": a if pair["holds"] else None, "metric": label, "a": a, "b": b,
+            "winner": winner, "metric": label, "a": a, "b": b,
             "estimate": pair["estimate"], "interval": pair["interval"], "test": pair["test"],
             "p": pair.get("p"), "p_holm": pair.get("p_holm")}
 
@@ -106,18 +111,13 @@ def classification_claims(ev: dict[str, Any]) -> tuple[list[dict[str, Any]], lis
         "estimate": stat["mean"], "interval": stat["interval"], "test": ev["best_model_rule"]}]
     claims += [comparison_claim(p, "test macro-F1") for p in ev["comparisons"]]
     for name, ens in sorted(ev["ensembles"].items()):
-        vs = ens["vs_members"]
-        pair = {"a": f"{name} ensemble", "b": f"{name} members", **vs,
-                "holds": bool(vs["holds"] and vs["estimate"] > 0)}
+        pair = {"a": f"{name} ensemble", "b": f"{name} members (mean)", **ens["vs_members"]}
         claims.append(comparison_claim(pair, "test macro-F1", kind="ensemble"))
-        cal = ens["calibration"]["vs_temperature_scaling"]
-        pair = {"a": f"{name} ensemble (no scaling)", "b": f"{name} members after temperature "
-                f"scaling", **cal, "estimate": cal["estimate"], "holds": bool(cal["holds"])}
-        claim = comparison_claim(pair, "ECE", kind="calibration")
-        if claim["holds"]:  # lower ECE is better: say it the right way round
-            claim["statement"] = claim["statement"].replace(" beats ", " is better calibrated "
-                                                            "than ", 1)
-        claims.append(claim)
+        pair = {"a": f"{name} ensemble (no scaling)",
+                "b": f"{name} members after temperature scaling",
+                **ens["calibration"]["vs_temperature_scaling"]}
+        claims.append(comparison_claim(pair, "ECE", kind="calibration", higher_is_better=False,
+                                       verb="is better calibrated than"))
     metrics = []
     for name, c in sorted(configs.items()):
         for key, label in (("test_macro_f1", "test macro-F1"), ("test_accuracy", "test accuracy"),
@@ -135,8 +135,9 @@ def explanation_claims(ex: dict[str, Any]) -> tuple[list[dict[str, Any]], list[d
     val = ex.get("validation", {})
     claims = [{
         "id": "select:headline_method", "kind": "selection", "holds": True, "winner": headline,
-        "statement": (f"The headline saliency method, chosen on validation tumour images of "
-                      f"{val.get('model', ex['best_model'])}'s configuration, is {headline}."),
+        "statement": (f"The headline saliency method, chosen by its pointing game on validation "
+                      f"tumour images of the best configuration ({best or ex['best_model']}), "
+                      f"is {headline}."),
         "estimate": None, "interval": None,
         "test": val.get("criterion", "the cheapest method (no validation pass)")}]
     claims += [comparison_claim(p, f"pointing game ({p['configuration']})", kind="method")

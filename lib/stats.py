@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 CI_LEVEL = 0.95
+EXACT = 1e-12  # differences and spreads below this are float rounding, not a difference
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
@@ -107,7 +108,8 @@ def _difference(estimate: float, se: float, df: float, level: float, test: str
                 ) -> dict[str, Any]:
     from scipy import stats
 
-    if se == 0:  # no spread at all: the difference is exact
+    if se < EXACT:  # no spread at all (bar rounding): the difference is exact
+        estimate = 0.0 if abs(estimate) < EXACT else estimate
         return {"estimate": estimate, "interval": [estimate, estimate],
                 "p": 0.0 if estimate else 1.0, "df": df, "test": test}
     half = stats.t.ppf(1 - (1 - level) / 2, df) * se
@@ -125,6 +127,8 @@ def welch_difference(a: Sequence[float], b: Sequence[float], level: float = CI_L
     interval and p are None.
     """
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if not len(x) or not len(y):
+        raise ValueError("a difference needs at least one seed on each side")
     estimate = float(x.mean() - y.mean())
     test = f"Welch t-test over seeds ({len(x)} vs {len(y)})"
     if len(x) < 2 or len(y) < 2:
@@ -138,7 +142,10 @@ def welch_difference(a: Sequence[float], b: Sequence[float], level: float = CI_L
 def paired_difference(a: Sequence[float], b: Sequence[float], level: float = CI_LEVEL
                       ) -> dict[str, Any]:
     """mean(a - b) over matched seeds with the paired t-interval (same models, two measures)."""
-    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape or not len(x):
+        raise ValueError(f"paired values need the same seeds on both sides: {len(x)} vs {len(y)}")
+    d = x - y
     test = f"paired t-test over seeds (n = {len(d)})"
     if len(d) < 2:
         return {"estimate": float(d.mean()), "interval": None, "p": None, "df": None,

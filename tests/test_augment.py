@@ -127,6 +127,24 @@ def test_tf_data_map_is_reproducible_across_runs_and_fresh_across_epochs() -> No
     assert set(np.unique(first[1][1])) <= {0.0, 1.0}
 
 
+def test_at_step_draws_depend_on_the_step_alone() -> None:
+    """A batch's augmentation is a function of its global step, whatever ran before it: what
+    lets a resumed run augment exactly as an uninterrupted one (lib.data.inputs.TrainStream)."""
+    images, masks = blob_batch(4, size=32, radius=5)
+    policy = AugmentPolicy(STRONG, seed=3)
+    first_img, first_mask = policy.at_step(images, 7, masks)
+    policy(images)  # advance every layer's random state, as other batches would
+    policy.at_step(images, 2)
+    again_img, again_mask = policy.at_step(images, 7, masks)
+    fresh_img = AugmentPolicy(STRONG, seed=3).at_step(images, 7)
+    np.testing.assert_array_equal(first_img.numpy(), again_img.numpy())
+    np.testing.assert_array_equal(first_mask.numpy(), again_mask.numpy())
+    np.testing.assert_array_equal(first_img.numpy(), fresh_img.numpy())
+    assert not np.array_equal(first_img.numpy(), policy.at_step(images, 8).numpy())
+    assert not np.array_equal(first_img.numpy(),
+                              AugmentPolicy(STRONG, seed=4).at_step(images, 7).numpy())
+
+
 def test_horizontal_and_vertical_flip_gives_all_four_orientations() -> None:
     # Keras 3's own RandomFlip("horizontal_and_vertical") flips both axes with one coin.
     images = np.zeros((64, 4, 4, 1), np.float32)

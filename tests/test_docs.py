@@ -66,3 +66,17 @@ def test_the_reference_check_sees_a_missing_file() -> None:
 @pytest.mark.parametrize("ref", ["docs/architecture.md", "README.md"])
 def test_the_design_document_is_in_the_repository(ref: str) -> None:
     assert (REPO / ref).is_file()
+
+
+def test_the_readme_status_block_is_the_committed_claims() -> None:
+    """The README's status sentences are lib.claims' rendering of the committed claims.json,
+    not hand-typed numbers (`python -m lib.claims readme` rewrites the block)."""
+    import json
+
+    from lib.claims import README_END, README_START, status_markdown
+
+    claims = REPO / "reports" / "metrics" / "claims.json"
+    text = (REPO / "README.md").read_text()
+    block = text.split(README_START, 1)[1].split(README_END, 1)[0].strip()
+    assert block == status_markdown(json.loads(claims.read_text())).strip(), (
+        "README.md's status block is stale: run `python -m lib.claims readme`")

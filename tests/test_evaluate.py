@@ -23,6 +23,7 @@ from lib.evaluate import figures as evf
 from lib.evaluate import metrics as ev
 from lib.evaluate import tables as evt
 from lib.evaluate.predict import write_predictions
+from lib.evaluate.summary import summarise
 from lib.jsonio import write_json
 
 CLASSES = ["a", "b", "c"]
@@ -328,16 +329,24 @@ def test_summary_json_has_the_documented_schema(tmp_path: Path) -> None:
         probs = 0.8 * one_hot(predicted) + 0.2 * rng.dirichlet(np.ones(3), 60)
         paths[key] = write_csv(tmp_path, key, labels, probs)
     evaluations = ev.evaluate_all(paths, resamples=100, seed=3)
-    report = ev.summarise(evaluations, resamples=100, seed=3, level=0.95, alpha=0.05)
+    report = summarise(evaluations, resamples=100, seed=3, level=0.95, alpha=0.05)
     assert report["split"] == "test" and report["n_images"] == 60
     assert report["classes"] == CLASSES
     assert report["bootstrap"] == {"resamples": 100, "seed": 3, "level": 0.95}
     assert sorted(report["models"]) == sorted(paths)
     assert report["models"]["scratch_none_s1"]["roc_auc"]["c"] is None
     assert any("'c'" in note for note in report["notes"])
-    assert report["seeds"]["scratch_none"]["accuracy"]["n"] == 2
-    assert report["seeds"]["scratch_none"]["accuracy"]["sd"] is not None
-    assert report["seeds"]["transfer"]["macro_f1"]["sd"] is None
+    configs = report["configurations"]
+    assert configs["scratch_none"]["seeds"] == [1, 2] and configs["transfer"]["seeds"] == [1]
+    assert configs["scratch_none"]["test_accuracy"]["n"] == 2
+    assert configs["scratch_none"]["test_accuracy"]["sd"] is not None
+    assert configs["transfer"]["test_macro_f1"]["sd"] is None
+    assert configs["transfer"]["test_macro_f1"]["interval"] is None
+    assert report["best_configuration"] == "scratch_none"
+    assert [(c["a"], c["b"]) for c in report["comparisons"]] == [("scratch_none", "transfer")]
+    assert report["comparisons"][0]["p"] is None  # one transfer seed: nothing to test against
+    assert not report["comparisons"][0]["holds"]
+    assert list(report["ensembles"]) == ["scratch_none"]  # only configurations with 2+ seeds
     assert len(report["mcnemar"]) == 3
     assert set(report["mcnemar"][0]) == {"a", "b", "a_only_correct", "b_only_correct",
                                          "p_value", "p_holm", "significant", "better",
@@ -351,8 +360,9 @@ def test_summary_json_has_the_documented_schema(tmp_path: Path) -> None:
               if t.replace(".", "").replace("-", "").isdigit() and "." in t]
     assert max(digits) <= 6
     tables = (evt.metrics_table(report), evt.per_class_table(report, "transfer_s1"),
-              evt.seeds_table(report), evt.mcnemar_table(report))
-    assert [len(t) for t in tables] == [3, 5, 2, 3]
+              evt.configurations_table(report), evt.mcnemar_table(report),
+              evt.ensembles_table(report))
+    assert [len(t) for t in tables] == [3, 5, 2, 3, 1]
     assert "beats" in " ".join(evt.mcnemar_table(report)["verdict"])
 
 
@@ -363,7 +373,7 @@ def test_models_scored_on_different_images_are_refused(tmp_path: Path) -> None:
     b.test.loc[0, "path"] = "Testing/a/other.png"
     evaluations = {p.key: ev.evaluate_model(p, resamples=10) for p in (a, b)}
     with pytest.raises(ValueError, match="other test images"):
-        ev.summarise(evaluations, resamples=10, seed=0)
+        summarise(evaluations, resamples=10, seed=0)
 
 
 def test_bad_scores_are_refused_with_a_reason(tmp_path: Path) -> None:
@@ -484,16 +494,21 @@ def test_best_model_is_chosen_on_validation_never_on_test(tmp_path: Path) -> Non
     evaluations = ev.evaluate_all(paths, resamples=50, seed=0)
     test_f1 = {k: e.metrics["macro"]["f1"] for k, e in evaluations.items()}
     assert test_f1["a_s1"] > test_f1["b_s1"]
-    report = ev.summarise(evaluations, resamples=50, seed=0)
+    report = summarise(evaluations, resamples=50, seed=0)
     assert report["best_model"] == "b_s1"
     assert "validation" in report["best_model_rule"]
 
 
-def test_best_model_rule_breaks_ties_by_name_and_scores_every_class() -> None:
-    assert ev.best_model({"b": 0.8, "a": 0.8, "c": 0.7}) == "a"
-    assert ev.best_model({"b": 0.9, "a": 0.8}) == "b"
+def test_best_model_rule_averages_seeds_breaks_ties_by_name_and_scores_every_class() -> None:
+    # a has the best single seed, b the best mean over seeds: b is chosen, by its lowest seed
+    seeds = {"a_s1": 0.9, "a_s2": 0.5, "b_s9": 0.8, "b_s3": 0.75}
+    assert ev.best_configuration(seeds) == "b"
+    assert ev.best_model(seeds) == "b_s3"
+    assert ev.best_model({"b_s1": 0.8, "a_s1": 0.8, "c_s1": 0.7}) == "a_s1"
     with pytest.raises(ValueError, match="no models"):
         ev.best_model({})
+    with pytest.raises(ValueError, match="is not '<name>_s<seed>'"):
+        ev.best_model({"a": 0.8})
     # class 2 is never predicted nor present: it still counts (scores 0) in the macro average
     labels = np.array([0, 0, 1, 1])
     assert ev.validation_macro_f1(labels, one_hot(labels), 3) == pytest.approx(2 / 3)

@@ -830,24 +830,39 @@ def test_a_model_without_the_named_layer_is_skipped(tiny, tmp_path):
     for folder in ("scratch_tiny", "transfer"):
         (tmp_path / folder).mkdir()
     untrained_model().save(tmp_path / "scratch_tiny" / "seed0.keras")
+    untrained_model().save(tmp_path / "scratch_tiny" / "seed1.keras")
     build_transfer("MobileNetV3Small", (32, 32, 3), 4, NO_WEIGHTS).save(
         tmp_path / "transfer" / "seed0.keras")
     test = es.SplitImages.load(tiny.manifest_path, tiny.raw_dir, 6, 0)
-    cfg = replace(small_config(), methods=("gradcam",), layer="block1_relu")
-    results, skipped = es.explain_all(find_models(tmp_path), test, cfg, None, "no twins",
-                                      progress=False)
+    cfg = replace(small_config(), methods=("gradcam", "occlusion"), layer="block1_relu")
+    results, skipped, per_seed = es.explain_all(find_models(tmp_path), test, cfg, None,
+                                                "no twins", progress=False)
+    # the lowest seed is explained in full, the other seed by the cheap methods only
     assert list(results) == ["scratch_tiny_s0"] and results["scratch_tiny_s0"].layer == \
         "block1_relu"
+    assert set(per_seed) == {"scratch_tiny_s0", "scratch_tiny_s1"}
+    assert set(per_seed["scratch_tiny_s1"]["localisation"]) == {"gradcam"}
+    assert per_seed["scratch_tiny_s0"]["localisation"]["gradcam"] == \
+        results["scratch_tiny_s0"].metrics["localisation"]["gradcam"]
     assert "no 4-D layer named 'block1_relu'" in skipped["transfer_s0"]
     val, _ = es.validation_images(tiny.manifest_path, tiny.raw_dir, 6, 0)
-    validation = es.validate(find_models(tmp_path), results, val, cfg)
+    validation = es.validate(find_models(tmp_path), skipped, val, cfg)
     assert validation["model"] == "scratch_tiny_s0" and validation["layer"] == "block1_relu"
     # the best model by lib.evaluate's rule, on every validation image's prediction
     assert validation["best_model"] == "scratch_tiny_s0"
+    assert validation["best_configuration"] == "scratch_tiny"
     assert validation["best_model_rule"] == ev.BEST_MODEL_RULE
-    assert set(validation["val_macro_f1"]) == {"scratch_tiny_s0"}
+    assert set(validation["val_macro_f1"]) == {"scratch_tiny_s0", "scratch_tiny_s1"}
     assert 0 <= validation["val_macro_f1"]["scratch_tiny_s0"] <= 1
-    assert validation["headline_method"] == "gradcam"  # the only method
+    # the cheap method on every validation tumour and both seeds, the other on the sample
+    assert validation["seeds"] == ["scratch_tiny_s0", "scratch_tiny_s1"]
+    assert validation["scores"]["gradcam"]["models"] == validation["seeds"]
+    assert validation["scores"]["gradcam"]["n"] == len(val.tumour)
+    assert validation["scores"]["occlusion"]["models"] == ["scratch_tiny_s0"]
+    assert validation["scores"]["occlusion"]["n"] == len(val.sample)
+    summary = verdict.summary(results, test, cfg, skipped, "no twins", validation, per_seed)
+    stats = summary["configurations"]["scratch_tiny"]["localisation"]["gradcam"]
+    assert stats["pointing_game"]["n"] == 2 and len(stats["pointing_game"]["values"]) == 2
     with pytest.raises(ValueError, match="no model has a layer named 'block9_relu'"):
         es.explain_all(find_models(tmp_path), test, replace(cfg, layer="block9_relu"), None,
                        "no twins", progress=False)
@@ -877,6 +892,9 @@ def test_gradcam_note_says_whether_the_model_or_the_method_misses():
 
 
 def test_pick_model_without_validation_images_takes_the_first_key_and_says_so():
-    choice = es.pick_model([], {"transfer_s1": None, "scratch_none_s1": None}, None)
+    from lib.evaluate.predict import TrainedModel
+
+    models = [TrainedModel(name, 1, Path(name)) for name in ("transfer", "scratch_none", "x")]
+    choice = es.pick_model(models, {"x_s1": "no such layer"}, None)
     assert choice["best_model"] == "scratch_none_s1" and choice["val_macro_f1"] is None
     assert choice["best_model_rule"].startswith(ev.BEST_MODEL_RULE)

@@ -26,14 +26,18 @@ TINY = {"n_train_per_class": 6, "n_test_per_class": 3, "image_size": 64}
 VARIANTS = ("none", "dropout_batchnorm")
 TRAINING_STAGES = ("augmentation", *(f"train_scratch@{v}" for v in VARIANTS), "pretext",
                    "pretrain", "train_transfer")
-STUDY_STAGES = ("evaluate", "twins", "explain")
-MODEL_KEYS = (*(f"scratch_{v}_s42" for v in VARIANTS), "transfer_s42")
+STUDY_STAGES = ("evaluate", "twins", "explain", "claims")
+SEEDS = (42, 43)  # two: every seed-aware statistic and the claims run on a real spread
+CONFIGS = (*(f"scratch_{v}" for v in VARIANTS), "transfer")
+MODEL_KEYS = tuple(f"{c}_s{s}" for c in CONFIGS for s in SEEDS)
+FIRST_SEEDS = tuple(f"{c}_s{SEEDS[0]}" for c in CONFIGS)  # explained in full, with figures
 
 
 def tiny_params(params: dict) -> dict:
     """Seconds-sized settings for every stage; the structure of the study stays the same."""
     params["phantom"].update(TINY)
     params["variants"] = list(VARIANTS)
+    params["train_seeds"] = list(SEEDS)
     params["prepare"]["confounder_permutations"] = 10  # the audit runs, cheaply
     params["eda"]["samples_per_class"] = 2
     params["augment_preview"]["preview_n"] = 3
@@ -140,8 +144,9 @@ def test_training_stages_write_models_histories_and_metrics(study: dict) -> None
         assert (clone / "reports" / "training" / f"scratch_{variant}" / "history_s42.csv").is_file()
         metrics = json.loads((clone / "reports" / "metrics" /
                               f"train_scratch_{variant}.json").read_text())
-        assert metrics["variant"] == variant and metrics["seeds"] == [42]
-        assert metrics["val_macro_f1"]["mean"] == metrics["per_seed"]["s42"]["val"]["macro_f1"]
+        assert metrics["variant"] == variant and metrics["seeds"] == list(SEEDS)
+        per_seed = [metrics["per_seed"][f"s{s}"]["val"]["macro_f1"] for s in SEEDS]
+        assert metrics["val_macro_f1"]["mean"] == pytest.approx(sum(per_seed) / len(SEEDS))
     assert (clone / "models" / "pretrain" / "backbone.weights.h5").is_file()
     pretrain = json.loads((clone / "reports" / "metrics" / "pretrain.json").read_text())
     assert pretrain["backbone"] == "MobileNetV3Small"
@@ -173,8 +178,13 @@ def test_evaluate_scores_every_model_on_the_test_split(study: dict) -> None:
         assert (clone / "reports" / "predictions" / f"{key}.csv").is_file()
         assert (clone / "reports" / "plots" / "evaluate" / "confusion" /
                 f"confusion_{key}.csv").is_file()
-        assert (clone / "reports" / "figures" / "evaluate" / f"confusion_{key}.png").is_file()
+        shown = (clone / "reports" / "figures" / "evaluate" / f"confusion_{key}.png").is_file()
+        assert shown == (key in FIRST_SEEDS), key  # figures: each configuration's first seed
     assert len(report["mcnemar"]) == len(MODEL_KEYS) * (len(MODEL_KEYS) - 1) // 2
+    assert sorted(report["configurations"]) == sorted(CONFIGS)
+    assert all(c["seeds"] == list(SEEDS) for c in report["configurations"].values())
+    assert len(report["comparisons"]) == len(CONFIGS) * (len(CONFIGS) - 1) // 2
+    assert sorted(report["ensembles"]) == sorted(CONFIGS)
     shown = run(["dvc", "metrics", "show", "--json"], clone).stdout
     assert "evaluate.json" in shown and "balanced_accuracy" in shown
     plots = run(["dvc", "plots", "show", "--json"], clone).stdout
@@ -184,7 +194,10 @@ def test_evaluate_scores_every_model_on_the_test_split(study: dict) -> None:
 def test_explain_scores_every_model_against_the_masks(study: dict) -> None:
     clone = study["clone"]
     report = json.loads((clone / "reports" / "metrics" / "explain.json").read_text())
-    assert sorted(report["models"]) == sorted(MODEL_KEYS)
+    assert sorted(report["models"]) == sorted(FIRST_SEEDS)
+    assert sorted(report["seeds"]) == sorted(MODEL_KEYS)  # the cheap part, on every seed
+    assert all(len(c["localisation"]["gradcam"]["pointing_game"]["values"]) == len(SEEDS)
+               for c in report["configurations"].values())
     for key, model in report["models"].items():
         gradcam = model["localisation"]["gradcam"]
         low, high = gradcam["pointing_game"]["ci"]
@@ -195,6 +208,18 @@ def test_explain_scores_every_model_against_the_masks(study: dict) -> None:
     checks = report["target"]["checks"]
     assert report["target"]["met"] == all(c["met"] for c in checks.values())
     assert "explain.json" in run(["dvc", "metrics", "show", "--json"], clone).stdout
+
+
+def test_claims_are_written_and_led_by_the_best_configuration(study: dict) -> None:
+    clone = study["clone"]
+    claims = json.loads((clone / "reports" / "metrics" / "claims.json").read_text())
+    evaluate = json.loads((clone / "reports" / "metrics" / "evaluate.json").read_text())
+    assert claims["claims"][0]["winner"] == evaluate["best_configuration"]
+    ids = [c["id"] for c in claims["claims"]]
+    assert len(ids) == len(set(ids))
+    assert {f"test_macro_f1:{c}" for c in CONFIGS} <= {m["id"] for m in claims["metrics"]}
+    html = (clone / "reports" / "index.html").read_text()
+    assert claims["claims"][0]["statement"].split(":")[0] in html
 
 
 def test_report_is_self_contained_and_matches_metrics(study: dict) -> None:

@@ -27,6 +27,7 @@ from bs4 import BeautifulSoup
 from PIL import Image, ImageStat
 
 from lib import stage
+from lib.claims import build as build_claims
 from lib.explain import scores as localise
 from lib.report import build as report
 from tests.conftest import REPO
@@ -53,6 +54,18 @@ def dump(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True))
 
 
+def configuration(f1: list[float]) -> dict[str, Any]:
+    """A configuration over two seeds as lib.evaluate.seeds writes it (made-up numbers)."""
+    def stat(values: list[float]) -> dict[str, Any]:
+        mean = round(sum(values) / len(values), 6)
+        return {"mean": mean, "sd": 0.0098, "n": len(values), "values": values,
+                "interval": [round(mean - 0.088, 6), round(mean + 0.088, 6)]}
+
+    return {"seeds": [42, 43], "test_macro_f1": stat(f1),
+            "test_accuracy": stat([v + 0.01 for v in f1]), "test_ece": stat([0.1, 0.12]),
+            "val_macro_f1": stat([v + 0.02 for v in f1])}
+
+
 def evaluate_json() -> dict[str, Any]:
     """Two models in the schema lib.evaluate writes (numbers made up, rounded to 6 digits)."""
     def model(name: str, f1: float, ece: float, null_auc: bool) -> dict[str, Any]:
@@ -76,10 +89,28 @@ def evaluate_json() -> dict[str, Any]:
             "bootstrap": {"resamples": 1000, "seed": 42, "level": 0.95},
             "models": {KEYS[0]: model("scratch_batchnorm", 0.581474, 0.123456, False),
                        KEYS[1]: model("transfer", 0.337183, 0.087654, True)},
-            "seeds": {"scratch_batchnorm": {"accuracy": {"mean": 0.5937, "sd": None, "n": 1},
-                                            "macro_f1": {"mean": 0.581474, "sd": None, "n": 1}},
-                      "transfer": {"accuracy": {"mean": 0.3495, "sd": None, "n": 1},
-                                   "macro_f1": {"mean": 0.337183, "sd": None, "n": 1}}},
+            "configurations": {"scratch_batchnorm": configuration([0.581474, 0.601234]),
+                               "transfer": configuration([0.337183, 0.351111])},
+            "best_configuration": "scratch_batchnorm",
+            "best_model_rule": "highest mean validation macro-F1 (made up for the test)",
+            "alpha": 0.05,
+            "comparisons": [{"a": "scratch_batchnorm", "b": "transfer", "metric": "test_macro_f1",
+                             "mean_a": 0.591354, "mean_b": 0.344147, "estimate": 0.247207,
+                             "interval": [0.151, 0.343], "p": 0.0021, "p_holm": 0.0021,
+                             "df": 1.9, "test": "Welch t-test over seeds (2 vs 2)",
+                             "holds": True}],
+            "ensembles": {"transfer": {
+                "members": ["transfer_s42", "transfer_s43"], "macro_f1": 0.36,
+                "members_macro_f1": [0.337183, 0.351111], "best_member_macro_f1": 0.351111,
+                "vs_members": {"estimate": 0.015853, "interval": [-0.01, 0.04],
+                               "test": "paired bootstrap (made up)", "holds": False},
+                "calibration": {"ensemble_ece": 0.05, "ensemble_ece_after_temperature": 0.04,
+                                "members_ece": [0.09, 0.08],
+                                "members_ece_after_temperature": [0.03, 0.035],
+                                "vs_temperature_scaling": {
+                                    "estimate": 0.0175, "interval": [-0.01, 0.045], "p": 0.2,
+                                    "df": 1.0, "test": "paired t-test over seeds (n = 2)",
+                                    "holds": False}}}},
             "mcnemar": [{"a": KEYS[0], "b": KEYS[1], "a_only_correct": 31, "b_only_correct": 7,
                          "p_value": 0.000104, "p_holm": 0.000104, "significant": True,
                          "better": KEYS[0], "accuracy_difference": 0.244}],
@@ -143,7 +174,21 @@ def explain_json() -> dict[str, Any]:
                        "best_pointing_game": 0.692857, "best_shortcut_rate": 0.053333,
                        "checks": checks, "met": False,
                        "note": "made-up target note; the sanity check failed for occlusion"},
-            "skipped": {"scorecam": "made-up reason for the test"}}
+            "skipped": {"scorecam": "made-up reason for the test"},
+            "best_configuration": "scratch_batchnorm",
+            "configurations": {"scratch_batchnorm": {
+                "seeds": [42, 43],
+                "localisation": {m: {"pointing_game": {
+                    "mean": v, "sd": 0.02, "n": 2, "values": [v - 0.014, v + 0.014],
+                    "interval": [round(v - 0.18, 6), round(v + 0.18, 6)]}}
+                    for m, v in (("gradcam", 0.642857), ("hirescam", 0.692857))},
+                "shortcut": {"rate": {"mean": 0.053333, "sd": 0.01, "n": 2,
+                                      "values": [0.046, 0.06], "interval": [-0.04, 0.15]}}}},
+            "method_comparisons": [{"configuration": "scratch_batchnorm", "a": "hirescam",
+                                    "b": "gradcam", "metric": "pointing_game",
+                                    "estimate": 0.05, "interval": [0.01, 0.09], "p": 0.03,
+                                    "df": 1.0, "test": "paired t-test over seeds (n = 2)",
+                                    "holds": True}]}
 
 
 def notebook(path: Path, seconds: float) -> None:
@@ -218,6 +263,8 @@ def write_outputs(root: Path, evaluate: bool = True, explain: bool = True) -> No
                 png(reports / "figures" / "explain" / f"{kind}_{key}.png")
         png(reports / "figures" / "explain" / f"blocks_{KEYS[0]}.png")
         png(reports / "figures" / "explain" / "localisation.png")
+    if evaluate and explain:
+        dump(metrics / "claims.json", build_claims(evaluate_json(), explain_json()))
 
 
 @pytest.fixture()
@@ -320,11 +367,30 @@ def test_headline_numbers_equal_the_metrics_json(outputs: Path) -> None:
     page = soup_of(report.build(root=outputs))
     check_headline(page, evaluate_json(), explain_json())
     best, other = page.find("table", id="headline").tbody.find_all("tr")
-    assert "best" in best["class"] and "(best)" in best.td.text
+    assert "best" in best["class"] and "(stands for the best configuration)" in best.td.text
     assert "skipped" in other.get_text() and other.find("span", title=True)
     assert "0.581 0.530–0.630 0.123 → 0.041 0.693 0.053" in text_of(best)  # hirescam's
     header = text_of(page.find("table", id="headline").thead)
     assert "pointing game (hirescam)" in header
+
+
+def test_summary_leads_with_the_claims_and_the_configurations(outputs: Path) -> None:
+    """The first section a reviewer sees lists claims.json's statements, holding ones first,
+    and a table of every configuration over its seeds, numbers as in evaluate.json."""
+    page = soup_of(report.build(root=outputs))
+    claims = json.loads((outputs / "reports" / "metrics" / "claims.json").read_text())
+    lists = page.find_all("ul", class_="claims")
+    first = [text_of(li) for li in lists[0].find_all("li")]
+    holding = [c for c in claims["claims"] if c["holds"] and c["kind"] not in ("target",)]
+    assert first[0].endswith(claims["claims"][0]["statement"])  # the best configuration
+    assert all(any(t.endswith(c["statement"]) for t in first) for c in holding)
+    assert "scratch_batchnorm beats transfer on test macro-F1" in " ".join(first)
+    rest = [text_of(li) for li in lists[1].find_all("li")]
+    assert any(t.startswith("No difference shown") for t in rest)  # the ensemble's
+    assert page.find(id="conclusions").find_next("ul") is lists[0]
+    rows = page.find("table", id="configurations").tbody.find_all("tr")
+    assert [text_of(r.td) for r in rows] == ["scratch_batchnorm (best on validation)", "transfer"]
+    assert "0.591 ± 0.010" in text_of(rows[0]) and "0.503–0.679" in text_of(rows[0])
 
 
 def test_headline_check_notices_a_wrong_number(outputs: Path) -> None:

@@ -102,9 +102,13 @@ def report_inputs(params: dict[str, Any]) -> Any:
     return params  # the report prints every parameter
 
 
+def claims_inputs(params: dict[str, Any]) -> Any:
+    return None  # `python -m lib.claims build` reads the metrics files, no parameter
+
+
 MODULE_STAGES: dict[str, Callable[[dict[str, Any]], Any]] = {
     "prepare": prepare_inputs, "pretext": pretext_inputs, "twins": twins_inputs,
-    "pretrain": pretrain_inputs, "report": report_inputs}
+    "pretrain": pretrain_inputs, "report": report_inputs, "claims": claims_inputs}
 
 
 def stage_inputs(name: str, params: dict[str, Any]) -> Any:

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from lib.data.images import load_image
-from lib.data.inputs import load_arrays, make_dataset
+from lib.data.inputs import TrainStream, load_arrays, make_dataset
 from lib.data.manifest import DataError, class_names, split_frame
 from lib.tiny import tiny_dataset
 from lib.train import fit as train
@@ -49,6 +49,44 @@ def test_pipeline_decodes_resizes_and_one_hot_encodes(data: train.TrainingData) 
     assert list(np.asarray(y).argmax(axis=1)) == list(data.train["label"][:5])
     n = sum(int(b[0].shape[0]) for b in ds)
     assert n == len(data.train)  # nothing dropped, nothing repeated
+
+
+def _epochs(stream: TrainStream, first: int, last: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per epoch: the concatenated images and labels that dataset(first, last) yields."""
+    batches = list(stream.dataset(first, last).as_numpy_iterator())
+    out = []
+    for e in range(last - first):
+        chunk = batches[e * stream.steps:(e + 1) * stream.steps]
+        out.append((np.concatenate([b[0] for b in chunk]), np.concatenate([b[1] for b in chunk])))
+    return out
+
+
+def test_train_stream_epochs_are_a_function_of_the_epoch(data: train.TrainingData) -> None:
+    """Epoch e is the same batches whether the stream starts at 0 or at e (a resumed run), each
+    epoch visits every image once, and epochs differ in order and augmentation."""
+    policy = AugmentPolicy(AugmentConfig(), 9)
+    stream, _ = data.datasets(5, channels=3, seed=9, augment=policy)
+    whole = _epochs(stream, 0, 3)
+    resumed = _epochs(TrainStream(stream.images, stream.labels, 4, 5, 9, 3,
+                                  AugmentPolicy(AugmentConfig(), 9)), 2, 3)
+    np.testing.assert_array_equal(whole[2][0], resumed[0][0])
+    np.testing.assert_array_equal(whole[2][1], resumed[0][1])
+    assert whole[0][0].shape == (len(data.train), 32, 32, 3)
+    order = [stream.order(e) for e in range(3)]
+    assert all(sorted(o) == list(range(len(data.train))) for o in order)
+    assert not np.array_equal(order[0], order[1])
+    np.testing.assert_array_equal(whole[1][1].argmax(axis=1), stream.labels[order[1]])
+    assert not np.array_equal(whole[0][0], whole[1][0])
+
+
+def test_train_stream_refuses_bad_labels_and_channels(data: train.TrainingData) -> None:
+    images, labels = load_arrays(data.train, data.raw_dir, image_size=16, n_classes=4)
+    with pytest.raises(DataError, match="labels outside"):
+        TrainStream(images, labels, 2, 4, 0)
+    with pytest.raises(ValueError, match="channels"):
+        TrainStream(images, labels, 4, 4, 0, channels=2)
+    with pytest.raises(DataError, match="no training images"):
+        TrainStream(images[:0], labels[:0], 4, 4, 0)
 
 
 def test_pipeline_matches_pil_pixels_and_makes_rgb(data: train.TrainingData) -> None:
@@ -319,3 +357,4 @@ def test_fit_two_phase_freezes_then_fine_tunes(data: train.TrainingData, tmp_pat
     assert list(history["epoch"]) == [0, 1]  # phase 2 numbers its epochs after phase 1's
     assert result.epochs_run == 2 and 0 <= result.best_epoch <= 1
     assert train.read_history(runs[1] / "history.csv")["epoch"].tolist() == [1]
+

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import check_int, from_group
-from ..jsonio import STAGE_DIGITS, round_floats
+from ..jsonio import STAGE_DIGITS
 from ..splits import TEST, VAL
 from ..stats import bootstrap_ci
 
@@ -516,7 +516,7 @@ def evaluate_all(paths: dict[str, Path], **kwargs: Any) -> dict[str, Evaluation]
             for key, path in sorted(paths.items())}
 
 
-def _check_same_images(evaluations: dict[str, Evaluation]) -> None:
+def check_same_images(evaluations: dict[str, Evaluation]) -> None:
     first = next(iter(evaluations.values())).pred
     for ev in evaluations.values():
         if ev.pred.classes != first.classes or not np.array_equal(
@@ -556,36 +556,6 @@ def best_model(val_macro_f1: dict[str, float]) -> str:
     """
     name = best_configuration(val_macro_f1)
     return min((k for k in val_macro_f1 if parse_key(k)[0] == name), key=lambda k: parse_key(k)[1])
-
-
-def summarise(evaluations: dict[str, Evaluation], *, resamples: int, seed: int,
-              level: float = 0.95, alpha: float = 0.05, bins: int = 15) -> dict[str, Any]:
-    """The evaluate.json payload: every model; per configuration its seeds' statistics, the
-    seed-aware comparisons and its seed ensemble (lib.evaluate.seeds); per-seed McNemar (detail);
-    the best configuration and the model standing for it (chosen on validation,
-    ``BEST_MODEL_RULE``); notes."""
-    from .seeds import seed_evidence  # seeds builds on this module's metrics
-
-    if not evaluations:
-        raise ValueError("no models to summarise; predict_all found none")
-    _check_same_images(evaluations)
-    first = next(iter(evaluations.values())).pred
-    notes = sorted({n for ev in evaluations.values() for n in ev.notes})
-    payload = {
-        "split": "test", "n_images": len(first.labels), "classes": list(first.classes),
-        "bootstrap": {"resamples": resamples, "seed": seed, "level": level},
-        "alpha": alpha, "ece_bins": bins,
-        "models": {k: ev.metrics for k, ev in sorted(evaluations.items())},
-        "mcnemar": compare_models({k: ev.correct for k, ev in evaluations.items()}, alpha),
-        "best_model": best_model({k: validation_macro_f1(ev.pred.val_labels, ev.pred.val_probs,
-                                                         len(first.classes))
-                                  for k, ev in evaluations.items()}),
-        "best_model_rule": BEST_MODEL_RULE,
-        **seed_evidence(evaluations, resamples=resamples, seed=seed, level=level, alpha=alpha,
-                        bins=bins),
-        "notes": notes,
-    }
-    return round_floats(payload, DIGITS)
 
 
 # --------------------------------------------------------------------------------------------

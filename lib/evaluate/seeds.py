@@ -94,12 +94,21 @@ def compare_configurations(summary: dict[str, dict[str, Any]], metric: str = "te
     return pairs
 
 
+def excludes_zero(interval: Sequence[float] | None) -> bool:
+    """Whether an interval shows a difference (in either direction)."""
+    return interval is not None and (interval[0] > 0 or interval[1] < 0)
+
+
 def ensemble_predictions(members: Sequence[Predictions]) -> Predictions:
     """The mean of the members' probabilities on test and val, as one model's Predictions."""
     first = members[0]
     for p in members[1:]:
+        if p.model != first.model:
+            raise ValueError(f"{p.key} is not a seed of {first.model}: an ensemble averages the "
+                             "seeds of one configuration")
         if p.classes != first.classes or not np.array_equal(p.labels, first.labels) or \
-                not np.array_equal(p.val_labels, first.val_labels):
+                not np.array_equal(p.val_labels, first.val_labels) or \
+                not np.array_equal(p.test["path"].to_numpy(), first.test["path"].to_numpy()):
             raise ValueError(f"{p.key} was scored on other images than {first.key}")
     name = f"{first.model}_ensemble"
     return replace(first, key=name, model=name, seed=ENSEMBLE_SEED,
@@ -114,8 +123,9 @@ def ensemble_report(members: Sequence[Evaluation], ensemble: Evaluation, *, resa
     `vs_members`: ensemble macro-F1 minus the members' mean, with a paired bootstrap over test
     images (the same resampled images for the ensemble and every member): one ensemble exists
     per configuration, so this interval covers test sampling only. `calibration`: the
-    ensemble's ECE against each member's ECE after temperature scaling, as a paired t-interval
-    over the members (seeds).
+    ensemble's ECE minus each member's ECE after temperature scaling, as a paired t-interval
+    over the members (seeds). `holds`: the interval excludes zero, in either direction (the
+    sign of the estimate says which way).
     """
     k = len(ensemble.pred.classes)
     labels = ensemble.pred.labels
@@ -140,17 +150,15 @@ def ensemble_report(members: Sequence[Evaluation], ensemble: Evaluation, *, resa
         "vs_members": {"estimate": estimate, "interval": [float(lo), float(hi)],
                        "test": "paired bootstrap over test images (one ensemble: test sampling "
                                "only)",
-                       "holds": bool(lo > 0)},
+                       "holds": bool(lo > 0 or hi < 0)},  # a difference, either way
         "calibration": {"ensemble_ece": ece,
                         "ensemble_ece_after_temperature":
                             ensemble.metrics["calibration"]["after"]["ece"],
                         "members_ece": [ev.metrics["calibration"]["before"]["ece"]
                                         for ev in members],
                         "members_ece_after_temperature": member_after,
-                        "vs_temperature_scaling": {**calibration,
-                                                   "holds": bool(calibration["interval"] is not None
-                                                                 and calibration["interval"][1]
-                                                                 < 0)}},
+                        "vs_temperature_scaling": {**calibration, "holds": excludes_zero(
+                            calibration["interval"])}},
     }
 
 

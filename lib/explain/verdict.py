@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..evaluate.metrics import parse_key
+from ..evaluate.metrics import holm, parse_key
 from ..jsonio import STAGE_DIGITS, round_floats
 from ..stats import CI_LEVEL, paired_difference, seed_interval
 from . import scores as localise
@@ -177,19 +177,25 @@ def seed_summary(per_seed: dict[str, dict[str, Any]], level: float = CI_LEVEL
 def method_comparisons(configurations: dict[str, Any], name: str, headline: str,
                        level: float = CI_LEVEL) -> list[dict[str, Any]]:
     """On configuration `name`: the headline method's strict pointing game against each other
-    cheap method, paired over seeds (the same models explained two ways)."""
+    cheap method, paired over seeds (the same models explained two ways), Holm over those pairs.
+    `holds`: the adjusted p is below 1 - level, so the interval excludes zero, either way (the
+    estimate's sign says which method points better)."""
     loc = configurations.get(name, {}).get("localisation", {})
     if headline not in loc:
         return []
     own = loc[headline]["pointing_game"]["values"]
     out = []
     for method, scores in loc.items():
-        if method == headline:
-            continue
-        diff = paired_difference(own, scores["pointing_game"]["values"], level)
-        out.append({"configuration": name, "a": headline, "b": method,
-                    "metric": "pointing_game", **diff,
-                    "holds": bool(diff["interval"] is not None and diff["interval"][0] > 0)})
+        if method != headline:
+            out.append({"configuration": name, "a": headline, "b": method,
+                        "metric": "pointing_game",
+                        **paired_difference(own, scores["pointing_game"]["values"], level)})
+    testable = [c for c in out if c["p"] is not None]
+    for c, adjusted in zip(testable, holm([c["p"] for c in testable]), strict=True):
+        c["p_holm"] = float(adjusted)
+    for c in out:
+        c.setdefault("p_holm", None)
+        c["holds"] = bool(c["p_holm"] is not None and c["p_holm"] < 1 - level)
     return out
 
 
