@@ -237,7 +237,7 @@ def test_report_is_self_contained_and_matches_metrics(study: dict) -> None:
 # (tests/test_augment.py), and the phantom's pretext set and twins (tests/test_phantom.py
 # regenerates the default profile byte for byte).
 FORCED = ("eda", "train_scratch@dropout_batchnorm", "pretrain", "train_transfer", "evaluate",
-          "explain")
+          "explain", "claims")
 # Byte-compared outputs of those stages: every file except the executed notebooks and their HTML
 # (papermill stamps times into them) and the model files (a .keras zip and its HDF5 weights carry
 # save times; their weights are compared as arrays instead).
@@ -290,10 +290,10 @@ def test_forced_repro_is_byte_identical(study: dict, tmp_path: Path) -> None:
     shutil.copytree(study["clone"], clone, symlinks=True)
     before, weights = output_bytes(clone), model_weights(clone)
     written = {f"reports/metrics/{name}.json" for name in (
-        "data_audit", "eda", "pretrain", "train_transfer", "evaluate", "explain",
+        "data_audit", "eda", "pretrain", "train_transfer", "evaluate", "explain", "claims",
         *(f"train_scratch_{v}" for v in VARIANTS))}
     assert written <= set(before)  # (the checkout also holds the committed files of the others)
-    assert len(weights) == len(VARIANTS) + 1 and before  # the scratch variants + transfer
+    assert len(weights) == len(MODEL_KEYS) and before  # every seed of every configuration
     out = run(["dvc", "repro", "--force", "--single-item", *FORCED], clone).stdout
     assert all(f"Running stage '{name}'" in out for name in FORCED), out
     after = output_bytes(clone)

@@ -319,7 +319,9 @@ def expected_headline(evaluate: dict[str, Any], explain: dict[str, Any] | None,
     m = evaluate["models"][key]
     numbers = [m["macro"]["f1"], *m["ci"]["macro_f1"], m["calibration"]["before"]["ece"],
                m["calibration"]["after"]["ece"]]
-    expl = (explain or {}).get("models", {}).get(key, {})
+    # a configuration's lowest seed is explained in full, its other seeds by the cheap methods
+    expl = ((explain or {}).get("models", {}).get(key)
+            or (explain or {}).get("seeds", {}).get(key, {}))
     method = (explain or {}).get("headline_method", "gradcam")
     pointing = expl.get("localisation", {}).get(method, {}).get("pointing_game", {})
     numbers += [pointing["value"]] if "value" in pointing else []
