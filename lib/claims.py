@@ -204,7 +204,7 @@ def status_markdown(payload: dict[str, Any]) -> str:
                  and not c["holds"]]
     seeds = sorted({s for v in payload["seeds"].values() for s in v})
     lines = [f"Generated from `reports/metrics/claims.json` (seeds {', '.join(map(str, seeds))}; "
-             f"{payload['level']:.0%} intervals include training randomness):", ""]
+             f"{100 * payload['level']:.0f} % intervals include training randomness):", ""]
     lines += [f"- {c['statement']}" for c in shown]
     lines.append(f"- {len(not_shown)} other comparison(s) showed no difference (listed in the "
                  "report).")

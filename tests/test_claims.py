@@ -264,7 +264,7 @@ def test_status_markdown_lists_selections_first_and_counts_what_did_not_hold() -
     text = claims.status_markdown(payload_of(tgt, won, *lost, sel, ens_lost))
     lines = text.splitlines()
     assert lines[0].startswith("Generated from `reports/metrics/claims.json` (seeds 1, 2, 3; "
-                               "95% intervals")
+                               "95 % intervals")
     bullets = [line for line in lines if line.startswith("- ")]
     assert bullets[0] == "- Chose X."
     assert bullets[1] == f"- {won['statement']}"

@@ -223,8 +223,11 @@ def test_ensemble_of_complementary_members_beats_them() -> None:
     assert report["best_member_macro_f1"] == max(member_f1) < 1.0
     vs = report["vs_members"]
     assert vs["estimate"] == pytest.approx(1.0 - np.mean(member_f1))
-    assert vs["interval"][0] > 0 and vs["holds"] is True
-    assert "test sampling only" in vs["test"]
+    # seed-aware: the paired t-interval of (ensemble - member) over the members' seeds
+    ref = paired_difference([1.0] * 3, member_f1)
+    assert vs["interval"] == pytest.approx(ref["interval"]) and vs["p"] == pytest.approx(ref["p"])
+    assert vs["holds"] == (vs["interval"][0] > 0) and "paired t-test over seeds" in vs["test"]
+    assert vs["test_sampling_interval"][0] > 0  # the bootstrap over test images, as detail
 
 
 def test_ensemble_of_identical_members_gains_nothing() -> None:
@@ -233,7 +236,8 @@ def test_ensemble_of_identical_members_gains_nothing() -> None:
     vs = report["vs_members"]
     assert vs["estimate"] == pytest.approx(0.0, abs=1e-12)
     assert vs["interval"] == pytest.approx([0.0, 0.0], abs=1e-12)
-    assert vs["holds"] is False  # holds only when the lower bound is above zero
+    assert vs["holds"] is False  # holds only when the interval excludes zero
+    assert vs["test_sampling_interval"] == pytest.approx([0.0, 0.0], abs=1e-12)
 
 
 def test_ensemble_calibration_is_compared_with_temperature_scaled_members() -> None:

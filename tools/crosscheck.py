@@ -8,7 +8,8 @@ tool reruns the study in a temporary copy of the checkout with another kernel fa
 runs' reports/metrics/claims.json against two targets:
 
 - every claim the same on both runs (holds or not, and the same winner when it holds);
-- no metric drifts outside its seed-aware interval (each run's mean inside the other's interval).
+- no metric drifts outside its seed-aware interval (run B's mean inside the interval run A
+  states; whether run A's mean is also inside run B's is reported beside it, as `mutual`).
 
 It writes reports/crosscheck.md (the tables) and reports/crosscheck.json (the comparison) and
 exits 0 when both targets pass, 1 otherwise, 2 when there is nothing to compare with yet.
@@ -76,8 +77,10 @@ def _within(x: float, interval: list[float]) -> bool:
 
 
 def _metric_row(mid: str, a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any]:
-    """One metric on both runs: drift, whether each mean lies in the other's interval, and the
-    drift in units of run A's half-width (how close to the edge it came)."""
+    """One metric on both runs: drift, whether run B's mean lies in run A's stated interval (the
+    target: the reference run's interval is the one the report states), whether run A's mean
+    also lies in run B's (`mutual`, reported beside it: with 3 seeds one run's interval can be
+    narrow by chance), and the drift in units of run A's half-width."""
     label = (a or b or {}).get("label", mid)
     row: dict[str, Any] = {"id": mid, "label": label,
                            "mean_a": a.get("mean") if a else None,
@@ -87,22 +90,22 @@ def _metric_row(mid: str, a: dict[str, Any] | None, b: dict[str, Any] | None) ->
                            "drift": None, "ratio": None}
     if a is None or b is None:
         # a metric one run lacks cannot be shown to stay inside: the runs are not comparable
-        return {**row, "inside": False, "why": "only in run A" if b is None else "only in run B"}
+        return {**row, "inside": False, "mutual": False,
+                "why": "only in run A" if b is None else "only in run B"}
     mean_a, mean_b = float(a["mean"]), float(b["mean"])
     ia, ib = a.get("interval"), b.get("interval")
     drift = mean_b - mean_a
     if ia is None or ib is None:
         # n < 2: no spread to be inside of, so only an unchanged mean is inside
-        inside = mean_a == mean_b
+        inside = mutual = mean_a == mean_b
         why = "" if inside else "no interval (n < 2) and the means differ"
     else:
-        inside = _within(mean_b, ia) and _within(mean_a, ib)
-        why = "" if inside else ", ".join(
-            text for ok, text in ((_within(mean_b, ia), "mean B outside interval A"),
-                                  (_within(mean_a, ib), "mean A outside interval B")) if not ok)
+        inside, mutual = _within(mean_b, ia), _within(mean_b, ia) and _within(mean_a, ib)
+        why = "" if inside else "mean B outside interval A"
     half = (ia[1] - ia[0]) / 2 if ia is not None else 0.0
     ratio = abs(drift) / half if half > 0 else (0.0 if drift == 0 else None)
-    return {**row, "drift": drift, "ratio": ratio, "inside": inside, "why": why}
+    return {**row, "drift": drift, "ratio": ratio, "inside": inside, "mutual": mutual,
+            "why": why}
 
 
 def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -128,6 +131,7 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         "n_claims_differ": sum(not c["same"] for c in claims),
         "n_metrics": len(metrics),
         "n_metrics_outside": sum(not m["inside"] for m in metrics),
+        "n_metrics_not_mutual": sum(not m["mutual"] for m in metrics),
         "max_drift": max(drifts, default=0.0),
         "max_ratio": max(ratios, default=None),
         "level": {"a": a.get("level"), "b": b.get("level")},
@@ -197,18 +201,21 @@ def render(result: dict[str, Any]) -> str:
     if not result["claims"]:
         lines.append("| (no claims in either run) | | | |")
     lines += ["", f"## Metrics: {TARGET_METRICS}", "",
-              "Inside: run B's mean lies in run A's interval and run A's mean in run B's. "
-              "Drift / half-width: the drift in units of run A's half-width (1 = at the edge).",
-              "", "| metric | mean A | mean B | drift | interval A | drift / half-width | inside |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
+              "Inside (the target): run B's mean lies in run A's interval, the one the reference "
+              "run states. Mutual: run A's mean also lies in run B's interval (with 3 seeds a "
+              "run's interval can be narrow by chance). Drift / half-width: the drift in units "
+              "of run A's half-width (1 = at the edge).",
+              "", "| metric | mean A | mean B | drift | interval A | interval B | "
+              "drift / half-width | inside | mutual |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in result["metrics"]:
         inside = "yes" if row["inside"] else f"**no**: {row['why']}"
         lines.append(f"| {_cell(row['id'])} | {_num(row['mean_a'])} | {_num(row['mean_b'])} | "
                      f"{_num(row['drift'], signed=True)} | {_interval(row['interval_a'])} | "
-                     f"{_ratio(row['ratio'])} | "
-                     f"{_cell(inside)} |")
+                     f"{_interval(row['interval_b'])} | {_ratio(row['ratio'])} | "
+                     f"{_cell(inside)} | {'yes' if row.get('mutual') else 'no'} |")
     if not result["metrics"]:
-        lines.append("| (no metrics in either run) | | | | | | |")
+        lines.append("| (no metrics in either run) | | | | | | | | |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,29 +1,35 @@
 """The explain stage: every trained model explained and measured on the test split.
 
-For each model (lib.evaluate.predict.find_models): its test predictions, saliency maps by every
-method
-(lib.explain), their localisation against the lesion masks, faithfulness and sanity scores
-(lib.explain.scores), the healthy-twin shortcut control and what the figures need; ``summary`` turns
+For each model (lib.evaluate.predict.find_models): its test predictions, saliency maps, their
+localisation against the lesion masks, faithfulness and sanity scores (lib.explain.scores), the
+healthy-twin shortcut control and what the figures need; ``lib.explain.verdict.summary`` turns
 the results into ``reports/metrics/explain.json``.
 
-Which images each part uses (sized so that the default profile stays within minutes on 2 cores):
-- Grad-CAM, Grad-CAM++ and HiResCAM (cheap): every tumour test image with a mask;
-- Score-CAM, SmoothGrad, occlusion and the faithfulness curves: a seeded sample of
-  ``sample_size`` of those images, stratified by class; every method's maps exist on the sample,
-  so methods compare like with like there; the sanity check re-explains ``sanity_size`` of them;
-- the headline method (``validate``): the best model (lib.evaluate.metrics.best_model: highest
-  validation macro-F1, the evaluate stage's rule, computed here) explained by every
-  method on a seeded, class-stratified sample of ``sample_size`` *validation* tumour images; the
-  method with the highest strict pointing game there, among the methods that pass the sanity
-  check on the same images, is the headline (ties: the earlier, cheaper one in
-  lib.explain.methods.METHODS). The test split is never used to choose it;
+Which models and images each part uses (seeds are the unit of evidence, so the cheap parts run on
+every seed; the default profile stays within minutes on 2 cores):
+- every seed's model (``explain_seed``): Grad-CAM, Grad-CAM++ and HiResCAM (cheap) on every
+  tumour test image with a mask, test accuracy and the shortcut control, summarised per
+  configuration over its seeds (``lib.explain.verdict.seed_summary``);
+- each configuration's lowest seed (``explain_model``, ``representatives``) in full: also
+  Score-CAM, SmoothGrad, occlusion and the faithfulness curves on a seeded sample of
+  ``sample_size`` tumour images, stratified by class (every method's maps exist on the sample,
+  so methods compare like with like there), the sanity check on ``sanity_size`` of them, and
+  the figures;
+- the headline method (``validate``): the best configuration (lib.evaluate.metrics's rule: the
+  highest mean validation macro-F1 over its seeds, computed here) explained on *validation*
+  tumour images: the cheap methods on all of them and every seed, averaged over the seeds; the
+  expensive ones on the seeded validation sample of its lowest seed. The method with the highest
+  strict pointing game, among the methods that pass the sanity check on that sample, is the
+  headline (ties: the earlier, cheaper one in lib.explain.methods.METHODS). The test split is
+  never used to choose it;
 - the shortcut control: the healthy twin of every tumour test image (phantom data only): same
   anatomy, pose, sequence, bias and noise, no lesion. The share still called a tumour is the
   shortcut rate; beside it, the share of real healthy test scans called a tumour, the rate a
   lesion-reading model would also show on the twins (see ``shortcut_rate``).
 
-The targets (``target_check``, for the best model, each reported met or missed with its number):
-the headline method's strict pointing game on test >= 0.80, Grad-CAM's >= 0.60, at most 10 % of
+The targets (``lib.explain.verdict.target_check``, for the model standing for the best
+configuration, each met or missed with its number; lib.claims restates them over seeds): the
+headline method's strict pointing game on test >= 0.80, Grad-CAM's >= 0.60, at most 10 % of
 healthy twins called a tumour and at most 0.05 more than real healthy scans, and every method's
 randomisation sanity check passed (failing methods named).
 """
