@@ -43,7 +43,8 @@ def images_per_second(model: Any, dataset: Any, steps: int, n_images: int, epoch
             self.seconds.append(time.perf_counter() - self.start)
 
     timer = Timer()
-    model.fit(dataset, steps_per_epoch=steps, epochs=epochs, callbacks=[timer], verbose=0)
+    model.fit(dataset, steps_per_epoch=steps, epochs=epochs, callbacks=[timer], verbose=0,
+              shuffle=False)
     return n_images * (epochs - 1) / sum(timer.seconds[1:])
 
 
