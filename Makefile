@@ -31,14 +31,18 @@ help:
 setup: $(STAMP)
 
 # Pinned install, the project in editable mode, a named Jupyter kernel for papermill, and the
-# nbstripout git filter so notebooks are committed without outputs.
-$(STAMP): requirements.txt pyproject.toml
+# nbstripout git filter so notebooks are committed without outputs. The kernel shows figures
+# inline (the stages' MPLBACKEND=Agg would leave a Figure repr in the executed notebooks) and
+# keeps TensorFlow's C++ log lines (benign tf.data graph notices) out of the rendered pages.
+$(STAMP): requirements.txt pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' 2>/dev/null || \
 	  { echo "error: $(PYTHON) is not Python 3.11; run 'make PYTHON=/path/to/python3.11 ...'"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -q -r requirements.txt
 	$(BIN)/python -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
-	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python 3.11 (brain-mri-study)" >/dev/null
+	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) \
+	  --display-name "Python 3.11 (brain-mri-study)" \
+	  --env MPLBACKEND module://matplotlib_inline.backend_inline --env TF_CPP_MIN_LOG_LEVEL 3 >/dev/null
 	-git rev-parse --git-dir >/dev/null 2>&1 && $(BIN)/nbstripout --install --attributes .gitattributes
 	touch $(STAMP)
 
