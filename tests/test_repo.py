@@ -69,6 +69,19 @@ def test_notebooks_are_committed_without_outputs_and_with_parameters() -> None:
         assert nb["metadata"]["kernelspec"]["name"] == "brain-mri-study"
 
 
+def test_notebooks_on_disk_are_what_git_stores() -> None:
+    """The nbstripout filter rewrites a notebook when it is committed (outputs, cell ids, key
+    order), so a notebook saved by an editor can differ on disk from its committed blob while
+    `git status` says clean. dvc.lock then records the on-disk file, and every clean checkout
+    (CI included) sees a stale lock. Checked here, before a commit lands."""
+    for path in sorted((REPO / "notebooks").glob("*.ipynb")):
+        proc = subprocess.run([sys.executable, "-m", "nbstripout", "--textconv", str(path)],
+                              cwd=REPO, capture_output=True, text=True, check=True)
+        assert proc.stdout == path.read_text(), (
+            f"{path.name} on disk is not in the form the nbstripout filter commits; run "
+            f"`python -m nbstripout {path.relative_to(REPO)}`, then `dvc repro`")
+
+
 def test_ci_runs_make_test_and_make_installs_before_testing() -> None:
     ci = (REPO / ".ci" / "run").read_text()
     assert re.search(r"^make test\b", ci, re.M)
