@@ -172,6 +172,30 @@ def filtered_stderr() -> Iterator[None]:
         thread.join(timeout=5)
 
 
+def tidy_outputs(ipynb: Path) -> None:
+    """The executed notebook as a reader should get it: each cell's stream outputs merged with
+    carriage returns applied (a progress bar ends as its last line, not one line per update;
+    nbconvert's CoalesceStreamsPreprocessor) and the NOISE lines dropped. The terminal saw them
+    live; the notebook and its HTML keep what a person reads."""
+    import nbformat
+    from nbconvert.preprocessors import CoalesceStreamsPreprocessor
+
+    nb = nbformat.read(ipynb, as_version=4)
+    nb, _ = CoalesceStreamsPreprocessor().preprocess(nb, {})
+    for cell in nb.cells:
+        kept = []
+        for output in cell.get("outputs", []):
+            if output.output_type == "stream":
+                output.text = "".join(line for line in output.text.splitlines(keepends=True)
+                                      if not is_noise(line))
+                if not output.text:
+                    continue
+            kept.append(output)
+        if cell.cell_type == "code":
+            cell.outputs = kept
+    nbformat.write(nb, ipynb)
+
+
 def render_notebook(ipynb: Path, html: Path | None = None) -> Path:
     """Executed notebook → standalone HTML with no MathJax/require.js fetched from a CDN."""
     import nbformat
@@ -208,6 +232,7 @@ def run_notebook(stage: str, item: str | None = None, paths: dict[str, str] | No
         papermill.execute_notebook(root / "notebooks" / spec.notebook, out, parameters=parameters,
                                    kernel_name=KERNEL, cwd=str(root), progress_bar=False,
                                    stdout_file=sys.stdout, stderr_file=sys.stderr)
+    tidy_outputs(out)
     html = render_notebook(out)
     print(f"wrote {out.relative_to(root)} and {html.relative_to(root)}")
     return out

@@ -30,7 +30,13 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
     return proc
 
 
+LONGEST = "test_pipeline.py"  # the real tiny `dvc repro`: about half of make test's work
+
+
 def pytest_collection_modifyitems(items: list) -> None:
-    """Slow files first: with `-n 2 --dist loadfile` the real tiny `dvc repro` starts at once on
-    one worker while the other takes everything else, instead of starting last and running alone."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The longest file first, then the other slow ones: with `-n 2 --dist loadfile
+    --no-loadscope-reorder` (make test) the tiny `dvc repro` starts at once on one worker while
+    the other takes everything else, instead of starting halfway and running alone at the end.
+    (xdist's default reorder, by number of tests per file, would undo this order.)"""
+    items.sort(key=lambda item: (item.path.name != LONGEST,
+                                 item.get_closest_marker("slow") is None))

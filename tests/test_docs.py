@@ -80,3 +80,70 @@ def test_the_readme_status_block_is_the_committed_claims() -> None:
     block = text.split(README_START, 1)[1].split(README_END, 1)[0].strip()
     assert block == status_markdown(json.loads(claims.read_text())).strip(), (
         "README.md's status block is stale: run `python -m lib.claims readme`")
+
+
+# ---- numbers the README states ---------------------------------------------------------------
+METRIC_NUMBER = re.compile(r"(?<![\w.])0\.\d{2,3}(?!\d)")  # a score, a rate, a drift
+DATE = re.compile(r"\b20\d\d-\d\d-\d\d\b")
+# Paragraphs whose every number tests/test_docs.py checks against a committed file (below).
+CHECKED = ("- **Across CPU kinds: the claims.**", "- **Why 3 seeds.**")
+
+
+def readme_paragraphs(text: str) -> list[str]:
+    """The README's prose paragraphs (list items split apart), without the generated status
+    block and without code blocks."""
+    from lib.claims import README_END, README_START
+
+    text = re.sub(re.escape(README_START) + ".*?" + re.escape(README_END), "", text, flags=re.S)
+    text = re.sub(r"```.*?```", "", text, flags=re.S)
+    return [p.strip() for p in re.split(r"\n\s*\n|\n(?=- )", text) if p.strip()]
+
+
+def undated_numbers(text: str) -> list[str]:
+    return [p[:80] for p in readme_paragraphs(text)
+            if METRIC_NUMBER.search(p) and not DATE.search(p) and not p.startswith(CHECKED)]
+
+
+def test_every_study_number_in_the_readme_is_generated_checked_or_dated() -> None:
+    """A number about the study is either in the generated status block, in a paragraph whose
+    numbers a test checks against the metrics files, or in a paragraph that says when it was
+    measured (a dated example: it will not move with the next run)."""
+    missing = undated_numbers((REPO / "README.md").read_text())
+    assert not missing, f"README paragraphs with study numbers and no date: {missing}"
+
+
+def test_the_number_check_sees_an_undated_paragraph() -> None:
+    text = ("Intro.\n\nTest macro-F1 was 0.932 on transfer.\n\n- item measured 2026-12-05: "
+            "0.91\n\n```\n0.5 in code\n```\n")
+    assert undated_numbers(text) == ["Test macro-F1 was 0.932 on transfer."]
+
+
+def paragraph(start: str) -> str:
+    return next(p for p in readme_paragraphs((REPO / "README.md").read_text())
+                if p.startswith(start))
+
+
+def test_readme_crosscheck_numbers_are_the_crosscheck_file() -> None:
+    import json
+
+    check = json.loads((REPO / "reports" / "crosscheck.json").read_text())
+    text = " ".join(paragraph(CHECKED[0]).split())
+    assert f"all {check['n_claims']} claims the same" in text and check["n_claims_differ"] == 0
+    assert f"all {check['n_metrics']} seed-aware numbers" in text
+    assert check["n_metrics_outside"] == 0
+    assert f"the rerun took {check['seconds'] / 60:.1f} min" in text
+    means = {m["id"]: m for m in check["metrics"]}
+    for name, key in (("scratch batchnorm", "scratch_batchnorm"), ("transfer", "transfer")):
+        m = means[f"test_macro_f1:{key}"]
+        assert f"{name} {m['mean_a']:.3f} → {m['mean_b']:.3f}" in text, name
+
+
+def test_readme_seed_spread_is_the_evaluation_s() -> None:
+    import json
+
+    configs = json.loads((REPO / "reports" / "metrics" / "evaluate.json").read_text())
+    sd = {k: v["test_macro_f1"]["sd"] for k, v in configs["configurations"].items()}
+    scratch = [v for k, v in sd.items() if k.startswith("scratch_")]
+    text = " ".join(paragraph(CHECKED[1]).split())
+    assert (f"sd {min(scratch):.3f}-{max(scratch):.3f} for the scratch variants and "
+            f"{sd['transfer']:.3f} for transfer") in text

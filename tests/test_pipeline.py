@@ -119,6 +119,23 @@ def test_repro_runs_every_stage_and_writes_outputs(study: dict) -> None:
     assert (clone / "reports" / "notebooks" / "01_eda.html").is_file()
 
 
+def test_executed_notebooks_show_their_figures_and_no_log_noise(study: dict) -> None:
+    """What a student opens: every stage notebook draws figures, so each executed copy holds
+    inline images, and its stream outputs are what a reader reads (a progress bar's last state,
+    no TensorFlow banner), as lib.stage.tidy_outputs leaves them."""
+    from lib.stage import is_noise
+
+    executed = sorted((study["clone"] / "reports" / "notebooks").glob("*.ipynb"))
+    assert len(executed) >= 6
+    for path in executed:
+        outputs = [o for c in json.loads(path.read_text())["cells"] for o in c.get("outputs", [])]
+        images = [o for o in outputs if "image/png" in o.get("data", {})]
+        assert images, f"{path.name}: no figure is shown inline"
+        streams = "".join("".join(o["text"]) for o in outputs if o["output_type"] == "stream")
+        assert "\r" not in streams, f"{path.name}: progress-bar updates left in the page"
+        assert not [line for line in streams.splitlines() if is_noise(line)], path.name
+
+
 def test_metrics_are_visible_to_dvc(study: dict) -> None:
     out = run(["dvc", "metrics", "show", "--json"], study["clone"]).stdout
     assert "eda.json" in out and "n_images" in out

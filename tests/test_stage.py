@@ -376,6 +376,29 @@ def test_kernel_noise_is_dropped_and_everything_else_kept() -> None:
     assert err == "a real error\n"
 
 
+def test_tidy_outputs_keeps_a_progress_bar_s_last_state_and_drops_the_banner(tmp_path: Any
+                                                                              ) -> None:
+    import nbformat
+
+    from lib.stage import tidy_outputs
+
+    cell = nbformat.v4.new_code_cell("run()")
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name="stderr", text="WARNING: All log messages before "
+                               "absl::InitializeLog() is called are written to STDERR\n"),
+        nbformat.v4.new_output("stream", name="stderr", text="work:  50%|#    | 1/2\r"),
+        nbformat.v4.new_output("stream", name="stderr", text="work: 100%|#####| 2/2\n"),
+        nbformat.v4.new_output("stream", name="stdout", text="epoch 1 loss 0.5\n"),
+        nbformat.v4.new_output("display_data", data={"text/plain": "<Figure>"}),
+    ]
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), path)
+    tidy_outputs(path)
+    outputs = nbformat.read(path, as_version=4).cells[0].outputs
+    assert [o.get("text") for o in outputs] == ["work: 100%|#####| 2/2\n", "epoch 1 loss 0.5\n",
+                                                None]
+
+
 def test_timed_records_a_successful_command_only(tmp_path: Any) -> None:
     record = tmp_path / "t.json"
     assert stage.main(["timed", "s", str(record), "--", sys.executable, "-c", "1"]) == 0

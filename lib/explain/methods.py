@@ -215,6 +215,31 @@ def layer_choice(model: Any, layer: str = "auto", min_grid: int = MIN_GRID) -> t
                       f"rectified layer with a grid of {min_grid} or more ({gh}x{gw})")
 
 
+def head_facts(model: Any, layer: str) -> dict[str, Any]:
+    """How the classifier head reads the map at `layer`: facts the report's prose is built from.
+
+    ``pooling``: "average", "max", "flatten" or "none" (the last such layer before the output);
+    ``reads_layer``: whether the head reads `layer` itself (through pooling and dropout only);
+    ``layers_between``: how many layers lie between `layer` and the head's input. Grad-CAM and
+    HiResCAM coincide when an average-pooled linear head reads the layer directly, and differ
+    when later layers or another pooling stand between them.
+    """
+    import keras
+
+    kinds = ((keras.layers.GlobalAveragePooling2D, "average"),
+             (keras.layers.GlobalMaxPooling2D, "max"), (keras.layers.Flatten, "flatten"))
+    pooling = "none"
+    for candidate in reversed(model.layers):
+        found = next((name for kind, name in kinds if isinstance(candidate, kind)), None)
+        if found:
+            pooling = found
+            break
+    head_input, _ = layer_choice(model, "auto", min_grid=1)
+    names = [candidate.name for candidate in model.layers]
+    return {"pooling": pooling, "reads_layer": head_input == layer,
+            "layers_between": max(names.index(head_input) - names.index(layer), 0)}
+
+
 # --------------------------------------------------------------------------------------------
 # Array helpers shared by the methods and the scores
 # --------------------------------------------------------------------------------------------
@@ -365,6 +390,7 @@ class Explainer:
         self.model = model
         self.layer, self.layer_reason = layer_choice(model, layer, min_grid)
         self.grid = grid_of(model, self.layer)
+        self.head = head_facts(model, self.layer)
         self.cfg = cfg or SaliencyConfig()
         self.size = int(model.input_shape[1])
         self._linear = logits_twin(model)

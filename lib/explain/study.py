@@ -375,7 +375,7 @@ def explain_model(model: Any, key: str, test: SplitImages, cfg: ExplainConfig,
     showcase = np.sort(pd.Series(s).groupby(labels[s]).first().to_numpy())  # one per class
     metrics = {
         "layer": explainer.layer, "layer_reason": explainer.layer_reason,
-        "layer_grid": list(explainer.grid),
+        "layer_grid": list(explainer.grid), "head": explainer.head,
         "accuracy": float((predicted == labels).mean()),
         "localisation": localisation or {"skipped": test.skipped.get("localisation", "")},
         "faithfulness": faithfulness, "sanity": sanity, "randomised_layers": scrambled,
@@ -582,7 +582,8 @@ def choose_headline(model: Any, key: str, val: SplitImages | None, cfg: ExplainC
     # model (Adebayo et al. 2018): it may not head the report, however well it points.
     sanity, _ = _sanity(explainer, x, targets, labels, maps, cfg)
     for method, result in sanity.items():
-        scores[method].update(sanity_spearman=result["spearman"], sanity_passed=result["passed"])
+        scores[method].update(sanity_spearman=result["spearman"], sanity_passed=result["passed"],
+                              sanity_ci=result["ci"], sanity_settled=result["settled"])
     eligible = {m: v["pointing_game"] for m, v in scores.items() if v["sanity_passed"]}
     headline = pick_headline(eligible or {m: v["pointing_game"] for m, v in scores.items()})
     return {"split": val.split, "model": key, "n": len(rows), "n_tumour": len(val.tumour),

@@ -39,6 +39,40 @@ def _pointing(best: ModelExplanation, method: str) -> tuple[float | None, str | 
     return float(loc[method]["pointing_game"]["value"]), None
 
 
+def gradcam_reason(head: dict[str, Any], layer: str) -> str:
+    """Why Grad-CAM misses where another method hits, from how the head reads `layer`
+    (methods.head_facts); empty when the facts give no reason (then none is claimed)."""
+    pooling = head.get("pooling")
+    if pooling == "max":
+        return ("; behind a global max-pooling head the score's gradient reaches each channel "
+                "only at its maximum, and Grad-CAM averages it over the whole grid")
+    if pooling == "flatten":
+        return ("; a flattening head gives every cell its own weight, and Grad-CAM averages "
+                "those into one weight per channel")
+    if pooling == "average" and not head.get("reads_layer", True):
+        return (f"; {layer} lies {head.get('layers_between', 0)} layers before the head's "
+                "global average pooling, so its gradients differ from cell to cell; Grad-CAM "
+                "averages them into one weight per channel and lights up wherever a channel "
+                "is active, where HiResCAM keeps each cell's own gradient")
+    return ""
+
+
+def no_method_reason(shortcut: dict[str, Any]) -> str:
+    """Why no method reaches the target, from the healthy-twin control's verdict."""
+    rate, excess = shortcut.get("rate"), shortcut.get("excess")
+    if rate is None or excess is None:
+        return ("no method that passes the sanity check reaches it, and without the healthy-twin "
+                "control it is not known whether the model relies on the lesion")
+    if excess <= EXCESS_MARGIN:
+        return ("no method that passes the sanity check reaches it, although the healthy-twin "
+                f"control says the model relies on the lesion ({rate:.0%} of twins called a "
+                f"tumour, {100 * excess:.0f} points above real healthy scans): the maps are too "
+                "coarse or too diffuse to put their maximum inside small lesions")
+    return ("no method that passes the sanity check reaches it, and the healthy-twin control "
+            f"says the model reads something besides the lesion (twins called a tumour "
+            f"{100 * excess:.0f} points more often than real healthy scans)")
+
+
 def _pointing_check(best: ModelExplanation, method: str, target: float) -> dict[str, Any]:
     pg, why = _pointing(best, method)
     check: dict[str, Any] = {"method": method, "target": target, "measured": pg,
@@ -57,12 +91,9 @@ def _pointing_check(best: ModelExplanation, method: str, target: float) -> dict[
             why = (f"{leader} reaches {others[leader]:.0%} on the same model, so the lesion "
                    f"drives the model and {method} misses it")
             if method == "gradcam":
-                why += ("; Grad-CAM averages each channel's gradient over the grid, and behind a "
-                        "global max-pooling head those gradients exist only at each channel's "
-                        "maximum")
+                why += gradcam_reason(best.metrics.get("head", {}), best.layer)
         else:
-            why = ("lesions cover 1-10 % of the brain; a model that has not learnt to rely on "
-                   "the lesion cannot point at it either")
+            why = no_method_reason(best.metrics.get("shortcut", {}))
         check["note"] = (
             f"{method}'s maximum falls inside the lesion on {pg:.0%} of tumour test images "
             f"(target {target:.0%}); the best model (test accuracy {best.accuracy:.2f}) is "
@@ -101,16 +132,31 @@ def _shortcut_checks(shortcut: dict[str, Any]) -> tuple[dict[str, Any], dict[str
 
 def _sanity_check(sanity: dict[str, Any]) -> dict[str, Any]:
     failed = [m for m, v in sanity.items() if not v["passed"]]
+    unsettled = [m for m, v in sanity.items() if not v.get("settled", True)]
     check: dict[str, Any] = {"target": localise.SANITY_MAX_SPEARMAN,
                              "measured": {m: v["spearman"] for m, v in sanity.items()},
-                             "failed": failed, "met": bool(sanity) and not failed}
+                             "failed": failed, "unsettled": unsettled,
+                             "met": bool(sanity) and not failed}
     if failed:
-        rho = ", ".join(f"{m} (rho {sanity[m]['spearman']:.2f})" for m in failed)
+        rho = ", ".join(f"{m} ({sanity_words(sanity[m])})" for m in failed)
         check["note"] = (f"the randomisation sanity check failed for {rho}: their maps barely "
                          "change when the top layers are scrambled")
     elif not sanity:
         check["note"] = "no sanity check was run"
     return check
+
+
+def sanity_words(result: dict[str, Any]) -> str:
+    """One method's sanity verdict with how sure it is: rho, its interval over the images, and
+    'not settled' when that interval spans the cut (the verdict could flip on other images)."""
+    words = f"rho {result['spearman']:.2f}"
+    if "ci" in result:
+        low, high = result["ci"]
+        words += f", {CI_LEVEL:.0%} CI {low:.2f}-{high:.2f} over {result['n']} images"
+        if not result.get("settled", True):
+            words += (f"; not settled: the interval spans the cut "
+                      f"{localise.SANITY_MAX_SPEARMAN:g}")
+    return words
 
 
 def target_check(best: ModelExplanation, headline: str = "gradcam") -> dict[str, Any]:
