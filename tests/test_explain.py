@@ -586,8 +586,10 @@ def test_a_method_failing_the_sanity_check_never_heads_the_report(tiny, monkeypa
     cfg = replace(small_config(), methods=("gradcam", "hirescam"))
 
     def fake_sanity(explainer, x, targets, labels, maps, cfg):
-        return {"gradcam": {"spearman": 0.9, "passed": False, "n": 3},
-                "hirescam": {"spearman": 0.1, "passed": True, "n": 3}}, []
+        return {"gradcam": {"spearman": 0.9, "passed": False, "n": 3, "ci": [0.8, 1.0],
+                            "settled": True},
+                "hirescam": {"spearman": 0.1, "passed": True, "n": 3, "ci": [0.0, 0.2],
+                             "settled": True}}, []
 
     monkeypatch.setattr(es, "_sanity", fake_sanity)
     def every_map_hits(maps, masks, threshold):
@@ -767,7 +769,7 @@ def test_explain_model_gives_the_documented_json_and_figures(tiny, tmp_path):
         assert len(loc["pointing_game"]["ci"]) == 2
         assert set(loc["per_class"]) == {"glioma", "meningioma", "pituitary"}
         assert set(m["faithfulness"][method]) == {"deletion_auc", "insertion_auc", "n"}
-        assert set(m["sanity"][method]) == {"spearman", "passed", "n"}
+        assert set(m["sanity"][method]) == {"spearman", "passed", "n", "ci", "settled"}
     assert set(m["shortcut"]) >= {"rate", "per_class", "n", "healthy_rate", "excess"}
     target = payload["target"]
     headline = payload["headline_method"]

@@ -245,16 +245,16 @@ def test_report_is_self_contained_and_matches_metrics(study: dict) -> None:
     check_report(study["clone"] / "reports")
 
 
-# Every stage that samples or trains is forced: the EDA's sample, each training (the
-# dropout + batchnorm variant has every random layer of the scratch CNN), the evaluation's
-# bootstrap and the explanations' samples, noise and scrambling. The stages whose only chance is
-# a seeded generator call are pinned bit for bit by their own tests instead, and are not rerun
-# here (a minute of make test's six): prepare's split (tests/test_data.py,
-# test_prepare_twice_gives_identical_files), the augmentation preview's layers
-# (tests/test_augment.py), and the phantom's pretext set and twins (tests/test_phantom.py
-# regenerates the default profile byte for byte).
-FORCED = ("eda", "train_scratch@dropout_batchnorm", "pretrain", "train_transfer", "evaluate",
-          "explain", "claims")
+# Every stage that trains or samples is forced, except those whose only chance is pinned bit for
+# bit by their own tests (each would add seconds to make test's six minutes): prepare's split
+# (tests/test_data.py, test_prepare_twice_gives_identical_files), the EDA's sample
+# (tests/test_eda.py, test_sample_records_is_seeded_and_capped), the augmentation preview's layers
+# (tests/test_augment.py), the phantom's pretext set and twins (tests/test_phantom.py regenerates
+# the default profile byte for byte), and pretrain, which trains the same backbone through the
+# same seeded TrainStream and fit as train_transfer, forced here. The dropout + batchnorm variant
+# has every random layer of the scratch CNN; evaluate bootstraps; explain samples, adds noise and
+# scrambles.
+FORCED = ("train_scratch@dropout_batchnorm", "train_transfer", "evaluate", "explain", "claims")
 # Byte-compared outputs of those stages: every file except the executed notebooks and their HTML
 # (papermill stamps times into them) and the model files (a .keras zip and its HDF5 weights carry
 # save times; their weights are compared as arrays instead).

@@ -28,6 +28,7 @@ from PIL import Image, ImageStat
 
 from lib import stage
 from lib.claims import build as build_claims
+from lib.evaluate.metrics import BEST_MODEL_RULE
 from lib.explain import scores as localise
 from lib.report import build as report
 from tests.conftest import REPO
@@ -92,7 +93,7 @@ def evaluate_json() -> dict[str, Any]:
             "configurations": {"scratch_batchnorm": configuration([0.581474, 0.601234]),
                                "transfer": configuration([0.337183, 0.351111])},
             "best_configuration": "scratch_batchnorm",
-            "best_model_rule": "highest mean validation macro-F1 (made up for the test)",
+            "best_model_rule": BEST_MODEL_RULE,  # as lib.evaluate.summary writes it
             "alpha": 0.05,
             "comparisons": [{"a": "scratch_batchnorm", "b": "transfer", "metric": "test_macro_f1",
                              "mean_a": 0.591354, "mean_b": 0.344147, "estimate": 0.247207,
@@ -395,6 +396,74 @@ def test_summary_leads_with_the_claims_and_the_configurations(outputs: Path) -> 
     assert "0.591 ± 0.010" in text_of(rows[0]) and "0.503–0.679" in text_of(rows[0])
 
 
+def test_summary_says_which_configuration_is_best_and_why(outputs: Path) -> None:
+    """The rule in lib.evaluate.metrics' own words, the validation score it compares, and the
+    test score beside it (mean ± sd over seeds)."""
+    page = soup_of(report.build(root=outputs))
+    best = page.find(id="best-configuration")
+    assert best.find_previous("h2")["id"] == "summary"
+    assert best.find_next("h3")["id"] == "conclusions"  # before the claims
+    text = text_of(best)
+    assert text.startswith("Best configuration: scratch_batchnorm.")
+    assert " ".join(BEST_MODEL_RULE.split()) in text
+    assert "mean validation macro-F1 over 2 seeds is 0.611 ± 0.010" in text
+    assert "its macro-F1 is 0.591 ± 0.010 (mean ± sd over seeds)" in text
+
+
+def best_on_test(page: BeautifulSoup) -> list[str]:
+    """Sentences that call a model best in the test-split section, or anywhere next to the test
+    split, without saying it was chosen on validation."""
+    def sentences(tag: Any) -> list[str]:
+        return [x for x in re.split(r"(?<=[.;:])\s+", text_of(tag))
+                if re.search(r"\bbest\b", x, re.I)]
+
+    evaluation = page.find("h2", id="evaluation")
+    section = []
+    for tag in evaluation.find_next_siblings():
+        if tag.name == "h2":
+            break
+        section += sentences(tag)
+    nearby = [x for x in sentences(page) if re.search(r"\btest\b", x, re.I)]
+    return [x for x in section + nearby if not re.search(r"validation|stands for", x, re.I)]
+
+
+def test_no_model_is_called_best_on_the_test_split(outputs: Path) -> None:
+    page = soup_of(report.build(root=outputs))
+    assert not best_on_test(page), best_on_test(page)
+    old = BeautifulSoup('<h2 id="evaluation">E</h2><p>100 test images. Every model was scored '
+                        'once; the best model is m.</p><h2 id="x">X</h2>', "html.parser")
+    assert best_on_test(old) == ["the best model is m."]
+
+
+def test_epochs_are_counted_from_one_as_the_learning_curves_plot_them(outputs: Path) -> None:
+    page = soup_of(report.build(root=outputs))
+    table = page.find(string=re.compile("best epoch / epochs run")).find_parent("table")
+    rows = [[text_of(td) for td in tr.find_all("td")] for tr in table.tbody.find_all("tr")]
+    assert [r[-1] for r in rows] == ["14 / 15", "14 / 15"]  # best_epoch 13 is 0-based
+    assert "Epochs are counted from 1" in text_of(table.caption)
+    assert report.epoch(0) == "1" and report.epoch(-1) == report.epoch(None) == "–"
+
+
+def test_every_embedded_figure_has_a_caption_for_a_reader(outputs: Path) -> None:
+    from tests.test_figure_readability import reader_caption
+
+    for name in ("eda_sizes", "eda_mean_images", "eda_intensity", "eda_lesion_share"):
+        png(outputs / "reports" / "figures" / "eda" / f"{name}.png")
+    page = soup_of(report.build(root=outputs))
+    shown = page.find_all("figure")
+    files = sorted((outputs / "reports").rglob("*.png"))
+    assert len(shown) == len(files) == 26
+    for fig in shown:
+        caption = text_of(fig.figcaption)
+        assert fig.img["alt"] == caption
+        assert all(reader_caption(caption, f.name) for f in files), caption
+    captions = [text_of(f.figcaption) for f in shown]
+    assert "Number of usable images per class in the training, validation and test splits." \
+        in captions
+    assert any(c.startswith("Misclassified test images of transfer_s42") and
+               "the most confident mistakes first" in c for c in captions)
+
+
 def test_headline_check_notices_a_wrong_number(outputs: Path) -> None:
     page = soup_of(report.build(root=outputs))
     wrong = evaluate_json()
@@ -620,3 +689,63 @@ def test_rendered_notebook_opens_offline(browser: str, tmp_path: Path) -> None:
     nbformat.write(nb, tmp_path / "n.ipynb")
     seen = visit(browser, stage.render_notebook(tmp_path / "n.ipynb"), tmp_path)
     assert seen.console == [] and seen.requests == []
+
+
+# A script added to a copy of the report (the report itself has none): after layout, it lists
+# every table wider than its .table-wrap (a column cut off, or hidden behind a scroll bar) and
+# every figure shown at other than min(its width, the report's figure width).
+LAYOUT_PROBE = """<script>
+addEventListener('load', () => {
+  const out = {body: getComputedStyle(document.body).fontSize, cut: [], figures: []};
+  for (const wrap of document.querySelectorAll('.table-wrap')) {
+    if (wrap.scrollWidth > wrap.clientWidth + 1) {
+      const heading = wrap.closest('details') || wrap;
+      out.cut.push(`${wrap.querySelector('table').id || heading.previousElementSibling?.textContent
+                    .slice(0, 40)}: ${wrap.scrollWidth} > ${wrap.clientWidth} px`);
+    }
+  }
+  for (const img of document.querySelectorAll('figure img')) {
+    out.figures.push([img.naturalWidth, img.clientWidth]);  // less the border
+  }
+  const pre = document.createElement('pre');
+  pre.id = 'layout-probe';
+  pre.textContent = JSON.stringify(out);
+  document.body.append(pre);
+});
+</script>"""
+
+
+def layout(browser: str, index: Path, workdir: Path, width: int = 1280) -> dict[str, Any]:
+    """What headless Chromium lays out for the report at a window `width` px wide."""
+    probe = workdir / "layout_probe.html"
+    probe.write_text(index.read_text().replace("</body>", LAYOUT_PROBE + "</body>"))
+    cmd = [browser, "--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars",
+           "--host-resolver-rules=MAP * ~NOTFOUND", "--no-first-run",
+           f"--user-data-dir={workdir / 'profile'}", f"--window-size={width},900",
+           "--dump-dom", probe.resolve().as_uri()]
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    found = BeautifulSoup(dom, "html.parser").find("pre", id="layout-probe")
+    assert found, f"the layout probe did not run:\n{dom[-2000:]}"
+    return json.loads(found.get_text())
+
+
+def check_layout(seen: dict[str, Any]) -> None:
+    """No table is cut; body text and figures are shown as lib.figures designs for."""
+    assert seen["cut"] == [], seen["cut"]
+    assert seen["body"] == f"{report.BODY_FONT_PX}px"
+    for natural, shown in seen["figures"]:
+        assert shown == min(natural, report.FIGURE_MAX_PX), (natural, shown)
+
+
+def test_no_table_is_cut_and_figures_show_pixel_for_pixel_at_1280_px(browser: str,
+                                                                      outputs: Path) -> None:
+    check_layout(layout(browser, report.build(root=outputs), outputs))
+
+
+def test_the_committed_report_lays_out_at_1280_px(browser: str, tmp_path: Path) -> None:
+    """The same on the committed run's outputs (long model names, every table full)."""
+    if not (REPO / "reports" / "metrics" / "evaluate.json").is_file():
+        pytest.skip("no committed outputs in reports/ (run dvc pull)")
+    seen = layout(browser, report.build(root=REPO, out=tmp_path / "index.html"), tmp_path)
+    assert len(seen["figures"]) > 40
+    check_layout(seen)

@@ -71,7 +71,7 @@ def test_no_method_reason_follows_the_twin_control() -> None:
 
 def explained(pg: dict[str, float], head: dict, shortcut: dict) -> SimpleNamespace:
     loc = {m: {"pointing_game": {"value": v}} for m, v in pg.items()}
-    return SimpleNamespace(layer="first", size=64, accuracy=0.9, metrics={
+    return SimpleNamespace(key="m_s0", layer="first", size=64, accuracy=0.9, metrics={
         "localisation": loc, "layer_grid": [32, 32], "head": head, "shortcut": shortcut,
         "sanity": {m: {"passed": True} for m in pg}})
 

@@ -17,7 +17,9 @@ from ..figures import (
     MASK_OUTLINE,
     fit_tile,
     mosaic_figure,
+    overlay_colormap,
     publish_compact,
+    readable,
     saliency_overlay,
     save_compact,
     thumbnail,
@@ -25,69 +27,70 @@ from ..figures import (
 from .study import ExplainConfig, ModelExplanation, SplitImages
 from .verdict import TARGET_POINTING_GAME
 
+SALIENCY_BAR = "map value (0–1)"  # the colour bar's label on every saliency mosaic
 
+
+@readable(EVAL_DPI)
 def saliency_mosaic(rows: Sequence[tuple[str, Sequence[tuple[np.ndarray, np.ndarray | None,
                                                                np.ndarray | None, str]]]],
-                    col_titles: Sequence[str] | None = None, title: str = "", tile: int = 72,
-                    dpi: int = EVAL_DPI) -> Figure:
+                    col_titles: Sequence[str] | None = None, title: str = "", tile: int = 80,
+                    dpi: int = EVAL_DPI, group: int = 1, bar_label: str = SALIENCY_BAR
+                    ) -> Figure:
     """Rows of tiles (image, map or None, mask or None, caption), drawn as one mosaic.
 
     Each tile is the image with its map blended in (``saliency_overlay``) and the lesion mask as
-    a cyan outline; one image and one contour for the whole grid keep it fast and small.
-    Save at `dpi` for 1:1 pixels.
+    a cyan outline; one image and one contour for the whole grid keep it fast and small. Every
+    `group` tiles share one caption (that of the group's first tile) and col_titles name the
+    groups. When any tile carries a map, a colour bar shows the blend a map value gives on grey
+    tissue. Texts are at the report's body size; save at `dpi` for 1:1 pixels.
     """
-    ncols = max((len(tiles) for _, tiles in rows), default=1)
-    gap_x, gap_y = 4, 12
-    head = 12 if col_titles else 0
-    height, width = head + len(rows) * (tile + gap_y), ncols * (tile + gap_x) - gap_x
-    mosaic = np.full((height, width, 3), 255, dtype=np.uint8)
-    outline = np.zeros((height, width), dtype=bool)
-    labels = []
-    for r, (_, tiles) in enumerate(rows):
-        for c, (image, saliency, mask, caption) in enumerate(tiles):
-            y0, x0 = head + r * (tile + gap_y) + gap_y, c * (tile + gap_x)
-            mosaic[y0:y0 + tile, x0:x0 + tile] = fit_tile(saliency_overlay(image, saliency),
-                                                           tile)
-            if mask is not None and np.any(mask):
-                outline[y0:y0 + tile, x0:x0 + tile] = thumbnail(np.asarray(mask), tile, True)
-            labels.append((x0 + tile / 2, y0 - 2, caption))
-    row_labels = [(head + r * (tile + gap_y) + gap_y + tile / 2, row_title)
-                  for r, (row_title, _) in enumerate(rows)]
-    fig, ax = mosaic_figure(mosaic, outline, labels, row_labels, dpi=dpi, left_in=1.0,
-                             title=title, image_kw={},
-                             outline_kw={"colors": MASK_OUTLINE, "linewidths": 0.6})
-    for c, name in enumerate(col_titles or []):
-        ax.text(c * (tile + gap_x) + tile / 2, 2, name, ha="center", va="top", fontsize=6.5,
-                weight="bold")
-    return fig
+    tiles, outlines, captions = [], [], []
+    for _, row in rows:
+        tiles.append([fit_tile(saliency_overlay(image, saliency), tile)
+                      for image, saliency, _, _ in row])
+        outlines.append([thumbnail(np.asarray(mask), tile, True)
+                         if mask is not None and np.any(mask) else None
+                         for _, _, mask, _ in row])
+        captions.append([caption for _, _, _, caption in row][::group])
+    has_map = any(saliency is not None for _, row in rows for _, saliency, _, _ in row)
+    return mosaic_figure(tiles, outlines, captions, [name for name, _ in rows], dpi=dpi,
+                         title=title, col_titles=col_titles, group=group,
+                         outline_kw={"colors": MASK_OUTLINE, "linewidths": 0.8},
+                         colorbar=(overlay_colormap(), bar_label) if has_map else None)
 
 
+@readable(EVAL_DPI)
 def faithfulness_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]],
                         aucs: dict[str, tuple[float, float]], title: str = "") -> Figure:
     """Mean deletion and insertion curves per method (target-class probability vs share of
-    pixels removed / inserted in saliency order); legends carry the AUCs."""
-    fig, axes = plt.subplots(1, 2, figsize=(7.6, 3.0), sharey=True)
+    pixels removed / inserted in saliency order); one legend below both panels carries each
+    method's two AUCs."""
+    fig, axes = plt.subplots(1, 2, figsize=(9.0, 4.4), sharey=True)
     colours = sns.color_palette("colorblind", max(1, len(curves)))
     for (method, (deletion, insertion)), colour in zip(curves.items(), colours, strict=False):
         x = np.linspace(0, 1, len(deletion))
         auc_del, auc_ins = aucs[method]
-        axes[0].plot(x, deletion, color=colour, lw=1.3, label=f"{method} ({auc_del:.3f})")
-        axes[1].plot(x, insertion, color=colour, lw=1.3, label=f"{method} ({auc_ins:.3f})")
-    axes[0].set(xlabel="share of pixels removed (most salient first)",
+        axes[0].plot(x, deletion, color=colour, lw=1.5,
+                     label=f"{method}: deletion {auc_del:.3f}, insertion {auc_ins:.3f}")
+        axes[1].plot(x, insertion, color=colour, lw=1.5)
+    axes[0].set(xlabel="share of pixels removed\n(most salient first)",
                 ylabel="target-class probability", title="Deletion (lower AUC is better)")
-    axes[1].set(xlabel="share of pixels inserted (most salient first)",
+    axes[1].set(xlabel="share of pixels inserted\n(most salient first)",
                 title="Insertion (higher AUC is better)")
     for ax in axes:
         ax.set(xlim=(0, 1), ylim=(0, 1.02))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6.5, title="method (AUC)", title_fontsize=6.5)
-        ax.title.set_fontsize(9)
+    handles, labels = axes[0].get_legend_handles_labels()
+    rows = -(-len(handles) // 2)
+    fig.legend(handles, labels, loc="lower center", ncols=2, frameon=False,
+               title="method: area under the curve")
     if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.06 + 0.065 * rows, 1, 1))
     return fig
 
 
+@readable(EVAL_DPI)
 def localisation_scores(table: pd.DataFrame, score: str = "pointing game",
                         chance: float | None = None, target: float | None = None) -> Figure:
     """One point with its CI per (method, model): columns method, model, value, lo, hi.
@@ -96,7 +99,7 @@ def localisation_scores(table: pd.DataFrame, score: str = "pointing game",
     """
     methods = list(dict.fromkeys(table["method"]))
     models = list(dict.fromkeys(table["model"]))
-    fig, ax = plt.subplots(figsize=(1.2 * len(methods) + 2.8, 3.2))
+    fig, ax = plt.subplots(figsize=(min(1.0 * len(methods) + 2.6, 8.6), 4.4))
     colours = sns.color_palette("colorblind", max(1, len(models)))
     width = 0.7 / max(1, len(models))
     for k, (model, colour) in enumerate(zip(models, colours, strict=False)):
@@ -110,13 +113,15 @@ def localisation_scores(table: pd.DataFrame, score: str = "pointing game",
         ax.axhline(chance, color="grey", ls=":", lw=0.9, label="random point")
     if target is not None:
         ax.axhline(target, color="black", ls="--", lw=0.9, label="target")
-    ax.set_xticks(range(len(methods)), methods, fontsize=8)
-    ax.set(ylim=(-0.02, 1.02), ylabel=score, title=f"{score.capitalize()} on tumour test images "
-                                                   "(95 % bootstrap CI)")
-    ax.title.set_fontsize(9)
+    ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right",
+                  rotation_mode="anchor")
+    ax.set(ylim=(-0.02, 1.02), ylabel=score, title=f"{score.capitalize()} on tumour test "
+                                                   "images\n(95 % bootstrap CI)")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=6.5, bbox_to_anchor=(1.01, 1), loc="upper left")
-    fig.tight_layout()
+    handles, labels = ax.get_legend_handles_labels()
+    rows = -(-len(handles) // 2)
+    fig.legend(handles, labels, loc="lower center", ncols=2, frameon=False)
+    fig.tight_layout(rect=(0, 0.065 * rows, 1, 1))
     return fig
 
 
@@ -137,15 +142,17 @@ def model_figures(res: ModelExplanation, test: SplitImages, cfg: ExplainConfig
             if labels[r] != c:
                 continue
             p = int(res.predicted[r])
-            caption = f"ok {res.probs[r, p]:.2f}" if ok else f"as {names[p]} {res.probs[r, p]:.2f}"
-            tiles += [(test.images[r], None, None, caption),
-                      (test.images[r], None, test.masks[r], "mask"),
-                      (test.images[r], saliency, test.masks[r], cfg.gallery_method)]
+            caption = (f"correct {res.probs[r, p]:.2f}" if ok
+                       else f"as {names[p]} {res.probs[r, p]:.2f}")
+            tiles += [(test.images[r], None, test.masks[r], caption),
+                      (test.images[r], saliency, test.masks[r], "")]
         rows.append((cls, tiles))
     target = _target_words(cfg, names)
     figures = {f"{cfg.gallery_method.replace('+', 'p')}_{res.key}": saliency_mosaic(
-        rows, title=f"{res.key}: {cfg.gallery_method} of {target} at {res.layer}; per image: scan, "
-                    "lesion mask (cyan), map. Correct first, then wrong")}
+        rows, group=2,
+        title=f"{res.key}: {cfg.gallery_method} of {target} at {res.layer}. Each pair: the scan "
+              "with the lesion mask (cyan), then the map; above it the predicted class's "
+              "probability. Correct first, then wrong")}
     show = [(test.images[r], test.masks[r]) for r in res.showcase]
     showcase_names = [names[labels[r]] for r in res.showcase]
     methods = list(res.showcase_maps)
@@ -159,7 +166,8 @@ def model_figures(res: ModelExplanation, test: SplitImages, cfg: ExplainConfig
             [(cls, [(img, None, mask, "")] + [(img, maps[k], mask, "")
                                               for maps in res.blocks.values()])
              for k, (cls, (img, mask)) in enumerate(zip(showcase_names, show, strict=True))],
-            col_titles=["scan", *res.blocks], title=f"{res.key}: mean activation per block")
+            col_titles=["scan", *res.blocks], title=f"{res.key}: mean activation per block",
+            bar_label="mean activation (0–1)")
     faith = res.metrics["faithfulness"]
     figures[f"faithfulness_{res.key}"] = faithfulness_curves(
         res.curves, {m: (v["deletion_auc"], v["insertion_auc"]) for m, v in faith.items()},

@@ -96,9 +96,9 @@ def _pointing_check(best: ModelExplanation, method: str, target: float) -> dict[
             why = no_method_reason(best.metrics.get("shortcut", {}))
         check["note"] = (
             f"{method}'s maximum falls inside the lesion on {pg:.0%} of tumour test images "
-            f"(target {target:.0%}); the best model (test accuracy {best.accuracy:.2f}) is "
-            f"explained at {best.layer}, a grid of {h}x{w} cells of {best.size // max(h, 1)} "
-            f"pixels; {why}")
+            f"(target {target:.0%}); {best.key}, which stands for the best configuration "
+            f"(chosen on validation), is explained at {best.layer}, a grid of {h}x{w} cells of "
+            f"{best.size // max(h, 1)} pixels; {why}")
     return check
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 from jinja2 import ChainableUndefined, Environment, FileSystemLoader, Undefined, select_autoescape
+from markupsafe import Markup
 
 from ..config import load_params, repo_root
 from ..contracts import PHANTOM_GENERATOR, SCORES
@@ -57,46 +58,130 @@ def read_json(path: Path) -> dict[str, Any] | None:
                          f"(dvc repro --force <stage>)") from None
 
 
-def figure(path: Path, caption: str = "") -> dict[str, str] | None:
-    """One embedded figure, or None when the file does not exist."""
+# What the report's CSS sets (templates/report.html.j2 reads them): body text and the widest a
+# figure is shown, one image pixel per CSS pixel. lib.figures designs every figure for them
+# (REPORT_BODY_PX, REPORT_FIGURE_PX; tests/test_figure_readability.py checks they agree).
+BODY_FONT_PX = 16
+FIGURE_MAX_PX = 960
+
+# One caption per figure the pipeline writes, by its path under reports/; {name}: a training
+# configuration, {model}: a model key, {method}: a saliency method. First match wins.
+FIGURE_CAPTIONS: dict[str, str] = {
+    "figures/eda/eda_counts.png":
+        "Number of usable images per class in the training, validation and test splits.",
+    "figures/eda/eda_sizes.png":
+        "Image sizes per class: one marker per distinct size, its area growing with the number "
+        "of images of that size (no jitter). A class with a size of its own would be a shortcut.",
+    "figures/eda/eda_intensity.png":
+        "Per-image mean and spread of intensity inside the head, per class: a class that "
+        "differs here could be told apart without looking at the lesion.",
+    "figures/eda/eda_samples_plain.png":
+        "Sample slices as a reader meets them: can you find each tumour?",
+    "figures/eda/eda_samples.png": "The same slices with the tumour mask outlined in red.",
+    "figures/eda/eda_conspicuity.png":
+        "Lesion conspicuity |mean(lesion) − mean(ring)| / sd(ring) per class and sequence; "
+        "below the dashed line (1) a reader cannot see the lesion.",
+    "figures/eda/eda_mean_images.png":
+        "Mean image of each class on one grey scale (top) and its difference from the mean of "
+        "all classes (bottom; red brighter, blue darker): where the classes differ on average.",
+    "figures/eda/eda_lesion_share.png":
+        "Lesion area as a share of the head area in each tumour class.",
+    "figures/augment/augment_preview.png":
+        "Augmentation preview: one training image per class (rows), unchanged and after random "
+        "augmentations; the red outline is the tumour mask, transformed with its image.",
+    "training/{name}/training_curves.png":
+        "Learning curves of {name}: loss and macro-F1 per epoch (counted from 1), one colour per "
+        "seed, validation solid and training dashed; the dot marks the epoch whose weights were "
+        "kept.",
+    "figures/evaluate/comparison.png":
+        "Test accuracy and macro-F1 of every model, with 95 % bootstrap confidence intervals "
+        "over the test images.",
+    "figures/evaluate/confusion_{model}.png":
+        "Confusion matrix of {model} on the test split: image counts (left) and the share of "
+        "each true class (right; the diagonal is the recall).",
+    "figures/evaluate/roc_pr_{model}.png":
+        "One-vs-rest ROC and precision–recall curves of {model} on the test split; dotted lines "
+        "show chance.",
+    "figures/evaluate/reliability_{model}.png":
+        "Reliability diagram of {model}: accuracy against confidence before and after "
+        "temperature scaling, and how the confidences are spread.",
+    "figures/evaluate/errors_{model}.png":
+        "Misclassified test images of {model}, one row per true → predicted pair (the most "
+        "frequent first), the most confident mistakes first; above each image the probability "
+        "of the predicted class vs the true class.",
+    "figures/explain/localisation.png":
+        "Strict pointing game of every saliency method and model on the tumour test images, "
+        "with 95 % confidence intervals; dotted: a random point, dashed: the target.",
+    "figures/explain/methods_{model}.png":
+        "One test image per class under every saliency method for {model}, the lesion mask "
+        "outlined in cyan; the colour bar reads the map.",
+    "figures/explain/blocks_{model}.png":
+        "Mean activation of each convolutional block of {model} on the same images: what each "
+        "depth responds to.",
+    "figures/explain/faithfulness_{model}.png":
+        "Deletion and insertion curves of {model}: the target-class probability as the most "
+        "salient pixels are removed or restored.",
+    "figures/explain/{method}_{model}.png":
+        "Saliency maps ({method}) of {model} for test images of each class: each pair shows the "
+        "scan with its lesion mask (cyan), then the map; correct predictions first, then "
+        "mistakes.",
+}
+_FIELDS = {"name": r"[^/]+", "model": r"[^/]+", "method": r"[a-z0-9]+"}
+
+
+def caption_for(file: str) -> str | None:
+    """The caption of a figure by its path under reports/ (`figures/eda/eda_counts.png`), or
+    None when FIGURE_CAPTIONS has none."""
+    for pattern, caption in FIGURE_CAPTIONS.items():
+        regex = re.sub(r"\\\{(\w+)\\\}", lambda m: f"(?P<{m.group(1)}>{_FIELDS[m.group(1)]})",
+                       re.escape(pattern))
+        found = re.fullmatch(regex, file)
+        if found:
+            fields = found.groupdict()
+            if "method" in fields:  # file names spell '+' as 'p' (gradcam++ -> gradcampp)
+                fields["method"] = re.sub(r"pp$", "++", fields["method"])
+            return caption.format(**fields)
+    return None
+
+
+def figure(path: Path, caption: str = "", file: str = "") -> dict[str, str] | None:
+    """One embedded figure, or None when the file does not exist. Captioned by `caption`, else
+    by FIGURE_CAPTIONS for `file` (its path under reports/), else by its name."""
     if not path.is_file():
         return None
-    return {"name": path.stem, "caption": caption or path.stem.replace("_", " "),
-            "src": data_uri(path)}
+    caption = caption or (caption_for(file) if file else None) or path.stem.replace("_", " ")
+    return {"name": path.stem, "caption": caption, "src": data_uri(path)}
 
 
-def figures(folder: Path, exclude: set[str] = frozenset()) -> list[dict[str, str]]:
-    """Every PNG/SVG in a folder (less `exclude`, by file name), embedded, captioned by name."""
+def figures(folder: Path, exclude: set[str] = frozenset(), under: str = ""
+            ) -> list[dict[str, str]]:
+    """Every PNG/SVG in a folder (less `exclude`, by file name), embedded, captioned from
+    FIGURE_CAPTIONS by `under` + file name (the folder's path under reports/), else by name."""
     if not folder.is_dir():
         return []
     files = sorted(p for p in folder.iterdir()
                    if p.suffix in {".png", ".svg"} and p.name not in exclude)
-    return [figure(p) for p in files]
+    return [figure(p, file=f"{under}/{p.name}" if under else "") for p in files]
 
 
 # The notebook's reading order: raw samples before the same slices outlined, then conspicuity.
 EDA_FIGURES = ("eda_counts", "eda_sizes", "eda_intensity", "eda_samples_plain", "eda_samples",
                "eda_conspicuity", "eda_mean_images", "eda_lesion_share")
-EDA_CAPTIONS = {
-    "eda_samples_plain": "Sample slices as a reader meets them: can you find each tumour?",
-    "eda_samples": "The same slices with the tumour mask outlined in red",
-    "eda_conspicuity": "Lesion conspicuity |mean(lesion) − mean(ring)| / sd(ring) per class and "
-                       "sequence; below the dashed line (1) a reader cannot see the lesion",
-}
 
 
 def eda_figures(folder: Path) -> list[dict[str, str]]:
     """The EDA figures in EDA_FIGURES order (any others after, by name), so a reader sees the
-    plain samples before the outlined ones; captions from EDA_CAPTIONS where they say more."""
+    plain samples before the outlined ones; captions from FIGURE_CAPTIONS."""
     rank = {name: k for k, name in enumerate(EDA_FIGURES)}
-    found = sorted(figures(folder), key=lambda f: (rank.get(f["name"], len(rank)), f["name"]))
-    return [{**f, "caption": EDA_CAPTIONS.get(f["name"], f["caption"])} for f in found]
+    return sorted(figures(folder, under="figures/eda"),
+                  key=lambda f: (rank.get(f["name"], len(rank)), f["name"]))
 
 
-def per_model_figures(folder: Path, key: str, kinds: tuple[str, ...],
-                      captions: dict[str, str]) -> list[dict[str, str]]:
+def per_model_figures(folder: Path, key: str, kinds: tuple[str, ...]) -> list[dict[str, str]]:
     """The `<kind>_<key>.png` figures of one model that exist, in `kinds` order."""
-    found = (figure(folder / f"{kind}_{key}.png", f"{captions[kind]}, {key}") for kind in kinds)
+    under = f"figures/{folder.name}"
+    found = (figure(folder / f"{kind}_{key}.png", file=f"{under}/{kind}_{key}.png")
+             for kind in kinds)
     return [f for f in found if f]
 
 
@@ -121,7 +206,7 @@ def trained_models(reports: Path, params: dict[str, Any]) -> list[dict[str, Any]
         rows.append({"name": name, "metrics": metrics, "per_seed": per_seed,
                      "architecture": architecture(metrics, params),
                      "curves": figure(reports / "training" / name / "training_curves.png",
-                                      f"Learning curves, {name}")})
+                                      file=f"training/{name}/training_curves.png")})
     return rows
 
 
@@ -203,6 +288,20 @@ def configurations(evaluate: dict[str, Any] | None, explain: dict[str, Any] | No
     return rows
 
 
+def best_configuration(evaluate: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Which configuration is best and why, for the summary: its name, the rule that chose it
+    (evaluate.json's ``best_model_rule``: lib.evaluate.metrics.BEST_MODEL_RULE, word for word;
+    lib.report may not import lib.evaluate), its mean validation macro-F1 over seeds (what the
+    rule compares) and its test macro-F1 mean ± sd; None before the evaluate stage."""
+    name = (evaluate or {}).get("best_configuration")
+    config = (evaluate or {}).get("configurations", {}).get(name)
+    if not config:
+        return None
+    return {"name": name, "rule": evaluate.get("best_model_rule"),
+            "n_seeds": len(config.get("seeds", [])), "val_macro_f1": config.get("val_macro_f1"),
+            "test_macro_f1": config.get("test_macro_f1"), "model": evaluate.get("best_model")}
+
+
 def claims(reports: Path) -> dict[str, Any] | None:
     """claims.json split the way the summary reads it: what holds first, then what did not."""
     payload = read_json(reports / "metrics" / "claims.json")
@@ -217,20 +316,14 @@ def claims(reports: Path) -> dict[str, Any] | None:
 
 def evaluation(reports: Path) -> dict[str, Any] | None:
     """Test-split metrics and figures per model, or None when the evaluate stage has not run."""
-    captions = {"confusion": "Confusion matrix (counts and row-normalised)",
-                "roc_pr": "One-vs-rest ROC and precision–recall curves",
-                "reliability": "Reliability diagram before and after temperature scaling",
-                "errors": "Misclassified test images, least confident first"}
-    return stage_section(reports, "evaluate", EVAL_FIGURES, captions, "comparison",
-                         "comparison.png",
-                         "Test accuracy and macro-F1 per model, with 95 % bootstrap CIs")
+    return stage_section(reports, "evaluate", EVAL_FIGURES, "comparison", "comparison.png")
 
 
-def stage_section(reports: Path, stage: str, kinds: tuple[str, ...], captions: dict[str, str],
-                  summary_key: str, summary_file: str, summary_caption: str
-                  ) -> dict[str, Any] | None:
+def stage_section(reports: Path, stage: str, kinds: tuple[str, ...], summary_key: str,
+                  summary_file: str) -> dict[str, Any] | None:
     """A stage's metrics json with its figures: per model (`<kind>_<key>.png`), one summary
-    figure, and any other figure in its folder; None when the stage has not run."""
+    figure, and any other figure in its folder, captioned from FIGURE_CAPTIONS; None when the
+    stage has not run."""
     metrics = read_json(reports / "metrics" / f"{stage}.json")
     if metrics is None:
         return None
@@ -238,9 +331,9 @@ def stage_section(reports: Path, stage: str, kinds: tuple[str, ...], captions: d
     models = metrics.get("models") or {}
     named = {f"{kind}_{key}.png" for kind in kinds for key in models} | {summary_file}
     return {**metrics, "models": models, "per_model_figures": {
-        key: per_model_figures(folder, key, kinds, captions) for key in models},
-        summary_key: figure(folder / summary_file, summary_caption),
-        "other_figures": figures(folder, exclude=named)}
+        key: per_model_figures(folder, key, kinds) for key in models},
+        summary_key: figure(folder / summary_file, file=f"figures/{stage}/{summary_file}"),
+        "other_figures": figures(folder, exclude=named, under=f"figures/{stage}")}
 
 
 def headline_method(explain: dict[str, Any] | None) -> str:
@@ -251,13 +344,8 @@ def headline_method(explain: dict[str, Any] | None) -> str:
 
 def explanations(reports: Path) -> dict[str, Any] | None:
     """Saliency scores and figures per model, or None when the explain stage has not run."""
-    captions = {"gradcam": "Grad-CAM per class: image, mask outline, overlay",
-                "methods": "The same images under every saliency method",
-                "blocks": "Activation maps per convolutional block",
-                "faithfulness": "Deletion and insertion curves"}
-    section = stage_section(reports, "explain", EXPLAIN_FIGURES, captions, "localisation_figure",
-                            "localisation.png",
-                            "Strict pointing game per method and model, with 95 % CIs")
+    section = stage_section(reports, "explain", EXPLAIN_FIGURES, "localisation_figure",
+                            "localisation.png")
     if section is None:
         return None
     return {**section, "headline_method": headline_method(section),
@@ -419,7 +507,7 @@ def context(root: Path, params: dict[str, Any]) -> dict[str, Any]:
         "audit_total": sum(kinds.values()),
         "eda": read_json(reports / "metrics" / "eda.json"),
         "eda_figures": eda_figures(reports / "figures" / "eda"),
-        "augment_figures": figures(reports / "figures" / "augment"),
+        "augment_figures": figures(reports / "figures" / "augment", under="figures/augment"),
         "augment": params.get("augment", {}),
         "models": trained_models(reports, params),
         "pretrain": read_json(reports / "metrics" / "pretrain.json"),
@@ -428,6 +516,8 @@ def context(root: Path, params: dict[str, Any]) -> dict[str, Any]:
         "explanations": ex,
         "headline": headline(ev, ex),
         "configurations": configurations(ev, ex),
+        "best": best_configuration(ev),
+        "layout": {"body_px": BODY_FONT_PX, "figure_px": FIGURE_MAX_PX},
         "claims": claims(reports),
         "claim": claim_checklist(stages_run, source["phantom"]),
         "notebooks": executed,
@@ -448,19 +538,31 @@ def num(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def interval(bounds: Any, digits: int = 3) -> str:
-    """A [lo, hi] confidence interval, or an en dash."""
+def interval(bounds: Any, digits: int = 3, around: str = "") -> str:
+    """A [lo, hi] confidence interval as `lo–hi`, inside the two characters of `around` ("[]")
+    when given, or an en dash. In a span that a table cell never wraps inside (a cell may wrap
+    between a value and its interval, never at the en dash)."""
     if isinstance(bounds, Undefined) or not bounds or len(bounds) != 2:
         return "–"
-    return f"{num(bounds[0], digits)}–{num(bounds[1], digits)}"
+    opening, closing = (around[0], around[1]) if len(around) == 2 else ("", "")
+    return Markup('<span class="nb">{}{}–{}{}</span>').format(
+        opening, num(bounds[0], digits), num(bounds[1], digits), closing)
 
 
 def mean_sd(stat: Any, digits: int = 3) -> str:
     """'0.921 ± 0.012' from a seed summary (mean, sd), or the mean alone for one seed."""
     if not isinstance(stat, dict) or stat.get("mean") is None:
         return "–"
-    sd = stat.get("sd")
-    return num(stat["mean"], digits) + (f" ± {num(sd, digits)}" if sd is not None else "")
+    sd = stat.get("sd")  # a narrow table cell may wrap after the ±, never before it
+    return num(stat["mean"], digits) + (f"\u00a0± {num(sd, digits)}" if sd is not None else "")
+
+
+def epoch(value: Any) -> str:
+    """A 0-based epoch index as a reader counts epochs (from 1, as Keras prints them and the
+    learning curves plot them), or an en dash."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        return "–"
+    return str(value + 1)
 
 
 def pvalue(value: Any) -> str:
@@ -472,7 +574,7 @@ def pvalue(value: Any) -> str:
 def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
                       trim_blocks=True, lstrip_blocks=True, undefined=ChainableUndefined)
-    env.filters.update(num=num, interval=interval, pvalue=pvalue, mean_sd=mean_sd)
+    env.filters.update(num=num, interval=interval, pvalue=pvalue, mean_sd=mean_sd, epoch=epoch)
     return env
 
 

@@ -153,7 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pretrain: bad configuration: {exc}", file=sys.stderr)
         return 2
     print(f"pretrain: {metrics['backbone']} on the sequence task, val accuracy "
-          f"{metrics['val']['accuracy']:.3f} (best epoch {metrics['best_epoch']}); "
+          f"{metrics['val']['accuracy']:.3f} (kept epoch {metrics['best_epoch'] + 1} of "
+          f"{metrics['epochs_run']}); "
           f"weights in {args.out / 'backbone.weights.h5'}")
     return 0
 
