@@ -749,3 +749,12 @@ def test_the_committed_report_lays_out_at_1280_px(browser: str, tmp_path: Path) 
     seen = layout(browser, report.build(root=REPO, out=tmp_path / "index.html"), tmp_path)
     assert len(seen["figures"]) > 40
     check_layout(seen)
+
+
+def test_headline_method_is_read_never_assumed() -> None:
+    from lib.report.build import headline_method
+
+    assert headline_method(None) is None  # the explain stage has not run: nothing to name
+    assert headline_method({"headline_method": "hirescam"}) == "hirescam"
+    with pytest.raises(ValueError, match="names no headline_method"):
+        headline_method({"models": {}})  # an old explain.json is not read as Grad-CAM

@@ -23,7 +23,7 @@ from PIL import Image
 
 from lib.evaluate.metrics import apply_temperature
 from lib.evaluate.predict import predict_frame
-from lib.serve import launch
+from lib.serve import apidocs, launch
 from lib.serve.api import create_app
 from lib.serve.inference import Limits
 from lib.serve.service import Service
@@ -98,9 +98,10 @@ def test_health_models_and_docs(client) -> None:
     assert bn["ece"] == 0.2 and bn["ece_calibrated"] == 0.1 and len(bn["md5"]) == 32
     assert bn["input_size"] == 32 and bn["input_channels"] == 1
     assert bn["labels"] == ["test", "batchnorm"] and "batchnorm" in bn["description"]
-    assert client.get("/docs").status_code == 200
+    # local Swagger UI files (tests/test_serve_study.py), else a 503 naming the package
+    assert client.get("/docs").status_code == (200 if apidocs.assets_dir() else 503)
     paths = client.get("/openapi.json").json()["paths"]
-    assert {"/health", "/models", "/predict", "/feedback"} <= set(paths)
+    assert {"/health", "/models", "/model-card", "/predict", "/feedback"} <= set(paths)
     assert client.get("/", follow_redirects=False).headers["location"] == "/docs"
 
 
@@ -123,6 +124,9 @@ def test_predict_equals_the_study_and_its_temperature(client, service, study) ->
             assert body["label"] == CLASSES[int(expected[i].argmax())]
             assert body["model"] == artifact and body["temperature"] == loaded.card.temperature
             assert body["method"] is None and body["overlay_png_base64"] is None
+            ood = body["ood"]  # its verdicts: tests/test_serve_study.py
+            assert ood["available"] and ood["threshold"] == loaded.ood.reference.threshold
+            assert ood["unlike_training"] == (ood["distance"] > ood["threshold"])
 
 
 @pytest.mark.parametrize("method", ["gradcam", "hirescam"])

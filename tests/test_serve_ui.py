@@ -1,12 +1,13 @@
 """The Gradio UI (lib.serve.ui): its callbacks, a real server read by gradio_client, a browser.
 
-One tiny served study (tests/serve_study.py) for the module; the server is a real uvicorn on a
-free localhost port in a subprocess, started by ``server_command`` (one place to change when the
-app gets its own entry point).
+One tiny served study (tests/serve_study.py) for the module, seen through a folder of symlinks
+whose explain.json names a headline method (the UI's default); the server is a real uvicorn on a
+free localhost port in a subprocess, started by ``launch.running``.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from lib.serve.service import Service
 from lib.serve.ui import UI, drawn_mask, outline
 from tests.serve_study import CLASSES, shared_served_study
 from tests.test_report import NO_BROWSER, find_browser
+from tests.test_serve_study import encode, non_brain, variant
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 EXAMPLE = "Testing/glioma/glioma_0001.png"  # a phantom test image with a lesion mask
@@ -33,15 +35,19 @@ EXAMPLE_LABEL = "glioma / glioma_0001.png · mask"  # as the picker shows it
 
 
 # ---- fixtures --------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return shared_served_study(tmp_path_factory)
+HEADLINE = "hirescam"  # the study's headline method in this module's explain.json
 
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """This file's own folder for feedback, logs and junk: the shared study stays read-only."""
     return tmp_path_factory.mktemp("ui-work")
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory, work: Path) -> Path:
+    return variant(shared_served_study(tmp_path_factory), work / "study",
+                   explain={"headline_method": HEADLINE})
 
 
 @pytest.fixture(scope="module")
@@ -231,6 +237,14 @@ def watched_page(chromium: Any, width: int = 1280, height: int = 1000) -> Watch:
     return watch
 
 
+def overlay_loaded(page: Any, previous: str | None = None) -> dict[str, Any]:
+    """The overlay <img> once it has loaded (a new one when previous is its old src)."""
+    page.wait_for_function("""(old) => { const i = document.querySelector('#overlay img');
+        return i && i.src && i.src !== old && i.complete; }""", arg=previous, timeout=60_000)
+    return page.evaluate("""() => { const i = document.querySelector('#overlay img');
+        return {src: i.src, width: i.naturalWidth, height: i.naturalHeight}; }""")
+
+
 def test_browser_check_catches_errors_and_fetches(chromium: Any) -> None:
     """The check itself must be able to fail: a script error and a CDN image are both seen."""
     watch = watched_page(chromium)
@@ -270,6 +284,35 @@ def test_ui_in_a_browser_predicts_offline(chromium: Any, server: str, tmp_path: 
     page.screenshot(path=str(shot), full_page=True)
     if os.environ.get("UI_SCREENSHOT"):
         Path(os.environ["UI_SCREENSHOT"]).write_bytes(shot.read_bytes())
+    assert page.get_by_label("Saliency method").input_value() == HEADLINE  # the default
+    assert "Model card: scratch-batchnorm" in page.locator("#card").inner_text()
+    assert watch.errors == [], watch.errors
+    assert watch.external == [], watch.external
+    page.context.close()
+
+
+@pytest.mark.slow  # the real server and headless Chromium
+def test_uploaded_overlay_shows_in_the_browser_with_its_warning(chromium: Any, server: str,
+                                                                  tmp_path: Path) -> None:
+    """An upload's overlay loads (it was a 404 under /ui: a blank box) at the upload's size, also
+    after the opacity changes, and a photograph is flagged unlike the training images."""
+    photo = np.asarray(Image.open(io.BytesIO(non_brain()["photograph"])).convert("L"))
+    path = tmp_path / "photo_512x384.jpg"
+    path.write_bytes(encode(np.asarray(Image.fromarray(photo).resize((512, 384))), "JPEG"))
+    watch = watched_page(chromium)
+    page = watch.page
+    page.goto(f"{server}/ui/", wait_until="load")
+    page.locator("input[type=file]").first.set_input_files(str(path))
+    page.locator("#status").get_by_text(path.name).wait_for(timeout=60_000)
+    page.locator("#status").get_by_text("Unlike the training images").wait_for(timeout=30_000)
+    first = overlay_loaded(page)
+    assert (first["width"], first["height"]) == (512, 384), first
+    opacity = page.get_by_label("number input for Map opacity")
+    opacity.fill("0.3")
+    opacity.press("Enter")
+    second = overlay_loaded(page, first["src"])
+    assert (second["width"], second["height"]) == (512, 384), second
+    assert "/ui/" in second["src"], second
     assert watch.errors == [], watch.errors
     assert watch.external == [], watch.external
     page.context.close()

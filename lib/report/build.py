@@ -336,10 +336,16 @@ def stage_section(reports: Path, stage: str, kinds: tuple[str, ...], summary_key
         "other_figures": figures(folder, exclude=named, under=f"figures/{stage}")}
 
 
-def headline_method(explain: dict[str, Any] | None) -> str:
-    """The saliency method the summary reports: chosen on validation by the explain stage
-    (Grad-CAM in explain.json files written before that choice existed)."""
-    return (explain or {}).get("headline_method") or "gradcam"
+def headline_method(explain: dict[str, Any] | None) -> str | None:
+    """The saliency method the summary reports, chosen on validation by the explain stage; None
+    when that stage has not run. An explain.json without one is refused, not read as Grad-CAM."""
+    if not explain:
+        return None
+    if not explain.get("headline_method"):
+        raise ValueError("reports/metrics/explain.json names no headline_method (an explain "
+                         "stage older than the validation choice wrote it): run `dvc repro "
+                         "explain`")
+    return str(explain["headline_method"])
 
 
 def explanations(reports: Path) -> dict[str, Any] | None:

@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     base = f"http://{'[' + args.host + ']' if ':' in args.host else args.host}:{args.port}"
     print(f"loaded {len(service.registry.loaded)} models ({', '.join(service.registry.loaded)}) "
           f"in {loaded:.1f} s; default {service.registry.default}", flush=True)
+    for name, model in service.registry.loaded.items():  # said at start, not only per request
+        if model.ood is not None and not model.ood.available:
+            print(f"{name}: {model.ood.message}", flush=True)
     if not args.no_ui:
         print(f"UI:   {base}/ui/", flush=True)
     print(f"API:  {base}/docs   (feedback -> {service.feedback_dir})", flush=True)

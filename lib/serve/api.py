@@ -1,4 +1,5 @@
-"""The REST API over ``Service``: ``/health``, ``/models``, ``/predict``, ``/feedback``, ``/docs``.
+"""The REST API over ``Service``: ``/health``, ``/models``, ``/model-card``, ``/predict``,
+``/feedback``, and its documentation at ``/docs`` (Swagger UI from local files: ``apidocs``).
 
     app = create_app(Service.open("."))          # uvicorn serves it: python -m lib.serve
 
@@ -24,6 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, Field
 
 from ..explain.methods import METHODS
+from .apidocs import add_docs
 from .inference import BadInput, Prediction, Upload, check_method, overlay, png
 from .service import Service
 
@@ -45,6 +47,18 @@ class Health(BaseModel):
     revision: str | None = Field(description="git commit of the study ('+dirty' if edited)")
 
 
+class OODSummary(BaseModel):
+    available: bool = Field(description="false when the reference images are missing: see "
+                            "message")
+    method: str
+    threshold: float | None = Field(description="distance above which an upload is flagged")
+    percentile: float | None = Field(description="the threshold's percentile of the "
+                                     "validation images' distances")
+    n_reference: int | None = Field(description="training images the distance is measured to")
+    n_validation: int | None = Field(description="validation images the threshold is set on")
+    message: str
+
+
 class Card(BaseModel):
     artifact: str = Field(description="DVC artifact name (dvc.yaml artifacts:), e.g. transfer")
     key: str = Field(description="the study's id of the model, e.g. transfer_s42")
@@ -53,20 +67,111 @@ class Card(BaseModel):
     trained: bool = Field(description="the model file exists (else: run make repro)")
     loaded: bool
     md5: str | None
-    test_macro_f1: float | None
+    test_macro_f1: float | None = Field(description="test macro-F1 of this model (one seed)")
     ece: float | None = Field(description="test ECE before temperature scaling")
     ece_calibrated: float | None = Field(description="test ECE after temperature scaling")
     temperature: float = Field(description="fitted on validation by the evaluate stage")
-    best: bool = Field(description="the study's best model (validation macro-F1)")
+    best: bool = Field(description="the study's best model by its rule (best_rule): highest "
+                       "mean validation macro-F1 over the configuration's seeds")
+    configuration: str | None = Field(None, description="the model's configuration, e.g. "
+                                      "transfer")
+    seeds: list[int] = Field([], description="the configuration's seeds")
+    val_macro_f1_mean: float | None = Field(None, description="mean validation macro-F1 over "
+                                            "the configuration's seeds: what best ranks by")
+    test_macro_f1_mean: float | None = Field(None, description="mean test macro-F1 over the "
+                                             "configuration's seeds")
+    test_macro_f1_sd: float | None = Field(None, description="its standard deviation over seeds")
+    label: str = Field("", description="how the UI labels the model: the rule's quantity")
     input_size: int | None = Field(None, description="side of the square input, pixels")
     input_channels: int | None = Field(None, description="1 greyscale, 3 RGB")
+    ood: OODSummary | None = Field(None, description="the out-of-distribution check of "
+                                   "predictions by this model")
 
 
 class Models(BaseModel):
     models: list[Card]
     classes: list[str]
     default: str
+    best_rule: str = Field(description="how the study chooses its best model "
+                           "(lib.evaluate.metrics.BEST_MODEL_RULE)")
+    best_note: str | None = Field(None, description="why the rule could not be applied, or a "
+                                  "disagreement with evaluate.json")
+    headline_method: str | None = Field(None, description="the study's headline saliency method "
+                                        "(explain.json), null when unknown: see "
+                                        "headline_message")
+    headline_message: str = ""
     revision: str | None
+
+
+class ModelInfo(BaseModel):
+    artifact: str
+    key: str
+    description: str
+    configuration: str | None
+    seeds: list[int]
+    input_size: int
+    input_channels: int
+    md5: str | None
+    revision: str | None
+
+
+class TrainingDataInfo(BaseModel):
+    source: str = Field(description="phantom, or data/raw as found")
+    synthetic: bool
+    description: str
+    classes: list[str]
+    image_size: int | None
+    n_train: int | None = Field(description="usable images of the prepare stage's train split")
+    n_validation: int | None
+    n_test: int | None
+
+
+class Performance(BaseModel):
+    test_macro_f1_mean: float | None = Field(description="over the configuration's seeds")
+    test_macro_f1_sd: float | None
+    n_seeds: int | None
+    test_macro_f1_this_seed: float | None
+    val_macro_f1_mean: float | None = Field(description="what the study's rule ranks by")
+    ece: float | None
+    ece_calibrated: float | None
+    temperature: float
+    source: str
+
+
+class Best(BaseModel):
+    is_best: bool
+    best_model: str | None
+    best_configuration: str | None
+    rule: str
+    note: str | None
+
+
+class Saliency(BaseModel):
+    default_method: str | None = Field(description="the study's headline method; null when "
+                                       "explain.json does not name one")
+    message: str
+
+
+class ModelCardBody(BaseModel):
+    model: ModelInfo
+    training_data: TrainingDataInfo
+    performance: Performance
+    best: Best
+    saliency: Saliency
+    ood: OODSummary
+    not_for: list[str] = Field(description="what the model is not for")
+
+
+class OOD(BaseModel):
+    available: bool = Field(description="false when the app has no reference images: see "
+                            "message")
+    distance: float | None = Field(description="mean distance to the nearest training images "
+                                   "in the model's features")
+    threshold: float | None = Field(description="the 99th percentile of the validation images' "
+                                    "distances")
+    unlike_training: bool | None = Field(description="distance > threshold: the prediction is "
+                                         "not meaningful for this image")
+    message: str
 
 
 class Peak(BaseModel):
@@ -92,6 +197,7 @@ class PredictResult(BaseModel):
     format: str = Field(description="PNG, JPEG, DICOM, ...")
     peak: Peak | None = Field(None, description="the map's maximum, in image pixels")
     overlay_png_base64: str | None = Field(None, description="the map over the image, PNG")
+    ood: OOD = Field(description="is the upload like the images the model was trained on?")
 
 
 class ModelSaid(BaseModel):
@@ -185,7 +291,8 @@ def prediction_body(upload: Upload, pred: Prediction, alpha: float) -> dict[str,
             "probabilities_calibrated": dict(zip(pred.classes, map(float, pred.probs_calibrated),
                                                  strict=True)),
             "temperature": float(pred.temperature), "method": pred.method,
-            "image": {"height": int(h), "width": int(w)}, "format": upload.format}
+            "image": {"height": int(h), "width": int(w)}, "format": upload.format,
+            "ood": pred.ood}
     if pred.saliency is not None:
         body["peak"] = {"row": pred.peak[0], "col": pred.peak[1]}
         body["overlay_png_base64"] = base64.b64encode(png(overlay(upload, pred, alpha))).decode()
@@ -193,13 +300,22 @@ def prediction_body(upload: Upload, pred: Prediction, alpha: float) -> dict[str,
 
 
 def card_body(service: Service, card: Any) -> dict[str, Any]:
+    from .study import rule_label
+
     loaded = service.registry.loaded.get(card.artifact)
+    config = service.registry.ranking.configuration_of(card.key)
     return {"artifact": card.artifact, "key": card.key, "description": card.description,
             "labels": list(card.labels), "trained": card.trained, "loaded": loaded is not None,
             "md5": card.md5, "test_macro_f1": card.test_macro_f1, "ece": card.ece,
             "ece_calibrated": card.ece_calibrated, "temperature": card.temperature,
-            "best": card.best, "input_size": loaded.size if loaded else None,
-            "input_channels": loaded.channels if loaded else None}
+            "best": card.best, "configuration": card.configuration, "seeds": list(card.seeds),
+            "val_macro_f1_mean": card.val_macro_f1_mean,
+            "test_macro_f1_mean": card.test_macro_f1_mean,
+            "test_macro_f1_sd": card.test_macro_f1_sd, "label": rule_label(config, card.best),
+            "input_size": loaded.size if loaded else None,
+            "input_channels": loaded.channels if loaded else None,
+            "ood": loaded.ood.summary() if loaded is not None and loaded.ood is not None
+            else None}
 
 
 # ----------------------------------------------------------------------------- the app
@@ -212,9 +328,11 @@ def create_app(service: Service, ui: bool = True) -> FastAPI:
         title="Brain MRI study",
         summary="Brain-tumour MRI classifiers of the study: predictions, saliency maps, feedback",
         description=("The models are the DVC artifacts of dvc.yaml, with the test scores of the "
-                     "evaluate stage. Research code: not a medical device. No authentication is "
-                     "built in; the server binds 127.0.0.1 unless told otherwise."),
-        version=service.registry.revision or "unknown")
+                     "evaluate stage. Research code: not a medical device, trained on synthetic "
+                     "images only (GET /model-card says what it is not for). No authentication "
+                     "is built in; the server binds 127.0.0.1 unless told otherwise."),
+        version=service.registry.revision or "unknown", docs_url=None, redoc_url=None)
+    add_docs(app)  # Swagger UI from local files: the documentation works offline
     # an image and a mask of at most max_bytes each, plus the form around them
     app.add_middleware(ContentLengthLimit, max_body=2 * max_bytes + MULTIPART_SLACK)
 
@@ -234,7 +352,20 @@ def create_app(service: Service, ui: bool = True) -> FastAPI:
         """Every declared model (trained or not) with the study's test scores for it."""
         reg = service.registry
         return {"models": [card_body(service, c) for c in reg.cards], "classes": service.classes,
-                "default": reg.default, "revision": reg.revision}
+                "default": reg.default, "best_rule": reg.ranking.rule,
+                "best_note": reg.ranking.note, "headline_method": reg.headline.method,
+                "headline_message": reg.headline.message, "revision": reg.revision}
+
+    @app.get("/model-card", response_model=ModelCardBody, responses={404: ERRORS[404]},
+             tags=["app"])
+    def model_card(
+        model: Annotated[str | None, Query(description="artifact name; default: the study's "
+                                           "best model")] = None,
+    ) -> dict[str, Any]:
+        """What a model is, what it was trained on (a synthetic phantom), its test macro-F1 over
+        seeds, the study's rule for "best", the default saliency method, the out-of-distribution
+        check, and what it is not for."""
+        return service.model_card(model)
 
     @app.post("/predict", response_model=PredictResult, response_model_exclude_none=False,
               responses=ERRORS, tags=["models"])
@@ -244,12 +375,15 @@ def create_app(service: Service, ui: bool = True) -> FastAPI:
         model: Annotated[str | None, Query(description="artifact name (GET /models); default: "
                                            "the study's best model")] = None,
         method: Annotated[Method, Query(description="saliency method for the predicted "
-                                        "class")] = NO_METHOD,
+                                        "class; the study's headline method is GET /models: "
+                                        "headline_method")] = NO_METHOD,
         alpha: Annotated[float, Query(ge=0.0, le=1.0, description="overlay opacity of the "
                                       "map")] = 0.7,
     ) -> dict[str, Any]:
-        """Class probabilities of one image (raw and temperature-scaled) and, with a method,
-        where the model looked: an overlay PNG (base64) and the map's peak in image pixels."""
+        """Class probabilities of one image (raw and temperature-scaled), whether the image is
+        like the training images (``ood``: when ``unlike_training``, the prediction means
+        nothing) and, with a method, where the model looked: an overlay PNG (base64) and the
+        map's peak in image pixels."""
         name = check_method(method.value)
         service.model(model)  # 404 before reading the upload
         upload, pred = service.predict(read_file(file, max_bytes), model, name)

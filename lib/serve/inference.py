@@ -144,6 +144,7 @@ class Prediction:
     method: str | None = None
     saliency: np.ndarray | None = None  # HxW in [0, 1] at the upload's size
     peak: tuple[int, int] | None = None  # (row, col) of the map's maximum, upload pixels
+    ood: dict[str, Any] | None = None    # lib.serve.ood.OODCheck.assess: like the training images?
 
     @property
     def index(self) -> int:
@@ -190,6 +191,10 @@ def predict(loaded: LoadedModel, upload: Upload, classes: list[str], method: str
         pred = Prediction(loaded.card.artifact, loaded.card.key, list(classes), probs,
                           apply_temperature(probs, loaded.card.temperature),
                           loaded.card.temperature, method)
+        pred.ood = loaded.ood.assess(x) if loaded.ood is not None else {
+            "available": False, "distance": None, "threshold": None, "unlike_training": None,
+            "message": "OOD check unavailable: not prepared (the service was not opened with "
+                       "Service.open)"}
         if method is not None:
             if loaded.explainer is None:
                 cfg, layer, min_grid = saliency_config(params or {"explain": {}})

@@ -2,7 +2,9 @@
 
 The list of models is the ``artifacts:`` section of dvc.yaml (``dvc artifacts get`` reads the
 same list), so the server and DVC agree on what exists. An artifact whose file is not there yet
-is listed as not trained (with the command that makes it), never silently dropped.
+is listed as not trained (with the command that makes it), never silently dropped. Which one is
+best is the study's rule (``lib.serve.study.ranking``: ``lib.evaluate.metrics.best_model`` on the
+validation scores of evaluate.json), and each model carries that rule's quantity.
 """
 
 from __future__ import annotations
@@ -20,8 +22,7 @@ import yaml
 from ..data.manifest import DataError
 from ..evaluate.predict import SEED_FILE, input_spec
 from ..hashing import file_md5
-
-EVALUATE_JSON = Path("reports/metrics/evaluate.json")
+from .study import EVALUATE_JSON, Headline, Ranking, headline_method, ranking
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,12 @@ class ModelCard:
     ece: float | None = None              # before temperature scaling, test split
     ece_calibrated: float | None = None   # after
     temperature: float = 1.0              # fitted on validation by the evaluate stage
-    best: bool = False                    # the study's best model (validation macro-F1)
+    best: bool = False                    # the study's best model (BEST_MODEL_RULE)
+    configuration: str | None = None      # e.g. transfer (the key without its seed)
+    seeds: tuple[int, ...] = ()           # the configuration's seeds in evaluate.json
+    val_macro_f1_mean: float | None = None   # BEST_MODEL_RULE's quantity, over the seeds
+    test_macro_f1_mean: float | None = None  # over the configuration's seeds
+    test_macro_f1_sd: float | None = None
 
 
 @dataclass
@@ -51,6 +57,7 @@ class LoadedModel:
     size: int
     channels: int
     explainer: Any = None
+    ood: Any = None  # lib.serve.ood.OODCheck, set by Service.open
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -92,23 +99,31 @@ def _scores(root: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def cards(root: Path) -> list[ModelCard]:
-    """Every declared model, with the test scores evaluate.json has for it (None if not run)."""
+def cards(root: Path, ranked: Ranking | None = None) -> list[ModelCard]:
+    """Every declared model, with the test scores evaluate.json has for it (None if not run)
+    and, from its configuration, the validation score the study's rule ranks it by."""
     scores = _scores(root)
-    models, best = scores.get("models", {}), scores.get("best_model")
+    models = scores.get("models", {})
+    ranked = ranked or ranking(scores)
     out = []
     for name, artifact in sorted(declared_artifacts(root).items()):
         key = model_key(artifact["path"])
         path = (root / artifact["path"]).resolve()
         m = models.get(key, {})
         cal = m.get("calibration", {})
+        config = ranked.configuration_of(key)
         out.append(ModelCard(
             artifact=name, key=key, path=path, description=str(artifact.get("desc", "")),
             labels=tuple(artifact.get("labels") or ()), trained=path.is_file(),
             md5=file_md5(path) if path.is_file() else None,
             test_macro_f1=m.get("macro", {}).get("f1"),
             ece=cal.get("before", {}).get("ece"), ece_calibrated=cal.get("after", {}).get("ece"),
-            temperature=float(cal.get("temperature", 1.0)), best=key == best))
+            temperature=float(cal.get("temperature", 1.0)), best=key == ranked.best_model,
+            configuration=config.name if config else None,
+            seeds=config.seeds if config else (),
+            val_macro_f1_mean=config.val_macro_f1_mean if config else None,
+            test_macro_f1_mean=config.test_macro_f1_mean if config else None,
+            test_macro_f1_sd=config.test_macro_f1_sd if config else None))
     return out
 
 
@@ -130,9 +145,11 @@ class Registry:
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root).resolve()
-        self.cards = cards(self.root)
-        self.revision = git_revision(self.root)
         scores = _scores(self.root)
+        self.ranking: Ranking = ranking(scores)
+        self.headline: Headline = headline_method(self.root)
+        self.cards = cards(self.root, self.ranking)
+        self.revision = git_revision(self.root)
         self.classes: list[str] = list(scores.get("classes", []))
         self.loaded = {c.artifact: load_model(c) for c in self.cards if c.trained}
         if not self.loaded:

@@ -1,11 +1,15 @@
 """The Gradio interface of the app, mounted at /ui of the API's FastAPI app.
 
 Upload a slice (PNG, JPEG, DICOM) or pick one of the study's test images, choose a model and a
-saliency method, and see the class probabilities (raw and temperature-scaled), the map blended
-over the image (opacity re-blends the kept map, no model run) and, for a test image with a
-lesion mask, the true lesion's outline. Draw where the lesion is: the pointing game and the
-energy-in-mask of the map against the drawing update at once, and "Send feedback" stores the
-drawing and a label through ``Service.feedback``.
+saliency method, and see the class probabilities (raw and temperature-scaled), a warning when the
+image is unlike the training images (``lib.serve.ood``), the map blended over the image (opacity
+re-blends the kept map, no model run) and, for a test image with a lesion mask, the true lesion's
+outline. Draw where the lesion is: the pointing game and the energy-in-mask of the map against
+the drawing update at once, and "Send feedback" stores the drawing and a label through
+``Service.feedback``. The model picker labels each model with the study's rule for "best" (mean
+validation macro-F1 over seeds), the saliency method starts at the study's headline method
+(explain.json; none, with the reason, when there is none), and the model card below says what
+the chosen model was trained on and what it is not for.
 
 Every callback is a method of ``UI`` that takes and returns plain values, so the tests call them
 without a browser. Nothing is fetched from outside localhost: analytics are off and the theme
@@ -30,12 +34,13 @@ from ..data.manifest import MANIFEST_NAME, load_manifest, split_frame
 from ..explain.methods import METHODS
 from .inference import BadInput, Prediction, Upload, overlay, score_against
 from .service import Service
+from .study import rule_label
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no request may leave localhost
 
 log = logging.getLogger(__name__)
 
-DEFAULT_METHOD = "gradcam"
+NO_METHOD = "none"
 EXAMPLES_PER_CLASS = 4
 OUTLINE_RGB = (0, 255, 120)  # the true lesion's outline: green, apart from the map's colours
 CSS = """#status p { font-weight: 600; } #scores p { font-size: 1.05em; }
@@ -64,6 +69,50 @@ class Shown:
 
 def message(text: str, ok: bool = True) -> str:
     return text if ok else f"⚠ {text}"
+
+
+def ood_text(ood: dict[str, Any] | None) -> str:
+    """The out-of-distribution verdict as the page shows it: a warning unless clearly fine."""
+    if not ood or not ood.get("available"):
+        return message((ood or {}).get("message") or "OOD check unavailable", ok=False)
+    if ood["unlike_training"]:
+        return message(f"**Unlike the training images.** {ood['message']}", ok=False)
+    return ood["message"]
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    """Service.model_card as the page shows it."""
+    m, data, perf, best = card["model"], card["training_data"], card["performance"], card["best"]
+    sal, ood = card["saliency"], card["ood"]
+    seeds = ", ".join(map(str, m["seeds"])) or "n/a"
+    test = (f"{fmt(perf['test_macro_f1_mean'])} ± {fmt(perf['test_macro_f1_sd'])} (mean ± sd "
+            f"over {perf['n_seeds']} seeds; this seed {fmt(perf['test_macro_f1_this_seed'])})"
+            if perf["test_macro_f1_mean"] is not None else
+            f"{fmt(perf['test_macro_f1_this_seed'])} (this seed; evaluate.json has no seeds' "
+            "summary)")
+    counts = ", ".join(f"{data[k]} {name}" for k, name in (
+        ("n_train", "training"), ("n_validation", "validation"), ("n_test", "test"))
+        if data[k] is not None) or "no manifest"
+    verdict = "**yes**" if best["is_best"] else f"no (best: {best['best_model']})"
+    lines = [
+        f"### Model card: {m['artifact']} (`{m['key']}`)",
+        f"{m['description']}; seeds {seeds}.",
+        f"- **Trained on** {data['description']}; after the prepare stage's split: {counts} "
+        f"images; classes {', '.join(data['classes'])}.",
+        f"- **Test macro-F1** {test}; validation macro-F1 {fmt(perf['val_macro_f1_mean'])} "
+        "(mean over seeds).",
+        f"- **Best by the study's rule** ({best['rule']}): {verdict}."
+        + (f" ⚠ {best['note']}." if best["note"] else ""),
+        f"- **Saliency method by default:** {sal['message']}.",
+        f"- **Out-of-distribution check:** {ood['method']}; {ood['message']}."
+        if ood["available"] else f"- **Out-of-distribution check:** ⚠ {ood['message']}.",
+        "- **Not for:**", *[f"  - {item}" for item in card["not_for"]],
+    ]
+    return "\n".join(lines)
 
 
 def outline(mask: np.ndarray) -> np.ndarray:
@@ -171,11 +220,12 @@ class UI:
                   f"`{name}` ({upload.format}, {upload.pixels.shape[1]}×{upload.pixels.shape[0]})")
         if pred.saliency is None:
             status += "; no saliency method chosen, so no map"
+        status = message(status) + "\n\n" + ood_text(pred.ood)
         editor = {"background": np.repeat(upload.pixels[..., None], 3, axis=-1),
                   "layers": [], "composite": None}
         truth_box = gr.Checkbox(visible=truth is not None, value=show_truth and truth is not None)
-        return (shown, message(status), probs, calibrated,
-                self.blend(shown, alpha, show_truth), editor, truth_box)
+        return (shown, status, probs, calibrated, self.blend(shown, alpha, show_truth), editor,
+                truth_box)
 
     def blend(self, shown: Shown | None, alpha: float, show_truth: bool) -> np.ndarray | None:
         """The overlay at this opacity (the kept map, no model run), with the true outline."""
@@ -230,24 +280,35 @@ class UI:
 
     # ---- the page ------------------------------------------------------------------------
     def model_choices(self) -> list[tuple[str, str]]:
-        out = []
-        for card in self.service.registry.cards:
-            if card.artifact not in self.service.registry.loaded:
+        """(label, artifact) of each loaded model, labelled with the study's rule's quantity."""
+        reg, out = self.service.registry, []
+        for card in reg.cards:
+            if card.artifact not in reg.loaded:
                 continue
-            notes = ["best"] if card.best else []
-            if card.test_macro_f1 is not None:
-                notes.append(f"F1 {card.test_macro_f1:.2f}")
-            out.append((f"{card.artifact} ({', '.join(notes)})" if notes else card.artifact,
-                        card.artifact))
+            note = rule_label(reg.ranking.configuration_of(card.key), card.best)
+            out.append((f"{card.artifact} ({note})" if note else card.artifact, card.artifact))
         return out
+
+    @property
+    def default_method(self) -> str:
+        """The study's headline saliency method; none when explain.json names none."""
+        return self.service.registry.headline.method or NO_METHOD
+
+    def card_text(self, model: str | None) -> str:
+        try:
+            return card_markdown(self.service.model_card(model))
+        except BadInput as exc:
+            return message(exc.reason, ok=False)
 
     def blocks(self) -> Any:
         import gradio as gr
 
         reg = self.service.registry
         with gr.Blocks(title="Brain MRI tumour classifier", analytics_enabled=False) as demo:
-            gr.Markdown("## Brain MRI tumour classifier\nA research model, not a medical device. "
-                        "Upload a slice or pick a test image, then draw where the lesion is.")
+            gr.Markdown("## Brain MRI tumour classifier\nA research model trained on synthetic "
+                        "(phantom) images only: not a medical device, not validated on real "
+                        "scans (see the model card below). Upload a slice or pick a test image, "
+                        "then draw where the lesion is.")
             shown = gr.State(None)
             with gr.Row():
                 with gr.Column(scale=1):
@@ -255,9 +316,12 @@ class UI:
                                    type="filepath", file_count="single", height=120)
                     example = gr.Dropdown(self.examples, value=None, label="or a test image",
                                           info=f"{len(self.examples)} from the study's test split")
-                    model = gr.Dropdown(self.model_choices(), value=reg.default, label="Model")
-                    method = gr.Dropdown(["none", *METHODS], value=DEFAULT_METHOD,
-                                         label="Saliency method")
+                    model = gr.Dropdown(self.model_choices(), value=reg.default, label="Model",
+                                        info=f"best by the study's rule: {reg.ranking.rule}")
+                    method = gr.Dropdown([NO_METHOD, *METHODS], value=self.default_method,
+                                         label="Saliency method",
+                                         info=message(reg.headline.message,
+                                                      ok=reg.headline.method is not None))
                     run = gr.Button("Predict", variant="primary")
                     status = gr.Markdown("Upload an image or pick a test image.",
                                          elem_id="status")
@@ -288,6 +352,7 @@ class UI:
                         user = gr.Textbox(label="Your name (optional)", max_length=80)
                     send = gr.Button("Send feedback")
                     stored = gr.Markdown("", elem_id="stored")
+            card = gr.Markdown(self.card_text(reg.default), elem_id="card")
 
             outputs = [shown, status, probs, calibrated, image, editor, truth]
             inputs = [file, example, model, method, alpha, truth]
@@ -302,6 +367,8 @@ class UI:
             editor.change(self.score_text, [shown, editor], scores, api_name="score",
                           show_progress="hidden", trigger_mode="always_last")
             send.click(self.feedback, [shown, editor, label, user], stored, api_name="feedback")
+            model.change(self.card_text, model, card, queue=False, api_visibility="private",
+                         show_progress="hidden")
         return demo
 
 
@@ -312,7 +379,13 @@ def build_ui(service: Service) -> Any:
 
 def mount_ui(app: Any, service: Service, path: str = "/ui",
              max_file_size: int | None = None) -> Any:
-    """Mount the UI on a FastAPI app with the system-font theme (gradio 6 sets it here)."""
+    """Mount the UI on a FastAPI app with the system-font theme (gradio 6 sets it here).
+
+    ``root_path=path``: gradio's ``/run/<api>`` route (the UI's unqueued events: the opacity
+    slider, the outline checkbox) builds file URLs without the mount path, so without it the
+    overlay after an upload or an opacity change pointed at /gradio_api/file=... (404: a blank
+    overlay) instead of /ui/gradio_api/file=....
+    """
     import gradio as gr
     from fastapi import Response
 
@@ -322,4 +395,4 @@ def mount_ui(app: Any, service: Service, path: str = "/ui",
                           include_in_schema=False)
     return gr.mount_gradio_app(app, build_ui(service), path=path, theme=theme(), css=CSS,
                                footer_links=["api"], ssr_mode=False,
-                               max_file_size=max_file_size)
+                               max_file_size=max_file_size, root_path=path)
