@@ -152,7 +152,7 @@ def sanity_words(result: dict[str, Any]) -> str:
     words = f"rho {result['spearman']:.2f}"
     if "ci" in result:
         low, high = result["ci"]
-        words += f", {CI_LEVEL:.0%} CI {low:.2f}-{high:.2f} over {result['n']} images"
+        words += f", {100 * CI_LEVEL:.0f} % CI {low:.2f}-{high:.2f} over {result['n']} images"
         if not result.get("settled", True):
             words += (f"; not settled: the interval spans the cut "
                       f"{localise.SANITY_MAX_SPEARMAN:g}")
