@@ -107,7 +107,7 @@ test: setup ## set up .venv, run the whole test suite (unit, notebooks, real dvc
 	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder --nbval-lax \
 	  --nbval-current-env --durations=8 tests notebooks
 
-# The edit loop: the unit tests not marked slow (no real dvc repro, no notebooks), about 80 s on 2 cores.
+# The edit loop: the unit tests not marked slow (no real dvc repro, no notebooks), about 100 s on 2 cores.
 test-fast: setup ## unit tests only, for the edit loop (make test before you push)
 	$(BIN)/python -m pytest -n 2 -m "not slow" -q tests
 

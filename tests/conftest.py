@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -34,9 +35,12 @@ LONGEST = "test_pipeline.py"  # the real tiny `dvc repro`: about half of make te
 
 
 def pytest_collection_modifyitems(items: list) -> None:
-    """The longest file first, then the other slow ones: with `-n 2 --dist loadfile
-    --no-loadscope-reorder` (make test) the tiny `dvc repro` starts at once on one worker while
-    the other takes everything else, instead of starting halfway and running alone at the end.
+    """The longest file first, then the other slow ones and the notebooks (tens of seconds
+    each), then the quick files: with `-n 2 --dist loadfile --no-loadscope-reorder` (make test)
+    the tiny `dvc repro` starts at once on one worker while the other takes everything else, and
+    the run ends on short files that fill both workers, not on a notebook running alone.
     (xdist's default reorder, by number of tests per file, would undo this order.)"""
-    items.sort(key=lambda item: (item.path.name != LONGEST,
-                                 item.get_closest_marker("slow") is None))
+    def long(item: Any) -> bool:
+        return item.get_closest_marker("slow") is not None or item.path.suffix == ".ipynb"
+
+    items.sort(key=lambda item: (item.path.name != LONGEST, not long(item)))
