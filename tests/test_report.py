@@ -747,7 +747,10 @@ def test_the_committed_report_lays_out_at_1280_px(browser: str, tmp_path: Path) 
     if not (REPO / "reports" / "metrics" / "evaluate.json").is_file():
         pytest.skip("no committed outputs in reports/ (run dvc pull)")
     seen = layout(browser, report.build(root=REPO, out=tmp_path / "index.html"), tmp_path)
-    assert len(seen["figures"]) > 40
+    # every figure here is laid out: a full run has 40+, a fresh clone only the git-tracked
+    # learning curves (the other figures are DVC outputs: `dvc pull` or `make repro`)
+    pngs = [p for d in ("figures", "training") for p in (REPO / "reports" / d).rglob("*.png")]
+    assert len(seen["figures"]) >= min(40, len(pngs)) > 0
     check_layout(seen)
 
 
