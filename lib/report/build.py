@@ -26,6 +26,7 @@ from markupsafe import Markup
 
 from ..config import load_params, repo_root
 from ..contracts import PHANTOM_GENERATOR, SCORES
+from ..figures import REPORT_BODY_PX, REPORT_FIGURE_PX
 from ..splits import SPLITS
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -59,10 +60,10 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 
 # What the report's CSS sets (templates/report.html.j2 reads them): body text and the widest a
-# figure is shown, one image pixel per CSS pixel. lib.figures designs every figure for them
-# (REPORT_BODY_PX, REPORT_FIGURE_PX; tests/test_figure_readability.py checks they agree).
-BODY_FONT_PX = 16
-FIGURE_MAX_PX = 960
+# figure is shown, one image pixel per CSS pixel. Their one home is lib.figures, which designs
+# every figure for them.
+BODY_FONT_PX = REPORT_BODY_PX
+FIGURE_MAX_PX = REPORT_FIGURE_PX
 
 # One caption per figure the pipeline writes, by its path under reports/; {name}: a training
 # configuration, {model}: a model key, {method}: a saliency method. First match wins.
