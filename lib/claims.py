@@ -10,6 +10,8 @@ so no document can say more than the statistics carry:
   was shown, with the interval;
 - a target is "met" only when the whole interval over seeds clears it, "missed" when the whole
   interval falls short, and "not settled" when the interval straddles it;
+- a guided configuration (lib.train.guided) is compared with the plain one it was fine-tuned
+  from, paired by seed (``guidance_claims``), and held to the guided arm's targets;
 - ``metrics`` lists every seed-aware number (mean, sd, interval), which the cross-machine check
   (``make crosscheck``) compares between runs.
 
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .jsonio import write_json
+from .stats import holm, paired_difference
 
 EVALUATE_JSON = Path("reports/metrics/evaluate.json")
 EXPLAIN_JSON = Path("reports/metrics/explain.json")
@@ -178,13 +181,85 @@ def explanation_claims(ex: dict[str, Any]) -> tuple[list[dict[str, Any]], list[d
     return claims, metrics
 
 
+GUIDED_PREFIX = "guided_"  # models/guided_<plain configuration>: lib.train.guided's stage
+# The guided arm's targets (issue 22): where a guided model's maps must point on test tumours.
+GUIDED_TARGETS = {"gradcam": 0.80, "hirescam": 0.90}
+
+
+def _seed_values(stat: dict[str, Any], seeds: Sequence[int]) -> dict[int, float]:
+    return dict(zip(seeds, stat.get("values", []), strict=False))
+
+
+def _guided_pair(a: str, b: str, stat_a: dict[str, Any], stat_b: dict[str, Any],
+                 seeds_a: Sequence[int], seeds_b: Sequence[int], label: str) -> dict[str, Any]:
+    """guided - plain over the seeds both have, paired (guided seed s is fine-tuned from plain
+    seed s, so seed s's two models share their start and their augmentation draws)."""
+    va, vb = _seed_values(stat_a, seeds_a), _seed_values(stat_b, seeds_b)
+    common = sorted(set(va) & set(vb))
+    diff = paired_difference([va[s] for s in common], [vb[s] for s in common])
+    return {"a": a, "b": b, "label": label, **diff}
+
+
+def guidance_claims(ev: dict[str, Any], ex: dict[str, Any], alpha: float
+                    ) -> tuple[list[dict[str, Any]], list[dict]]:
+    """Each guided configuration against the plain one it was fine-tuned from: test macro-F1
+    and each cheap method's pointing game (strict and tolerant), paired over seeds with Holm
+    over the whole family; its pointing-game targets; and whether its macro-F1 is not shown
+    worse than the plain model's (the difference's interval reaches zero or lies above it)."""
+    ev_conf, ex_conf = ev["configurations"], ex.get("configurations", {})
+    pairs, targets = [], []
+    for name in sorted(ev_conf):
+        base = name.removeprefix(GUIDED_PREFIX)
+        if not name.startswith(GUIDED_PREFIX) or base not in ev_conf:
+            continue
+        seeds = (ev_conf[name]["seeds"], ev_conf[base]["seeds"])
+        f1 = _guided_pair(name, base, ev_conf[name]["test_macro_f1"],
+                          ev_conf[base]["test_macro_f1"], *seeds, "test macro-F1")
+        pairs.append(f1)
+        lo = f1["interval"][1] if f1["interval"] else None
+        verdict = ("not settled (one seed: no interval)" if lo is None
+                   else "met" if lo >= 0 else "missed")
+        targets.append({
+            "id": f"target:guided_not_worse:{name}", "kind": "target", "holds": verdict == "met",
+            "winner": None, "estimate": f1["estimate"], "interval": f1["interval"],
+            "target": 0.0, "verdict": verdict.split(" (")[0], "test": f1["test"],
+            "statement": (f"{name}'s test macro-F1 is not worse than {base}'s: difference "
+                          f"{f1['estimate']:+.3f} (95 % CI {_ci(f1['interval'])}, "
+                          f"{f1['test']}); target: an interval that reaches 0 or lies above "
+                          f"it, {verdict}.")})
+        loc_g = ex_conf.get(name, {}).get("localisation", {})
+        loc_b = ex_conf.get(base, {}).get("localisation", {})
+        seeds_ex = (ex_conf.get(name, {}).get("seeds", []), ex_conf.get(base, {}).get("seeds", []))
+        for method in sorted(set(loc_g) & set(loc_b)):
+            for score, words in (("pointing_game", "pointing game"),
+                                 ("pointing_game_tol", "tolerant pointing game")):
+                if score in loc_g[method] and score in loc_b[method]:
+                    pairs.append(_guided_pair(name, base, loc_g[method][score],
+                                              loc_b[method][score], *seeds_ex,
+                                              f"{words} ({method})"))
+            if method in GUIDED_TARGETS:
+                targets.append(target_claim(
+                    f"target:guided_pointing_game:{name}:{method}",
+                    f"{method}'s pointing game on {name} (test tumours)",
+                    loc_g[method]["pointing_game"], GUIDED_TARGETS[method]))
+    testable = [p for p in pairs if p["p"] is not None]
+    for pair, adjusted in zip(testable, holm([p["p"] for p in testable]), strict=True):
+        pair["p_holm"] = float(adjusted)
+    claims = []
+    for pair in pairs:
+        pair["holds"] = pair.get("p_holm") is not None and pair["p_holm"] < alpha
+        claims.append(comparison_claim(pair, pair["label"], kind="guidance"))
+    return claims + targets, []
+
+
 def build(evaluate: dict[str, Any], explain: dict[str, Any]) -> dict[str, Any]:
     """The claims.json payload."""
     claims, metrics = classification_claims(evaluate)
     more, more_metrics = explanation_claims(explain)
+    guidance, _ = guidance_claims(evaluate, explain, evaluate["alpha"])
     return {"level": evaluate["bootstrap"]["level"], "alpha": evaluate["alpha"],
             "seeds": {k: v["seeds"] for k, v in evaluate["configurations"].items()},
-            "claims": claims + more, "metrics": metrics + more_metrics}
+            "claims": claims + more + guidance, "metrics": metrics + more_metrics}
 
 
 def headline_claims(payload: dict[str, Any]) -> list[dict[str, Any]]:

@@ -70,8 +70,8 @@ def quiet() -> Iterator[None]:
 
 
 def predict_labelled(model: Any, dataset: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(integer labels, softmax scores) over batches of (images, one-hot labels)."""
-    labels = [np.asarray(y).argmax(axis=1) for _, y in dataset]
+    """(integer labels, softmax scores) over batches of (images, one-hot labels[, more])."""
+    labels = [np.asarray(batch[1]).argmax(axis=1) for batch in dataset]
     return (np.concatenate(labels) if labels else np.zeros(0, np.int64),
             predict_probs(model, dataset))
 

@@ -71,6 +71,9 @@ STAGES: dict[str, NotebookStage] = {
     "train_transfer": NotebookStage("04_train_transfer.ipynb",
                                     groups=("augment", "train", "train_transfer"),
                                     keys=("train_seeds",)),
+    "train_guided": NotebookStage("04b_train_guided.ipynb", groups=("augment", "train", "guide"),
+                                  keys=("train_seeds", "seed", "explain.layer",
+                                        "explain.min_grid"), item="model"),
     "evaluate": NotebookStage("05_evaluate.ipynb", groups=("evaluate",), keys=("seed",)),
     "explain": NotebookStage("06_explain.ipynb", groups=("explain",), keys=("seed",)),
 }

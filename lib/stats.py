@@ -154,6 +154,16 @@ def paired_difference(a: Sequence[float], b: Sequence[float], level: float = CI_
                        level, test)
 
 
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error control, any dependence)."""
+    p = np.asarray(pvalues, dtype=float)
+    order = np.argsort(p, kind="stable")
+    scaled = (len(p) - np.arange(len(p))) * p[order]
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
+    return adjusted
+
+
 def row_normalise(cm: np.ndarray) -> np.ndarray:
     """Each row as shares of its true class (recall on the diagonal); an empty row stays 0."""
     cm = np.asarray(cm, dtype=float)

@@ -18,7 +18,7 @@ import pytest
 from matplotlib.figure import Figure
 from scipy.special import softmax
 
-from lib import figures
+from lib import figures, stats
 from lib.evaluate import figures as evf
 from lib.evaluate import metrics as ev
 from lib.evaluate import tables as evt
@@ -261,7 +261,7 @@ def test_mcnemar_exact_against_a_hand_computed_table() -> None:
 
 def test_holm_against_a_hand_example() -> None:
     # sorted 0.005*4=0.02, 0.01*3=0.03, 0.03*2=0.06, 0.04*1=0.04 -> running max 0.06
-    adjusted = ev.holm([0.01, 0.04, 0.03, 0.005])
+    adjusted = stats.holm([0.01, 0.04, 0.03, 0.005])
     np.testing.assert_allclose(adjusted, [0.03, 0.06, 0.06, 0.02])
     assert ev.holm([0.6, 0.9]).tolist() == [1.0, 1.0]  # capped at 1
     assert ev.holm([]).size == 0

@@ -114,7 +114,8 @@ MODULE_STAGES: dict[str, Callable[[dict[str, Any]], Any]] = {
 def stage_inputs(name: str, params: dict[str, Any]) -> Any:
     if name in MODULE_STAGES:
         return MODULE_STAGES[name](params)
-    item = PARAMS["variants"][0] if stage.STAGES[name].item else None
+    item = ({"variant": PARAMS["variants"][0], "model": PARAMS["guide"]["models"][0]}
+            [stage.STAGES[name].item] if stage.STAGES[name].item else None)
     return stage.notebook_parameters(params, name, item)
 
 
@@ -215,7 +216,7 @@ def test_the_parameter_check_sees_an_undeclared_name() -> None:
 def test_outputs_listed_in_dvc_yaml_are_the_runner_s() -> None:
     for name, spec in stage.STAGES.items():
         outs = {next(iter(o)) if isinstance(o, dict) else o for o in DVC[name]["outs"]}
-        item = "${item.variant}" if spec.item else None
+        item = f"${{item.{spec.item}}}" if spec.item else None
         assert spec.output(item) in outs, f"{name}: dvc.yaml does not list {spec.output(item)}"
 
 

@@ -54,7 +54,8 @@ def arm(lam: float, data: dict[str, Any], params: dict[str, Any], epochs: int, s
           .shuffle(len(data["y_train"]), seed=seed).map(flips).batch(32))
     if lam > 0:
         trainer = guided.GuidedClassifier(model, explainer_layer, lam)
-        trainer.compile(optimizer=optimizer)
+        trainer.compile(optimizer=optimizer, loss="categorical_crossentropy")
+        ds = ds.map(lambda x, y, m: (x, tf.one_hot(y, 4), m[..., None]))
     else:  # the plain arm trains as Keras does, so its seconds are the cost baseline
         trainer = model
         trainer.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")

@@ -125,6 +125,10 @@ class TrainStream:
     So a run resumed at epoch e sees exactly the batches an uninterrupted run sees there, with no
     shuffle buffer or random-generator position to carry over. ``dataset(first, last)`` is one
     stream of epochs first..last-1, for ``model.fit(steps_per_epoch=steps)``.
+
+    With `masks` (float32 (N, S, S, 1), see ``load_masks``) each batch is (images, labels,
+    masks), the masks moved by the same geometric draws as their images (the guided arm,
+    lib.train.guided); the images are the ones the stream gives without masks.
     """
 
     images: np.ndarray  # float32 (N, S, S, 1) in 0-255, as make_dataset decodes them
@@ -134,10 +138,13 @@ class TrainStream:
     seed: int
     channels: int = 1
     augment: Any | None = None  # an object with at_step(images, step), e.g. AugmentPolicy
+    masks: np.ndarray | None = None  # float32 (N, S, S, 1) lesion shares, or None
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
+        if self.masks is not None and self.masks.shape != self.images.shape[:3] + (1,):
+            raise ValueError(f"masks {self.masks.shape} do not match images {self.images.shape}")
         if len(self.labels) == 0:
             raise DataError("no training images")
         if self.labels.min() < 0 or self.labels.max() >= self.n_classes:
@@ -162,6 +169,8 @@ class TrainStream:
     def dataset(self, first_epoch: int, last_epoch: int) -> Any:
         import tensorflow as tf
 
+        if self.masks is not None:
+            return self._masked_dataset(first_epoch, last_epoch)
         x = tf.constant(self.images, tf.float32)
         y = tf.one_hot(self.labels, self.n_classes)
         steps = self.steps
@@ -181,6 +190,48 @@ class TrainStream:
             ds = ds.map(lambda xb, yb: (tf.image.grayscale_to_rgb(xb), yb),
                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return ds.prefetch(tf.data.AUTOTUNE)
+
+    def _masked_dataset(self, first_epoch: int, last_epoch: int) -> Any:
+        """``dataset`` with each batch's masks carried beside it: (images, labels, masks)."""
+        import tensorflow as tf
+
+        x, m = tf.constant(self.images, tf.float32), tf.constant(self.masks, tf.float32)
+        y = tf.one_hot(self.labels, self.n_classes)
+        steps = self.steps
+
+        def one_epoch(epoch: Any) -> Any:
+            batches = tf.data.Dataset.from_tensor_slices(self._order(epoch))
+            batches = batches.batch(self.batch_size).enumerate()
+            return batches.map(lambda i, idx: (epoch * steps + i, tf.gather(x, idx),
+                                               tf.gather(y, idx), tf.gather(m, idx)))
+
+        ds = tf.data.Dataset.range(first_epoch, last_epoch).flat_map(one_epoch)
+        if self.augment is not None:
+            ds = ds.map(lambda step, xb, yb, mb: (*self.augment.at_step(xb, step, mb), yb))
+            ds = ds.map(lambda xb, mb, yb: (xb, yb, mb))
+        else:
+            ds = ds.map(lambda step, xb, yb, mb: (xb, yb, mb))
+        return with_channels(ds, self.channels).prefetch(tf.data.AUTOTUNE)
+
+
+def with_channels(ds: Any, channels: int) -> Any:
+    """Batches (images, ...) with grey images replicated to RGB when the model takes 3 channels."""
+    import tensorflow as tf
+
+    if channels == 1:
+        return ds
+    return ds.map(lambda xb, *rest: (tf.image.grayscale_to_rgb(xb), *rest),
+                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def masked_batches(images: np.ndarray, labels: np.ndarray, masks: np.ndarray, n_classes: int,
+                   batch_size: int, channels: int = 1) -> Any:
+    """(images, one-hot labels, masks) batches in row order: validation for the guided arm."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices(
+        (images.astype(np.float32), tf.one_hot(labels, n_classes), masks.astype(np.float32)))
+    return with_channels(ds.batch(batch_size), channels).prefetch(tf.data.AUTOTUNE)
 
 
 def load_arrays(frame: pd.DataFrame, raw_dir: Path, *, image_size: int, n_classes: int,

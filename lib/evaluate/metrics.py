@@ -34,7 +34,7 @@ import pandas as pd
 from ..config import check_int, from_group
 from ..jsonio import STAGE_DIGITS
 from ..splits import TEST, VAL
-from ..stats import bootstrap_ci
+from ..stats import bootstrap_ci, holm
 
 KEY = re.compile(r"^(?P<name>.+)_s(?P<seed>\d+)$")
 LOGIT_FLOOR = 1e-12  # log(0) would make a temperature meaningless; softmax outputs never reach it
@@ -396,16 +396,6 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, Any
     c = int(np.sum(~correct_a & correct_b))
     p = 1.0 if b + c == 0 else float(binomtest(b, b + c, 0.5).pvalue)
     return {"a_only_correct": b, "b_only_correct": c, "p_value": min(p, 1.0)}
-
-
-def holm(pvalues: Sequence[float]) -> np.ndarray:
-    """Holm's step-down adjusted p-values (family-wise error control, any dependence)."""
-    p = np.asarray(pvalues, dtype=float)
-    order = np.argsort(p, kind="stable")
-    scaled = (len(p) - np.arange(len(p))) * p[order]
-    adjusted = np.empty_like(p)
-    adjusted[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
-    return adjusted
 
 
 def compare_models(correct: dict[str, np.ndarray], alpha: float = 0.05) -> list[dict[str, Any]]:

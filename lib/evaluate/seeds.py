@@ -27,13 +27,19 @@ from typing import Any
 
 import numpy as np
 
-from ..stats import CI_LEVEL, bootstrap_ci, paired_difference, seed_interval, welch_difference
+from ..stats import (
+    CI_LEVEL,
+    bootstrap_ci,
+    holm,
+    paired_difference,
+    seed_interval,
+    welch_difference,
+)
 from .metrics import (
     Evaluation,
     Predictions,
     best_configuration,
     evaluate_model,
-    holm,
     resampled_scores,
     validation_macro_f1,
 )

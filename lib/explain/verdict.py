@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..evaluate.metrics import holm, parse_key
+from ..evaluate.metrics import parse_key
 from ..jsonio import STAGE_DIGITS, round_floats
-from ..stats import CI_LEVEL, paired_difference, seed_interval
+from ..stats import CI_LEVEL, holm, paired_difference, seed_interval
 from . import scores as localise
 from .study import (
     NO_VALIDATION_RULE,

@@ -47,13 +47,17 @@ def augment_grid(images_by_row: list[np.ndarray], masks_by_row: list[np.ndarray]
 @readable(SAVE_DPI)
 def training_curves(histories: dict[str, pd.DataFrame], title: str = "",
                     monitor: str = "val_loss") -> Figure:
-    """Loss and macro-F1 per epoch, train (dashed) and validation (solid), one colour per run.
+    """Loss and macro-F1 per epoch, train (dashed) and validation (solid), one colour per run;
+    a third panel for the localisation term when the runs were guided (lib.train.guided).
 
     Epochs are counted from 1, as Keras prints them (the history's 0-based ``epoch`` + 1; the
     report shows the kept epoch the same way), on integer ticks. A widening gap between the two
     lines is overfitting; the dot is the epoch kept (best `monitor`).
     """
-    fig, axes = plt.subplots(1, 2, figsize=(8.6, 3.9))
+    panels = [("loss", "loss"), ("macro_f1", "macro-F1")]
+    if any("localisation" in h for h in histories.values()):
+        panels.append(("localisation", "localisation term"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 3.9))
     colours = sns.color_palette("colorblind", max(1, len(histories)))
     handles = []
     for (label, hist), colour in zip(histories.items(), colours, strict=False):
@@ -62,14 +66,14 @@ def training_curves(histories: dict[str, pd.DataFrame], title: str = "",
         col = hist[monitor]
         best = col.idxmin() if monitor.endswith("loss") else col.idxmax()
         epoch = hist["epoch"] + 1
-        for ax, metric in zip(axes, ("loss", "macro_f1"), strict=True):
+        for ax, (metric, _) in zip(axes, panels, strict=True):
             if metric not in hist:
                 continue
             ax.plot(epoch, hist[metric], "--", color=colour, alpha=0.7)
             ax.plot(epoch, hist[f"val_{metric}"], "-", color=colour)
             ax.plot(epoch[best], hist[f"val_{metric}"][best], "o", color=colour, ms=7)
         handles.append(Line2D([], [], color=colour, label=label))
-    for ax, name in zip(axes, ("loss", "macro-F1"), strict=True):
+    for ax, (_, name) in zip(axes, panels, strict=True):
         ax.set_xlabel("epoch (from 1)")
         ax.set_ylabel(name)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -11,8 +11,8 @@ Every training stage (the scratch variants, pretrain, both transfer phases) goes
   resumes at the epoch it reached into the same model, bit for bit, as an uninterrupted run; the
   folder is removed once the stage's outputs are written;
 - the model returned is the best epoch on the validation split, never simply the last one;
-- `train_seeds` is the one per-seed loop of the scratch and transfer notebooks (and lib.tiny's
-  tiny models),
+- `train_seeds` is the one per-seed loop of the scratch, transfer and guided notebooks (and
+  lib.tiny's tiny models),
   `fit_two_phase` the transfer models' fine-tuning (frozen backbone, then its top layers).
 
 The pretrain stage (the transfer backbone's pretext task) lives in lib.train.pretrain.
@@ -371,6 +371,9 @@ class TrainingData:
     image_size: int
     fingerprint: str
     _train_arrays: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    # lesion masks at the input size (lib.data.inputs.load_masks): only for the guided arm
+    train_masks: np.ndarray | None = field(default=None, repr=False)
+    val_masks: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
     def from_manifest(cls, manifest_path: Path | str, raw_dir: Path | str,
@@ -392,15 +395,25 @@ class TrainingData:
 
     def datasets(self, batch_size: int, channels: int, seed: int,
                  augment: Any | None = None) -> tuple[Any, Any]:
-        """(the training stream: shuffled, augmented epochs; val batches in manifest order)."""
-        from ..data.inputs import TrainStream, load_arrays, make_dataset
+        """(the training stream: shuffled, augmented epochs; val batches in manifest order).
+
+        With masks (the guided arm: ``lib.train.guided.with_masks``) both yield (images,
+        labels, masks)."""
+        from ..data.inputs import TrainStream, load_arrays, make_dataset, masked_batches
 
         if self._train_arrays is None:  # decoded once, shared by every seed
             self._train_arrays = load_arrays(self.train, self.raw_dir,
                                              image_size=self.image_size,
                                              n_classes=self.n_classes)
         images, labels = self._train_arrays
-        stream = TrainStream(images, labels, self.n_classes, batch_size, seed, channels, augment)
+        stream = TrainStream(images, labels, self.n_classes, batch_size, seed, channels, augment,
+                             self.train_masks)
+        if self.val_masks is not None:
+            val_images, val_labels = load_arrays(self.val, self.raw_dir,
+                                                 image_size=self.image_size,
+                                                 n_classes=self.n_classes)
+            return stream, masked_batches(val_images, val_labels, self.val_masks,
+                                          self.n_classes, batch_size, channels)
         return stream, make_dataset(self.val, raw_dir=self.raw_dir, image_size=self.image_size,
                                     n_classes=self.n_classes, batch_size=batch_size,
                                     channels=channels)
@@ -505,6 +518,12 @@ def fit_two_phase(model: Any, train_ds: Any, val_ds: Any, phase1: TrainConfig, t
     return second, n_open
 
 
+def deployable(model: Any) -> Any:
+    """The classifier a training wrapper holds (lib.train.guided.GuidedClassifier's
+    `.classifier`), or the model itself: what is saved and evaluated."""
+    return getattr(model, "classifier", model)
+
+
 @dataclass
 class SeedRuns:
     """Every seed of a training stage: its validation numbers and its history."""
@@ -520,14 +539,17 @@ def train_seeds(data: TrainingData, seeds: Sequence[int], build: Any, cfg: Train
                 stage: str, key: Sequence[Any] = (), channels: int = 1,
                 augment: Any | None = None, fine_tune: FineTune | None = None,
                 models_dir: Path | str | None = None, history_dir: Path | str | None = None,
-                resume_root: Path | None = None, verbose: int | str = 2) -> SeedRuns:
+                resume_root: Path | None = None, warm_start: Any | None = None,
+                verbose: int | str = 2) -> SeedRuns:
     """One model per seed, the loop every training stage runs.
 
     For each seed: seed everything; make the (augmented, shuffled) train and the val batches;
     ``build()`` a fresh model; fit it (two phases when `fine_tune` is given, see
     ``fit_two_phase``) in a resume folder keyed by `stage`, `key` and the seed; save the best
     model and history where asked; remove the resume folder. `augment(seed)` makes the
-    augmentation policy of a seed (None: no augmentation).
+    augmentation policy of a seed (None: no augmentation). `warm_start(seed)`, when given,
+    replaces ``build()``: the seed's model starts from that one (the guided arm fine-tunes each
+    seed's plain model).
     """
     runs = SeedRuns({}, {})
     for seed in seeds:
@@ -535,10 +557,14 @@ def train_seeds(data: TrainingData, seeds: Sequence[int], build: Any, cfg: Train
         train_ds, val_ds = data.datasets(cfg.batch_size, channels=channels, seed=seed,
                                          augment=augment(seed) if augment else None)
         weights = data.class_weight(cfg.class_weight)
+        if weights is not None and data.train_masks is not None:
+            raise ValueError("train.class_weight: balanced cannot weigh batches that carry "
+                             "masks (the guided arm); set it to none for train_guided")
         extra: dict[str, Any] = {}
         if fine_tune is None:
             run_dirs = [resume_dir(stage, *key, seed, root=resume_root)]
-            result = fit(compile_model(build(), cfg), train_ds, val_ds, cfg, run_dirs[0],
+            model = warm_start(seed) if warm_start else build()
+            result = fit(compile_model(model, cfg), train_ds, val_ds, cfg, run_dirs[0],
                          class_weight=weights, verbose=verbose)
         else:
             run_dirs = [resume_dir(f"{stage}_phase{i}", *key, seed, root=resume_root)
@@ -546,6 +572,7 @@ def train_seeds(data: TrainingData, seeds: Sequence[int], build: Any, cfg: Train
             result, n_open = fit_two_phase(build(), train_ds, val_ds, cfg, fine_tune, run_dirs,
                                            class_weight=weights, verbose=verbose)
             extra["trainable_layers_phase2"] = n_open
+        result.model = deployable(result.model)
         runs.per_seed[seed] = {**save_seed(result, val_ds, data.names, seed, models_dir,
                                            history_dir), **extra}
         runs.histories[f"seed {seed}"] = result.history.reset_index(drop=True)

@@ -22,14 +22,26 @@ Why this form:
   vanishes); `temperature` then sets how sharp a distribution a [0, 1] map becomes (0.1: a cell
   at the maximum weighs e^10 times a cell at zero).
 - -log of the mass inside keeps a useful gradient while the mass is still small.
+
+The stage (notebooks/04b_train_guided.ipynb, `train_guided@<model>`) fine-tunes each seed's
+plain model with this loss for a few epochs (a warm start: the plain model already classifies,
+so the term only has to move where it looks), keeping the epoch with the lowest validation
+guided loss (cross-entropy + lam * localisation on the validation masks).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
+import pandas as pd
 import tensorflow as tf
+
+from ..config import check_int, from_group
+from .fit import TrainingData
 
 EPS = 1e-7
 TEMPERATURE = 0.1  # of the max-normalised map
@@ -63,12 +75,92 @@ def localisation_loss(cam: tf.Tensor, masks: tf.Tensor, temperature: float = TEM
     return tf.math.divide_no_nan(tf.reduce_sum(per_image * has_mask), tf.reduce_sum(has_mask))
 
 
-class GuidedClassifier(keras.Model):
-    """A trained-as-usual classifier plus the localisation term at one of its layers.
+@dataclass(frozen=True)
+class GuideConfig:
+    """The `guide:` group: which plain models are fine-tuned with the localisation term, how
+    strongly, for how long, and how many tumour training images keep their mask."""
 
-    `classifier` must end in a Dense softmax layer (both of the study's models do); its logits
-    are rebuilt from that layer's input and weights, since Grad-CAM reads the score before the
-    softmax. Training data: (images, integer labels, masks); validation: (images, labels).
+    lam: float = 0.1               # weight of the localisation term
+    temperature: float = TEMPERATURE
+    mask_share: float = 1.0        # share of the tumour training images whose mask is used
+    epochs: int = 6                # of fine-tuning, after the plain model's own training
+    learning_rate: float = 0.0005
+    monitor: str = "val_guided_loss"  # what picks the kept epoch (lib.train.fit's callbacks)
+
+    def __post_init__(self) -> None:
+        check_int("guide.epochs", self.epochs, 1)
+        if not self.lam >= 0:
+            raise ValueError(f"guide.lam must be >= 0, got {self.lam!r}")
+        if not self.temperature > 0:
+            raise ValueError(f"guide.temperature must be > 0, got {self.temperature!r}")
+        if not 0 <= self.mask_share <= 1:
+            raise ValueError(f"guide.mask_share must be in [0, 1], got {self.mask_share!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"guide.learning_rate must be > 0, got {self.learning_rate!r}")
+
+    @classmethod
+    def from_params(cls, group: dict[str, Any]) -> GuideConfig:
+        return from_group(cls, group, "guide", others=("models",))
+
+
+def annotated(has_mask: np.ndarray, labels: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """Which images keep their mask: `share` of the masked images of each class, drawn once from
+    `seed` (the same subset for every training seed, as an annotation budget would be), at least
+    one per class that has any when share > 0."""
+    has_mask = np.asarray(has_mask, bool)
+    keep = np.zeros(len(has_mask), bool)
+    rng = np.random.default_rng(seed)
+    for label in np.unique(labels):
+        rows = np.flatnonzero(has_mask & (labels == label))
+        if len(rows) and share > 0:
+            n = max(1, int(round(share * len(rows))))
+            keep[rng.choice(rows, n, replace=False)] = True
+    return keep
+
+def load_masks(frame: pd.DataFrame, raw_dir: Path, image_size: int) -> np.ndarray:
+    """Each row's lesion mask at the model's input size, float32 (N, S, S, 1): the share of each
+    input pixel inside the lesion (area-averaged, so a lesion smaller than a pixel still counts);
+    all zero for a row without a mask. EXIF orientation is applied as for its image."""
+    import tensorflow as tf
+    from PIL import Image, ImageOps
+
+    from ..data.images import load_mask
+
+    out = np.zeros((len(frame), image_size, image_size, 1), np.float32)
+    for i, (path, mask) in enumerate(zip(frame["path"], frame["mask"], strict=True)):
+        if not isinstance(mask, str) or not mask:
+            continue
+        with Image.open(Path(raw_dir) / path) as img:
+            shape = ImageOps.exif_transpose(img).size[::-1]
+        full = load_mask(Path(raw_dir), mask, shape).astype(np.float32)[..., None]
+        out[i] = tf.image.resize(full, (image_size, image_size), method="area").numpy()
+    return out
+
+
+def with_masks(data: TrainingData, share: float, seed: int) -> TrainingData:
+    """A copy of `data` whose batches carry lesion masks: `share` of each split's masked images
+    per class keep theirs (``annotated``, drawn from `seed`), the others (and every image
+    without a lesion) an all-zero mask."""
+
+    def kept(frame: pd.DataFrame) -> np.ndarray:
+        masks = load_masks(frame, data.raw_dir, data.image_size)
+        keep = annotated(masks.reshape(len(masks), -1).max(axis=1) > 0,
+                         frame["label"].to_numpy(), share, seed)
+        return masks * keep[:, None, None, None]
+
+    return replace(data, train_masks=kept(data.train), val_masks=kept(data.val))
+
+
+@keras.saving.register_keras_serializable(package="brain_mri")
+class GuidedClassifier(keras.Model):
+    """A classifier trained with cross-entropy plus the localisation term at one of its layers.
+
+    It wraps `classifier` (whose last layer must be a Dense softmax, as both of the study's
+    models have): inference is the classifier's own; training and validation batches are
+    (images, one-hot labels, masks) with masks (batch, H, W, 1) at the input size (an all-zero
+    mask adds no localisation term). Compile it like any model (lib.train.fit.compile_model):
+    the compiled loss and metrics are the classification part. Saved and reloaded whole; the
+    stage keeps only `.classifier`.
     """
 
     def __init__(self, classifier: keras.Model, layer: str, lam: float,
@@ -84,18 +176,38 @@ class GuidedClassifier(keras.Model):
         self.layer, self.lam, self.temperature = layer, float(lam), float(temperature)
         self.parts = keras.Model(classifier.inputs,
                                  [classifier.get_layer(layer).output, head.input])
-        self.trackers = {name: keras.metrics.Mean(name=name)
-                         for name in ("loss", "classification", "localisation")}
+        self.localisation = keras.metrics.Mean(name="localisation")
+        self.guided_loss = keras.metrics.Mean(name="guided_loss")
+        self.built = True  # every variable is the classifier's, already built
+
+    def build(self, input_shape: Any = None) -> None:
+        self.built = True
+
+    @property
+    def input_shape(self) -> Any:
+        return self.classifier.input_shape
+
+    @property
+    def output_shape(self) -> Any:
+        return self.classifier.output_shape
 
     def call(self, inputs: Any, training: bool = False) -> Any:
         return self.classifier(inputs, training=training)
 
-    @property
-    def metrics(self) -> list[Any]:
-        return list(self.trackers.values())
+    def get_config(self) -> dict[str, Any]:
+        return {"classifier": keras.saving.serialize_keras_object(self.classifier),
+                "layer": self.layer, "lam": self.lam, "temperature": self.temperature,
+                "name": self.name}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> GuidedClassifier:
+        config = dict(config)
+        classifier = keras.saving.deserialize_keras_object(config.pop("classifier"))
+        return cls(classifier, **config)
 
     def logits_and_cam(self, x: Any, y: Any, training: bool) -> tuple[tf.Tensor, tf.Tensor]:
-        """The logits and the true class's Grad-CAM (N, gh, gw), differentiable in the weights."""
+        """The logits and the Grad-CAM (N, gh, gw) of class `y` (integer labels),
+        differentiable in the weights: an inner tape gives the gradient of the logit."""
         with tf.GradientTape() as inner:
             features, pooled = self.parts(x, training=training)
             logits = tf.matmul(pooled, self.head.kernel) + self.head.bias
@@ -104,26 +216,33 @@ class GuidedClassifier(keras.Model):
         weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
         return logits, tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))
 
-    def train_step(self, data: Any) -> dict[str, Any]:
+    def losses_of(self, data: Any, training: bool) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """(softmax scores, classification loss, localisation term) of one batch."""
         x, y, masks = data
-        y = tf.cast(tf.reshape(y, (-1,)), tf.int32)
+        labels = tf.argmax(y, axis=-1, output_type=tf.int32)
+        logits, cam = self.logits_and_cam(x, labels, training=training)
+        probs = tf.nn.softmax(logits)
+        ce = self._compute_loss(x=x, y=y, y_pred=probs, training=training)
+        loc = localisation_loss(cam, grid_masks(masks, tuple(cam.shape[1:3])), self.temperature)
+        return probs, ce, loc
+
+    def _track(self, data: Any, probs: tf.Tensor, ce: tf.Tensor, loc: tf.Tensor) -> dict:
+        x, y, _ = data
+        self._loss_tracker.update_state(ce, sample_weight=tf.shape(x)[0])
+        self.localisation.update_state(loc)
+        self.guided_loss.update_state(ce + self.lam * loc)
+        logs = self.compute_metrics(x, y, probs)
+        return {**logs, "localisation": self.localisation.result(),
+                "guided_loss": self.guided_loss.result()}
+
+    def train_step(self, data: Any) -> dict[str, Any]:
         with tf.GradientTape() as tape:
-            logits, cam = self.logits_and_cam(x, y, training=True)
-            ce = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
-                y, logits, from_logits=True))
-            loc = localisation_loss(cam, grid_masks(masks, tuple(cam.shape[1:3])),
-                                    self.temperature)
+            probs, ce, loc = self.losses_of(data, training=True)
             loss = ce + self.lam * loc
         variables = self.classifier.trainable_variables
         self.optimizer.apply(tape.gradient(loss, variables), variables)
-        for name, value in (("loss", loss), ("classification", ce), ("localisation", loc)):
-            self.trackers[name].update_state(value)
-        return {name: t.result() for name, t in self.trackers.items()}
+        return self._track(data, probs, ce, loc)
 
     def test_step(self, data: Any) -> dict[str, Any]:
-        x, y = data[:2]
-        y = tf.cast(tf.reshape(y, (-1,)), tf.int32)
-        probs = self.classifier(x, training=False)
-        ce = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(y, probs))
-        self.trackers["classification"].update_state(ce)
-        return {"classification": self.trackers["classification"].result()}
+        probs, ce, loc = self.losses_of(data, training=False)
+        return self._track(data, probs, ce, loc)
