@@ -34,6 +34,7 @@ from .stats import holm, paired_difference
 
 EVALUATE_JSON = Path("reports/metrics/evaluate.json")
 EXPLAIN_JSON = Path("reports/metrics/explain.json")
+SHORTCUT_JSON = Path("reports/metrics/shortcut.json")
 CLAIMS_JSON = Path("reports/metrics/claims.json")
 README = Path("README.md")
 README_START, README_END = "<!-- claims:start -->", "<!-- claims:end -->"
@@ -252,14 +253,50 @@ def guidance_claims(ev: dict[str, Any], ex: dict[str, Any], alpha: float
     return claims + targets, []
 
 
-def build(evaluate: dict[str, Any], explain: dict[str, Any]) -> dict[str, Any]:
+def shortcut_claims(sc: dict[str, Any] | None, alpha: float = 0.05
+                    ) -> tuple[list[dict[str, Any]], list[dict]]:
+    """Claims from the shortcut test (lib.explain.shortcut's shortcut.json): the plain model's
+    macro-F1 drop without the marker must reach its target (the shortcut is real), the guided
+    model's must stay under its own; guided against plain on the clean test split, the drop and
+    the maps on the marker, paired by seed with Holm over the three; and the metrics the
+    cross-machine check compares."""
+    if not sc:
+        return [], []
+    targets = sc["targets"]
+    claims = [
+        target_claim("target:shortcut_test:plain_drop",
+                     "macro-F1 the plain model loses without the marker (marked − clean test)",
+                     sc["plain"]["drop"], targets["plain_drop"]),
+        target_claim("target:shortcut_test:guided_drop",
+                     "macro-F1 the guided model loses without the marker (marked − clean test)",
+                     sc["guided"]["drop"], targets["guided_drop"], higher_is_better=False)]
+    pairs = [({"a": "guided", "b": "plain", **sc["guided_minus_plain"][key]}, label, better)
+             for key, label, better in (
+                 ("f1_clean", "clean-test macro-F1 in the shortcut test", True),
+                 ("drop", "macro-F1 lost without the marker", False),
+                 ("gradcam_on_marker", "Grad-CAM maxima on the marker", False))]
+    testable = [pair for pair, _, _ in pairs if pair["p"] is not None]
+    for pair, adjusted in zip(testable, holm([p["p"] for p in testable]), strict=True):
+        pair["p_holm"] = float(adjusted)
+    for pair, label, better in pairs:
+        pair["holds"] = pair.get("p_holm") is not None and pair["p_holm"] < alpha
+        claims.append(comparison_claim(pair, label, kind="shortcut", higher_is_better=better))
+    metrics = [_metric(f"shortcut_test:{arm}:{key}", f"shortcut test, {arm}, {key}", sc[arm][key])
+               for arm in ("plain", "guided") for key in ("f1_marked", "f1_clean", "drop")]
+    return claims, metrics
+
+
+def build(evaluate: dict[str, Any], explain: dict[str, Any],
+          shortcut: dict[str, Any] | None = None) -> dict[str, Any]:
     """The claims.json payload."""
     claims, metrics = classification_claims(evaluate)
     more, more_metrics = explanation_claims(explain)
     guidance, _ = guidance_claims(evaluate, explain, evaluate["alpha"])
+    short, short_metrics = shortcut_claims(shortcut, evaluate["alpha"])
     return {"level": evaluate["bootstrap"]["level"], "alpha": evaluate["alpha"],
             "seeds": {k: v["seeds"] for k, v in evaluate["configurations"].items()},
-            "claims": claims + more + guidance, "metrics": metrics + more_metrics}
+            "claims": claims + more + guidance + short,
+            "metrics": metrics + more_metrics + short_metrics}
 
 
 def headline_claims(payload: dict[str, Any]) -> list[dict[str, Any]]:
@@ -304,6 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="build: write claims.json; readme: rewrite README's status block")
     parser.add_argument("--evaluate", type=Path, default=EVALUATE_JSON)
     parser.add_argument("--explain", type=Path, default=EXPLAIN_JSON)
+    parser.add_argument("--shortcut", type=Path, default=SHORTCUT_JSON)
     parser.add_argument("--out", type=Path, default=CLAIMS_JSON)
     parser.add_argument("--readme", type=Path, default=README)
     args = parser.parse_args(argv)
@@ -313,8 +351,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"missing {', '.join(map(str, missing))}: run dvc repro evaluate explain",
                   file=sys.stderr)
             return 2
+        shortcut = None
+        if args.shortcut.is_file():
+            shortcut = json.loads(args.shortcut.read_text())
+        else:
+            print(f"claims: no {args.shortcut} (dvc repro shortcut): its claims are left out",
+                  file=sys.stderr)
         payload = build(json.loads(args.evaluate.read_text()),
-                        json.loads(args.explain.read_text()))
+                        json.loads(args.explain.read_text()), shortcut)
         write_json(args.out, payload)
         held = sum(c["holds"] for c in payload["claims"])
         print(f"claims: {held} of {len(payload['claims'])} hold; wrote {args.out}")

@@ -353,3 +353,74 @@ def test_main_with_missing_inputs_returns_2(tmp_path: Path,
     assert code == 2 and not out.exists()
     assert "nope.json" in capsys.readouterr().err
     assert claims.main(["readme", "--out", str(out), "--readme", str(tmp_path / "R.md")]) == 2
+
+
+# ------------------------------------------------------------------ the guided arm
+def guided_inputs(f1_guided: list[float], pg_guided: list[float]) -> tuple[dict, dict]:
+    seeds = [42, 43, 44]
+    ev = {"configurations": {
+        "scratch_batchnorm": {"seeds": seeds, "test_macro_f1": stat([0.90, 0.92, 0.91])},
+        "guided_scratch_batchnorm": {"seeds": seeds, "test_macro_f1": stat(f1_guided)},
+        "transfer": {"seeds": seeds, "test_macro_f1": stat([0.93, 0.95, 0.94])}}}
+    loc = {"pointing_game": stat([0.20, 0.30, 0.25]), "pointing_game_tol": stat([0.3, 0.4, 0.35])}
+    ex = {"configurations": {
+        "scratch_batchnorm": {"seeds": seeds, "localisation": {"gradcam": loc, "hirescam": loc}},
+        "guided_scratch_batchnorm": {"seeds": seeds, "localisation": {
+            "gradcam": {"pointing_game": stat(pg_guided),
+                        "pointing_game_tol": stat([p + 0.05 for p in pg_guided])},
+            "hirescam": {"pointing_game": stat(pg_guided),
+                         "pointing_game_tol": stat(pg_guided)}}}}}
+    return ev, ex
+
+
+def test_guidance_is_paired_by_seed_holm_corrected_and_held_to_its_targets() -> None:
+    ev, ex = guided_inputs([0.91, 0.93, 0.915], [0.90, 0.93, 0.91])
+    out, _ = claims.guidance_claims(ev, ex, 0.05)
+    by_id = {c["id"]: c for c in out}
+    f1 = by_id["guidance:test_macro-F1:guided_scratch_batchnorm|scratch_batchnorm"]
+    assert f1["test"] == "paired t-test over seeds (n = 3)"
+    assert f1["estimate"] == pytest.approx(np.mean([0.01, 0.01, 0.005]))
+    assert f1["p_holm"] >= f1["p"]  # Holm over the family
+    assert by_id["target:guided_not_worse:guided_scratch_batchnorm"]["verdict"] == "met"
+    gc = by_id["target:guided_pointing_game:guided_scratch_batchnorm:gradcam"]
+    assert gc["verdict"] == "met" and gc["target"] == 0.80  # 0.85-0.97 clears 0.80
+    hi = by_id["target:guided_pointing_game:guided_scratch_batchnorm:hirescam"]
+    assert hi["verdict"] == "not settled" and hi["target"] == 0.90
+    moved = by_id["guidance:pointing_game_(gradcam):guided_scratch_batchnorm|scratch_batchnorm"]
+    assert moved["holds"] and moved["winner"] == "guided_scratch_batchnorm"
+    assert not any("transfer" in c["id"] for c in out)  # no guided twin, no guidance claim
+
+
+def test_a_guided_model_that_classifies_worse_misses_the_not_worse_target() -> None:
+    ev, ex = guided_inputs([0.80, 0.81, 0.805], [0.5, 0.5, 0.5])
+    out, _ = claims.guidance_claims(ev, ex, 0.05)
+    worse = next(c for c in out if c["id"].startswith("target:guided_not_worse"))
+    assert worse["verdict"] == "missed" and worse["interval"][1] < 0
+    assert "missed" in worse["statement"]
+
+
+def shortcut_json(plain_drop: list[float], guided_drop: list[float]) -> dict:
+    def arm(drops: list[float]) -> dict:
+        clean = [0.9 - d for d in drops]
+        return {"drop": stat(drops), "f1_clean": stat(clean),
+                "f1_marked": stat([0.9] * len(drops)), "gradcam_on_marker": stat([0.5] * 3)}
+
+    guided = {k: paired_difference(arm(guided_drop)[k]["values"], arm(plain_drop)[k]["values"])
+              for k in ("f1_clean", "drop", "gradcam_on_marker")}
+    return {"targets": {"plain_drop": 0.15, "guided_drop": 0.05}, "plain": arm(plain_drop),
+            "guided": arm(guided_drop), "guided_minus_plain": guided}
+
+
+def test_shortcut_claims_say_whether_the_shortcut_is_real_and_whether_guidance_stops_it(
+        ) -> None:
+    out, metrics = claims.shortcut_claims(shortcut_json([0.40, 0.45, 0.42], [0.01, 0.02, 0.0]))
+    by_id = {c["id"]: c for c in out}
+    assert by_id["target:shortcut_test:plain_drop"]["verdict"] == "met"
+    assert by_id["target:shortcut_test:guided_drop"]["verdict"] == "met"
+    drop = by_id["shortcut:macro-F1_lost_without_the_marker:guided|plain"]
+    assert drop["holds"] and drop["winner"] == "guided" and drop["p_holm"] >= drop["p"]
+    assert len(metrics) == 6
+    out, _ = claims.shortcut_claims(shortcut_json([0.01, 0.02, 0.0], [0.01, 0.03, 0.0]))
+    by_id = {c["id"]: c for c in out}
+    assert by_id["target:shortcut_test:plain_drop"]["verdict"] == "missed"  # no shortcut learnt
+    assert claims.shortcut_claims(None) == ([], [])

@@ -265,7 +265,38 @@ def write_outputs(root: Path, evaluate: bool = True, explain: bool = True) -> No
         png(reports / "figures" / "explain" / f"blocks_{KEYS[0]}.png")
         png(reports / "figures" / "explain" / "localisation.png")
     if evaluate and explain:
-        dump(metrics / "claims.json", build_claims(evaluate_json(), explain_json()))
+        write_guided(root)
+        claims_json = build_claims(evaluate_json(), explain_json())
+        claims_json["claims"].append({  # what lib.claims.guidance_claims writes, made up
+            "id": "target:guided_not_worse:guided_scratch_batchnorm", "kind": "target",
+            "holds": True, "statement": "guided_scratch_batchnorm is not worse (made up)."})
+        dump(metrics / "claims.json", claims_json)
+
+
+def write_guided(root: Path) -> None:
+    """The guided arm's outputs: one guided configuration and the shortcut test."""
+    metrics, reports = root / "reports" / "metrics", root / "reports"
+    dump(metrics / "train_guided_scratch_batchnorm.json", {
+        "model": "guided", "base": "scratch_batchnorm", "layer": "block2_relu",
+        "image_size": 64, "guide": {"lam": 0.1, "epochs": 8, "learning_rate": 5e-4,
+                                    "mask_share": 1.0, "monitor": "val_guided_loss"},
+        "annotated": {"train": 900, "val": 150}, "seeds": [42],
+        "per_seed": {"s42": {"best_epoch": 6, "epochs_run": 8}},
+        "val_accuracy": {"mean": 0.9, "sd": None, "n": 1},
+        "val_macro_f1": {"mean": 0.9, "sd": None, "n": 1}})
+    png(reports / "training" / "guided_scratch_batchnorm" / "plain_vs_guided.png")
+    png(reports / "training" / "guided_scratch_batchnorm" / "training_curves.png")
+    notebook(reports / "notebooks" / "04b_train_guided_scratch_batchnorm.ipynb", 22.75)
+    stat = {"mean": 0.5, "sd": 0.1, "n": 3, "interval": [0.3, 0.7]}
+    arm = {k: stat for k in ("f1_marked", "f1_clean", "drop", "gradcam_on_lesion",
+                             "gradcam_on_marker", "hirescam_on_lesion", "hirescam_on_marker",
+                             "twins_called_tumour")}
+    dump(metrics / "shortcut.json", {
+        "seeds": [42, 43, 44], "n_images": {"train_per_class": 200, "test_per_class": 50,
+                                            "test_tumour": 150},
+        "audit": {"flagged": [], "messages": {}}, "plain": arm, "guided": arm,
+        "targets": {"plain_drop": 0.15, "guided_drop": 0.05}})
+    png(reports / "figures" / "shortcut" / "shortcut_f1.png")
 
 
 @pytest.fixture()
@@ -360,7 +391,7 @@ def test_full_report_embeds_every_figure_and_links_only_inside(outputs: Path) ->
     index = report.build(root=outputs)
     page = soup_of(index)
     n_png = len(list((outputs / "reports").rglob("*.png")))
-    assert check_images(page) == n_png == 22
+    assert check_images(page) == n_png == 25
     check_links(index, page)
     assert page.find("a", href="notebooks/05_evaluate.html")
     assert "not yet run" not in page.get_text().lower()
@@ -439,7 +470,8 @@ def test_epochs_are_counted_from_one_as_the_learning_curves_plot_them(outputs: P
     page = soup_of(report.build(root=outputs))
     table = page.find(string=re.compile("best epoch / epochs run")).find_parent("table")
     rows = [[text_of(td) for td in tr.find_all("td")] for tr in table.tbody.find_all("tr")]
-    assert [r[-1] for r in rows] == ["14 / 15", "14 / 15"]  # best_epoch 13 is 0-based
+    # best_epoch 13 is 0-based (the guided configuration's 6 of 8 likewise)
+    assert sorted(r[-1] for r in rows) == ["14 / 15", "14 / 15", "7 / 8"]
     assert "Epochs are counted from 1" in text_of(table.caption)
     assert report.epoch(0) == "1" and report.epoch(-1) == report.epoch(None) == "–"
 
@@ -452,7 +484,7 @@ def test_every_embedded_figure_has_a_caption_for_a_reader(outputs: Path) -> None
     page = soup_of(report.build(root=outputs))
     shown = page.find_all("figure")
     files = sorted((outputs / "reports").rglob("*.png"))
-    assert len(shown) == len(files) == 26
+    assert len(shown) == len(files) == 29
     for fig in shown:
         caption = text_of(fig.figcaption)
         assert fig.img["alt"] == caption
@@ -761,3 +793,30 @@ def test_headline_method_is_read_never_assumed() -> None:
     assert headline_method({"headline_method": "hirescam"}) == "hirescam"
     with pytest.raises(ValueError, match="names no headline_method"):
         headline_method({"models": {}})  # an old explain.json is not read as Grad-CAM
+
+
+def test_the_guided_section_shows_cost_claims_and_the_shortcut_test(outputs: Path) -> None:
+    """Guided configurations appear with their cost against the plain stage (papermill times),
+    their guidance claims and the shortcut test's table and figures; before they ran, the
+    section says how to run them."""
+    metrics = outputs / "reports" / "metrics"
+    claims_json = json.loads((metrics / "claims.json").read_text())
+    claims_json["claims"].append({"id": "target:shortcut_test:plain_drop", "kind": "target",
+                                  "holds": True, "statement": "The shortcut is real (made up)."})
+    dump(metrics / "claims.json", claims_json)
+    page = soup_of(report.build(root=outputs))
+    section = page.find("h2", id="guided")
+    text = " ".join(text_of(t) for t in section.find_all_next(["table", "li", "figcaption"],
+                                                           limit=12))
+    assert "guided_scratch_batchnorm" in text and "23 s" in text and "46 s" in text
+    assert "0.50×" in text  # 22.75 s of fine-tuning over the plain stage's 45.5 s
+    assert "The shortcut is real (made up)." in text
+    assert "0.500 ± 0.100" in text
+    assert report.stage_of("04b_train_guided_transfer") == "train_guided@transfer"
+    assert report.stage_of("03_train_scratch_none") == "train_scratch@none"
+    assert "train_guided@scratch_batchnorm 22.8" in text_of(
+        page.find("h3", id="reproducibility-times").find_next("table"))
+    for path in (*metrics.glob("train_guided_*.json"), metrics / "shortcut.json"):
+        path.unlink()
+    page = soup_of(report.build(root=outputs))
+    assert "dvc repro train_guided" in text_of(page.find("h2", id="guided").find_next("p"))

@@ -3,6 +3,7 @@
     python -m lib.data.ingest figshare SRC [--healthy DIR] [--out data/raw] [--test-fraction 0.2]
     python -m lib.data.ingest nifti SRC --label-class glioma [--healthy-slices] [--channel 0]
     python -m lib.data.ingest dicom SRC
+    python -m lib.data.ingest feedback feedback/ [--out data/raw]
 
 Every importer writes ``<out>/{Training,Testing}/<class>/<name>.png`` (8-bit greyscale), a
 ``<name>_mask.png`` beside the image when the source has a tumour mask (binary 0/255, same size
@@ -27,6 +28,13 @@ Rules shared by all importers:
 * Everything not imported is returned as ``(source, reason)`` in ``IngestResult.skipped`` and
   summarised on stdout.
 
+The ``feedback`` importer adds the app's feedback folder (lib.serve.feedback's layout) to an
+existing raw folder: every recorded image goes to Training (a user's drawn lesion is training
+signal, never test ground truth) with its mask, its own group, and one row of
+``<out>/feedback_provenance.csv`` (who, when, what the model said, the image's md5); images
+without a record, or whose bytes no longer match it, are skipped with the reason. It never
+overwrites a file.
+
 8-bit windowing rule (``window_percentile``): intensities are converted to float64, the 0.5th and
 99.5th percentiles ``lo, hi`` of a reference sample are mapped linearly to 0 and 255, values are
 clipped to [0, 255] and rounded half to even (``numpy.rint``); a constant reference (``hi <= lo``)
@@ -39,7 +47,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import io
+import json
 import os
 import sys
 from collections import Counter
@@ -570,6 +580,113 @@ def import_dicom(src: Path | str, out: Path | str = "data/raw", test_fraction: f
 # ----------------------------------------------------------------------------- CLI
 
 
+# ----------------------------------------------------------------------------- app feedback
+FEEDBACK_RECORDS = "records"  # lib.serve.feedback's layout (lib.data may not import lib.serve)
+FEEDBACK_PROVENANCE = "feedback_provenance.csv"
+PROVENANCE_COLUMNS = ("file", "record", "label", "user", "time_utc", "model", "model_label",
+                      "image_md5", "lesion_pixels")
+
+
+def _feedback_item(src: Path, record_path: Path) -> tuple[Item | None, dict[str, str], str]:
+    """One feedback record -> (the item to write, its provenance row, '') or (None, {}, why)."""
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        label, name, files = record["label"], record["name"], record["files"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return None, {}, (f"record unreadable ({type(exc).__name__}: an interrupted post or an "
+                          "edited file); its image is not imported")
+    if label not in CLASSES:
+        return None, {}, f"unknown label {label!r}; the study's classes are {', '.join(CLASSES)}"
+    image_path = src / files.get("image", "")
+    if not files.get("image") or not image_path.is_file():
+        return None, {}, f"the recorded image {files.get('image')!r} is missing"
+    data = image_path.read_bytes()
+    if hashlib.md5(data).hexdigest() != record.get("image_md5"):
+        return None, {}, "the image's bytes no longer match its record (md5 differs): edited?"
+    with Image.open(io.BytesIO(data)) as img:
+        pixels = np.asarray(img.convert("L"))
+    mask = None
+    if files.get("mask"):
+        if label == "notumor":
+            return None, {}, "a lesion mask on an image labelled notumor"
+        mask_path = src / files["mask"]
+        if not mask_path.is_file():
+            return None, {}, f"the recorded mask {files['mask']!r} is missing"
+        with Image.open(mask_path) as img:
+            mask = np.asarray(img.convert("L")) > 0
+        if mask.shape != pixels.shape:
+            return None, {}, f"mask {mask.shape} and image {pixels.shape} differ in size"
+    said = record.get("model_said") or {}
+    row = {"file": f"{TRAINING}/{label}/{name}.png", "record": f"{FEEDBACK_RECORDS}/{name}.json",
+           "label": label, "user": record.get("user") or "", "time_utc": record.get("time_utc", ""),
+           "model": said.get("model") or "", "model_label": said.get("label") or "",
+           "image_md5": record["image_md5"], "lesion_pixels": str(int(mask.sum()) if mask is not
+                                                                   None else 0)}
+    return Item(label, name, f"feedback:{name}", pixels, mask, source=str(record_path)), row, ""
+
+
+def _merge_provenance(out: Path, rows: list[dict[str, str]]) -> None:
+    """Add rows to <out>/feedback_provenance.csv (keyed by file; existing rows kept)."""
+    path = out / FEEDBACK_PROVENANCE
+    merged: dict[str, dict[str, str]] = {}
+    if path.exists():
+        with path.open(newline="", encoding="utf-8") as fh:
+            merged = {r["file"]: r for r in csv.DictReader(fh)}
+    merged.update({r["file"]: r for r in rows})
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=PROVENANCE_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(merged[f] for f in sorted(merged))
+    data = buf.getvalue().encode()
+    if path.exists() and path.read_bytes() == data:
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def import_feedback(src: Path | str, out: Path | str = "data/raw") -> IngestResult:
+    """The app's feedback folder into the raw layout's Training split, with provenance.
+
+    Reads ``src/records/*.json`` (each names its image, optional mask, label and md5); never
+    overwrites (a different file under the same name stops the import); a rerun writes nothing.
+    """
+    src, out = Path(src), Path(out)
+    if not src.is_dir():
+        raise IngestError(f"feedback folder not found: {src}")
+    s, o = src.resolve(), out.resolve()
+    if o == s or s in o.parents or o in s.parents:
+        raise IngestError(f"out folder {out} and feedback folder {src} overlap")
+    if out.is_dir() and any(out.iterdir()) and not (out / TRAINING).is_dir():
+        raise IngestError(f"{out} is not a raw layout (no {TRAINING}/ folder): feedback is added "
+                          "to an existing dataset; give its raw folder with --out")
+    result = IngestResult("feedback", str(out))
+    writer = _Writer(out, result, overwrite=False)
+    rows = []
+    records = sorted((src / FEEDBACK_RECORDS).glob("*.json"))
+    for path in records:
+        item, row, why = _feedback_item(src, path)
+        if item is None:
+            result.skipped.append((path.relative_to(src).as_posix(), why))
+            continue
+        writer.write(item, TRAINING)
+        rows.append(row)
+    named = {r.stem for r in records}  # a record that failed is reported above, not here
+    for image in sorted(src.glob("*/*.png")):
+        stem = image.name.removesuffix(".png").removesuffix("_mask")
+        if image.parent.name != FEEDBACK_RECORDS and stem not in named:
+            result.skipped.append((image.relative_to(src).as_posix(),
+                                   "no record in records/: provenance unknown, not imported"))
+    if rows:
+        writer.write_groups()
+        _merge_provenance(out, rows)
+        result.groups = {TRAINING: len(rows)}
+    else:
+        result.warnings.append("nothing imported: no usable record under "
+                               f"{src / FEEDBACK_RECORDS}")
+    return result
+
+
 def main(argv: Sequence[str] | None = None) -> IngestResult:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("src", type=Path, help="the dataset (opened read-only)")
@@ -591,10 +708,17 @@ def main(argv: Sequence[str] | None = None) -> IngestResult:
     nii.add_argument("--healthy-slices", action="store_true")
     nii.add_argument("--channel", type=int, default=0)
     sub.add_parser("dicom", parents=[common], help="SRC/<class>/**/*.dcm")
+    feedback = sub.add_parser("feedback", help="the app's feedback folder, into Training")
+    feedback.add_argument("src", type=Path, help="the feedback folder (opened read-only)")
+    feedback.add_argument("--out", type=Path, default=Path("data/raw"))
     args = parser.parse_args(argv)
-    common_kw = dict(out=args.out, test_fraction=args.test_fraction, seed=args.seed,
-                     overwrite=args.overwrite)
     try:
+        if args.format == "feedback":
+            result = import_feedback(args.src, args.out)
+            print(result.summary())
+            return result
+        common_kw = dict(out=args.out, test_fraction=args.test_fraction, seed=args.seed,
+                         overwrite=args.overwrite)
         if args.format == "figshare":
             result = import_figshare(args.src, healthy=args.healthy, **common_kw)
         elif args.format == "nifti":

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 from jinja2 import ChainableUndefined, Environment, FileSystemLoader, Undefined, select_autoescape
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from ..config import load_params, repo_root
 from ..contracts import PHANTOM_GENERATOR, SCORES
@@ -91,9 +91,20 @@ FIGURE_CAPTIONS: dict[str, str] = {
         "Augmentation preview: one training image per class (rows), unchanged and after random "
         "augmentations; the red outline is the tumour mask, transformed with its image.",
     "training/{name}/training_curves.png":
-        "Learning curves of {name}: loss and macro-F1 per epoch (counted from 1), one colour per "
-        "seed, validation solid and training dashed; the dot marks the epoch whose weights were "
-        "kept.",
+        "Learning curves of {name}: loss and macro-F1 per epoch (counted from 1), and for a "
+        "guided model its localisation term, one colour per seed, validation solid and training "
+        "dashed; the dot marks the epoch whose weights were kept.",
+    "training/{name}/plain_vs_guided.png":
+        "Grad-CAM of the plain model (top) and of its guided twin (bottom) on validation tumour "
+        "images of the first seed, the lesion outlined in cyan: the guided model's maps should "
+        "sit on the lesion.",
+    "figures/shortcut/shortcut_maps.png":
+        "Shortcut test: Grad-CAM of the plain and the guided model (first seed) on test tumour "
+        "images with their class's marker burned into a corner, the lesion outlined in cyan. A "
+        "model that reads the marker lights up the corner box.",
+    "figures/shortcut/shortcut_f1.png":
+        "Shortcut test: test macro-F1 of each arm with the class marker burned in (as in "
+        "training) and on the clean test split, one dot per seed, the bar at the mean.",
     "figures/evaluate/comparison.png":
         "Test accuracy and macro-F1 of every model, with 95 % bootstrap confidence intervals "
         "over the test images.",
@@ -226,6 +237,12 @@ def architecture(metrics: dict[str, Any], params: dict[str, Any]) -> str:
                 f"[conv {p.get('kernel_size')}×{p.get('kernel_size')} "
                 f"({filters}…{filters * 2 ** max(blocks - 1, 0)} filters, He-normal){bn} → ReLU → "
                 f"max-pool 2×2] → global {p.get('pooling')} pooling{drop}{dense} → softmax")
+    if metrics.get("model") == "guided":
+        g = metrics.get("guide", {})
+        return (f"the {metrics.get('base')} model of each seed, fine-tuned {g.get('epochs')} "
+                f"epochs at lr {g.get('learning_rate')} on cross-entropy + {g.get('lam')} × the "
+                f"localisation term at {metrics.get('layer')} (masks of {g.get('mask_share'):.0%} "
+                f"of the tumour images; kept epoch: lowest {g.get('monitor')})")
     if metrics.get("model") == "transfer":
         p = params.get("train_transfer", {})
         head = f" → dropout {p.get('head_dropout')}" if p.get("head_dropout") else ""
@@ -360,11 +377,51 @@ def explanations(reports: Path) -> dict[str, Any] | None:
 
 
 def stage_of(notebook: str) -> str:
-    """DVC stage that executed a notebook: `03_train_scratch_dropout` → `train_scratch@dropout`."""
-    name = re.sub(r"^\d+_", "", notebook)
-    if name.startswith("train_scratch_"):
-        return "train_scratch@" + name.removeprefix("train_scratch_")
+    """DVC stage that executed a notebook: `03_train_scratch_dropout` → `train_scratch@dropout`,
+    `04b_train_guided_transfer` → `train_guided@transfer`."""
+    name = re.sub(r"^\d+[a-z]?_", "", notebook)
+    for matrix in ("train_scratch", "train_guided"):
+        if name.startswith(f"{matrix}_"):
+            return f"{matrix}@" + name.removeprefix(f"{matrix}_")
     return name
+
+
+def plain_stage(base: str) -> str:
+    """The training stage of a plain configuration: scratch_<v> → train_scratch@<v>."""
+    return ("train_scratch@" + base.removeprefix("scratch_") if base.startswith("scratch_")
+            else f"train_{base}")
+
+
+def guidance(reports: Path, executed: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The guided arm: each guided configuration's settings, cost and figure, the guidance
+    claims, and the shortcut test (its numbers, claims and figures); None before it ran."""
+    rows = []
+    seconds = {nb["stage"]: nb["seconds"] for nb in executed}
+    for path in sorted((reports / "metrics").glob("train_guided_*.json")):
+        metrics = read_json(path) or {}
+        name = path.stem.removeprefix("train_")
+        base = metrics.get("base", name.removeprefix("guided_"))
+        guided_s, plain_s = seconds.get(f"train_guided@{base}"), seconds.get(plain_stage(base))
+        rows.append({"name": name, "base": base, "metrics": metrics,
+                     "guided_seconds": guided_s, "plain_seconds": plain_s,
+                     "cost": guided_s / plain_s if guided_s and plain_s else None,
+                     "figure": figure(reports / "training" / name / "plain_vs_guided.png",
+                                      file=f"training/{name}/plain_vs_guided.png")})
+    payload = read_json(reports / "metrics" / "claims.json") or {}
+    found = payload.get("claims", [])
+    shortcut = read_json(reports / "metrics" / "shortcut.json")
+    if not rows and not shortcut:
+        return None
+    return {
+        "rows": rows,
+        "claims": [c for c in found if c["kind"] == "guidance"
+                   or c["id"].startswith("target:guided_")],
+        "shortcut": shortcut,
+        "shortcut_claims": [c for c in found if c["kind"] == "shortcut"
+                            or c["id"].startswith("target:shortcut_test")],
+        "shortcut_figures": figures(reports / "figures" / "shortcut",
+                                    under="figures/shortcut"),
+    }
 
 
 def notebooks(reports: Path) -> list[dict[str, Any]]:
@@ -527,6 +584,7 @@ def context(root: Path, params: dict[str, Any]) -> dict[str, Any]:
         "layout": {"body_px": BODY_FONT_PX, "figure_px": FIGURE_MAX_PX},
         "claims": claims(reports),
         "claim": claim_checklist(stages_run, source["phantom"]),
+        "guidance": guidance(reports, executed),
         "notebooks": executed,
         "times": run_times(root, executed),
         "repro": reproducibility(root, params, ev),
@@ -534,6 +592,12 @@ def context(root: Path, params: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---- rendering -----------------------------------------------------------------------------
+def breakable(name: Any) -> Markup:
+    """A long identifier (`04b_train_guided_scratch_batchnorm`) that a narrow table cell may
+    wrap after its underscores and @, never inside a word."""
+    return Markup(str(escape(str(name))).replace("_", "_<wbr>").replace("@", "@<wbr>"))
+
+
 def num(value: Any, digits: int = 3) -> str:
     """A metric as the report shows it everywhere: fixed decimals, an en dash when absent."""
     if value is None or isinstance(value, Undefined):
@@ -581,7 +645,8 @@ def pvalue(value: Any) -> str:
 def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]),
                       trim_blocks=True, lstrip_blocks=True, undefined=ChainableUndefined)
-    env.filters.update(num=num, interval=interval, pvalue=pvalue, mean_sd=mean_sd, epoch=epoch)
+    env.filters.update(num=num, interval=interval, pvalue=pvalue, mean_sd=mean_sd, epoch=epoch,
+                       breakable=breakable)
     return env
 
 
