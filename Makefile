@@ -11,7 +11,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export MPLBACKEND := Agg
 
 .PHONY: help setup data repro test test-fast mutation lab serve bench crosscheck report lint lock \
-	phantom clean exps
+	phantom clean exps sweep-guide import-feedback
 
 # make help lists every target with a "## " comment on its line, in the order of this file.
 help: ## this list
@@ -157,6 +157,22 @@ EXPS_KEEP := 'Experiment$$' '(.*:)?(train_seeds|variants)$$' \
 EXPS_ARGS ?=
 exps: setup ## dvc exp show with only the params and metrics that matter (about 23 columns)
 	$(BIN)/dvc exp show --no-pager --md --drop '.*' $(addprefix --keep ,$(EXPS_KEEP)) $(EXPS_ARGS)
+
+# The guided arm's sweep, after make repro: lam (0, 0.03, 0.3, 1) and the share of masked images
+# (10 %, 1 %) as queued DVC experiments, each rerunning train_guided@scratch_batchnorm in its own
+# temporary workspace (about 2.5 min each on 2 cores, one at a time: two workers would share the
+# same two cores); then one csv and one curve in reports/sweeps/ (tools/guide_sweep.py).
+# dvc queue status does not list a worker that is starting up, so the loop waits on the queue's
+# Queued and Running rows, not on the workers.
+sweep-guide: setup ## queue the guided arm's lam and mask-share sweep as DVC experiments, run, collect
+	$(BIN)/python -m tools.guide_sweep queue --dvc $(BIN)/dvc
+	$(BIN)/dvc queue start -j 1
+	until ! $(BIN)/dvc queue status | grep -qE 'Queued|Running'; do sleep 20; done
+	$(BIN)/python -m tools.guide_sweep collect --dvc $(BIN)/dvc
+
+FEEDBACK ?= feedback
+import-feedback: setup ## add the app's feedback (FEEDBACK=folder) to data/raw/Training, with provenance
+	$(BIN)/python -m lib.data.ingest feedback $(FEEDBACK) --out data/raw
 
 lint: setup ## ruff
 	$(BIN)/ruff check .

@@ -297,6 +297,14 @@ def write_guided(root: Path) -> None:
         "audit": {"flagged": [], "messages": {}}, "plain": arm, "guided": arm,
         "targets": {"plain_drop": 0.15, "guided_drop": 0.05}})
     png(reports / "figures" / "shortcut" / "shortcut_f1.png")
+    sweep = reports / "sweeps"
+    sweep.mkdir(parents=True, exist_ok=True)
+    (sweep / "guide_sweep.csv").write_text(
+        "lam,mask_share,n_seeds,val_macro_f1,val_macro_f1_sd,gradcam_guided,gradcam_guided_sd,"
+        "hirescam_guided,hirescam_guided_sd,gradcam_plain,hirescam_plain,experiment\n"
+        "0.0,1.0,3,0.93,0.01,0.21,0.02,0.80,0.02,0.2,0.8,guide-lam0-share1\n"
+        "0.1,1.0,3,0.94,0.01,0.91,0.02,0.88,0.02,0.2,0.8,workspace\n")
+    png(sweep / "guide_sweep.png")
 
 
 @pytest.fixture()
@@ -391,7 +399,7 @@ def test_full_report_embeds_every_figure_and_links_only_inside(outputs: Path) ->
     index = report.build(root=outputs)
     page = soup_of(index)
     n_png = len(list((outputs / "reports").rglob("*.png")))
-    assert check_images(page) == n_png == 25
+    assert check_images(page) == n_png == 26
     check_links(index, page)
     assert page.find("a", href="notebooks/05_evaluate.html")
     assert "not yet run" not in page.get_text().lower()
@@ -484,7 +492,7 @@ def test_every_embedded_figure_has_a_caption_for_a_reader(outputs: Path) -> None
     page = soup_of(report.build(root=outputs))
     shown = page.find_all("figure")
     files = sorted((outputs / "reports").rglob("*.png"))
-    assert len(shown) == len(files) == 29
+    assert len(shown) == len(files) == 30
     for fig in shown:
         caption = text_of(fig.figcaption)
         assert fig.img["alt"] == caption
@@ -812,6 +820,9 @@ def test_the_guided_section_shows_cost_claims_and_the_shortcut_test(outputs: Pat
     assert "0.50×" in text  # 22.75 s of fine-tuning over the plain stage's 45.5 s
     assert "The shortcut is real (made up)." in text
     assert "0.500 ± 0.100" in text
+    sweep = text_of(page.find("h3", id="guided-sweep").find_next("table"))
+    assert "guide-lam0-share1" in sweep and "0.910 ± 0.020" in sweep
+    assert "scores 0.200 (Grad-CAM) and 0.800 (HiResCAM)" in sweep
     assert report.stage_of("04b_train_guided_transfer") == "train_guided@transfer"
     assert report.stage_of("03_train_scratch_none") == "train_scratch@none"
     assert "train_guided@scratch_batchnorm 22.8" in text_of(

@@ -105,6 +105,11 @@ FIGURE_CAPTIONS: dict[str, str] = {
     "figures/shortcut/shortcut_f1.png":
         "Shortcut test: test macro-F1 of each arm with the class marker burned in (as in "
         "training) and on the clean test split, one dot per seed, the bar at the mean.",
+    "sweeps/guide_sweep.png":
+        "The guided scratch CNN's sweep (queued DVC experiments): validation pointing game of "
+        "Grad-CAM and HiResCAM and validation macro-F1 against the weight λ of the localisation "
+        "term (left; λ = 0 is the same fine-tuning without it) and the share of tumour images "
+        "whose mask is used (right), mean ± sd over seeds; dotted: the plain model.",
     "figures/evaluate/comparison.png":
         "Test accuracy and macro-F1 of every model, with 95 % bootstrap confidence intervals "
         "over the test images.",
@@ -421,7 +426,21 @@ def guidance(reports: Path, executed: list[dict[str, Any]]) -> dict[str, Any] | 
                             or c["id"].startswith("target:shortcut_test")],
         "shortcut_figures": figures(reports / "figures" / "shortcut",
                                     under="figures/shortcut"),
+        "sweep": sweep_rows(reports / "sweeps" / "guide_sweep.csv"),
+        "sweep_figure": figure(reports / "sweeps" / "guide_sweep.png",
+                               file="sweeps/guide_sweep.png"),
     }
+
+
+def sweep_rows(path: Path) -> list[dict[str, Any]]:
+    """The guided sweep's points (tools/guide_sweep.py collect), or [] before it ran."""
+    if not path.is_file():
+        return []
+    import csv
+
+    with path.open(newline="") as fh:
+        return [{k: (float(v) if v not in ("", None) and k != "experiment" else v)
+                 for k, v in r.items()} for r in csv.DictReader(fh)]
 
 
 def notebooks(reports: Path) -> list[dict[str, Any]]:
