@@ -298,8 +298,9 @@ def test_dicom_windowing_groups_and_skips_via_cli(tmp_path) -> None:
 def test_two_importers_share_one_out_folder(tmp_path, figshare_src) -> None:
     src, _, _ = figshare_src
     healthy = tmp_path / "dicom"
-    for i in range(2):
-        write_dcm(healthy / "notumor" / f"h{i}.dcm", np.full((6, 6), 10 * i, np.int16), f"H{i}")
+    for i in range(2):  # a gradient: a constant slice is skipped as "no signal" (issue 23)
+        pixels = (np.arange(36).reshape(6, 6) * (i + 1)).astype(np.int16)
+        write_dcm(healthy / "notumor" / f"h{i}.dcm", pixels, f"H{i}")
     out = tmp_path / "raw"
     ingest.import_figshare(src, out, seed=4)
     ingest.import_dicom(healthy, out, seed=4)

@@ -46,6 +46,9 @@ IMPORTER_REFS = {
     "nifti": [("segmentation algorithms", "10.48550/arXiv.1902.09063"),
               ("The Medical Segmentation Decathlon", "10.1038/s41467-022-30695-9")],
     "dicom": [],
+    "brisc": [("BRISC: Annotated Dataset for Brain Tumor Segmentation and Classification",
+               "10.48550/arXiv.2506.14318")],
+    "feedback": [],  # the app's own feedback: no dataset to cite
 }
 # lib/explain/methods.py's METHODS, and the scores lib/explain/scores.py computes.
 METHOD_REFS = {

@@ -129,6 +129,42 @@ def test_predict_equals_the_study_and_its_temperature(client, service, study) ->
             assert ood["unlike_training"] == (ood["distance"] > ood["threshold"])
 
 
+def test_model_input_equals_make_dataset_for_png_and_jpeg(service, study, tmp_path) -> None:
+    """PNG and JPEG keep their own bytes (inference.model_bytes): the model input of an upload
+    is bit for bit what make_dataset gives for the same file in a raw folder, grey or RGB, with
+    an EXIF rotation applied as the manifest's `orientation` column applies it. RGB and JPEG are
+    the cases where TF's decode differs from PIL's by a grey level, so a re-encode would show."""
+    from lib.data.audit import inspect_image
+    from lib.data.inputs import make_dataset
+    from lib.serve.inference import model_input, read_upload
+
+    upright = grey(study)[:, :48]
+    rgb = np.dstack([upright, np.roll(upright, 3, axis=1), upright[::-1]])
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    files = {"grey.png": (upright, "PNG", {}), "rgb.png": (rgb, "PNG", {}),
+             "grey.jpg": (upright, "JPEG", {"quality": 90}), "rgb.jpg": (rgb, "JPEG", {}),
+             "rotated.jpg": (np.ascontiguousarray(np.rot90(rgb, 1)), "JPEG",
+                             {"exif": exif.tobytes()})}
+    for name, (pixels, fmt, kw) in files.items():
+        Image.fromarray(pixels).save(tmp_path / name, fmt, **kw)
+    limits = service.limits
+    orientation = [inspect_image(tmp_path / n, limits.max_pixels, limits.min_side).orientation
+                   for n in files]
+    assert orientation == [1, 1, 1, 1, 6]
+    frame = pd.DataFrame({"path": list(files), "label": 0, "orientation": orientation})
+    for artifact in ("scratch-batchnorm", "scratch-none"):
+        loaded = service.model(artifact)
+        [(expected, _)] = make_dataset(frame, tmp_path, image_size=loaded.size,
+                                       n_classes=len(CLASSES), batch_size=len(files),
+                                       channels=loaded.channels, cache=False)
+        for i, name in enumerate(files):
+            upload = read_upload((tmp_path / name).read_bytes(), limits)
+            assert upload.data == (tmp_path / name).read_bytes()  # the file itself
+            np.testing.assert_array_equal(model_input(loaded, upload)[0], expected[i],
+                                          err_msg=name)
+
+
 @pytest.mark.parametrize("method", ["gradcam", "hirescam"])
 def test_predict_with_a_saliency_map(client, study, method) -> None:
     body = post(client, image_file(study).read_bytes(), method=method, alpha=0.5).json()

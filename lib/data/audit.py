@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from ..hashing import file_md5
-from .images import OK_MODES, exif_orientation
+from .images import MIN_DYNAMIC_RANGE, OK_MODES, dynamic_range, exif_orientation
 
 # Extension -> the format its content should have; also the set of extensions read as images.
 FORMAT_OF_EXT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP",
@@ -55,6 +55,9 @@ FINDING_KINDS: dict[str, str] = {
     "mode_1bit": "1-bit images (excluded)",
     "mode_unsupported": "Images in another unsupported mode (excluded)",
     "too_small": "Images smaller than prepare.min_side (excluded)",
+    "format_not_trainable": "BMP, TIFF, GIF or WebP content that training cannot decode "
+                            "(excluded: convert to PNG)",
+    "blank_image": "Blank or near-constant images (kept with a warning: they show no anatomy)",
     "decode_warning": "Images that decoded with a warning",
     "exif_orientation": "JPEG/PNG EXIF orientation applied (as viewers show the image)",
     "multi_frame": "Multi-frame images (first frame used)",
@@ -191,6 +194,27 @@ def _result(issues: list[tuple[str, str, str]], **kw: Any) -> ImageInfo:
 
 
 
+def _blank_issue(img: Image.Image) -> tuple[str, str, str] | None:
+    """A blank or near-constant image shows no anatomy, so no label can be learnt from it.
+
+    The span of its 1st-99th percentile grey levels (as viewers show it, in "L") below
+    MIN_DYNAMIC_RANGE (8 of 256 levels) is blank: every real scan has a dark background and
+    bright tissue (the phantom's 2,000 images span >= 109 levels), while a failed export, an
+    empty slice or a uniform test card spans 0-7. Severity "warn", not "excluded": this is the
+    single-file judgement the app shares (lib.serve refuses any "excluded" upload), where a grey
+    square must reach the model so that its out-of-distribution check can say why the answer
+    means nothing; in a data set the warning asks the user to remove the file.
+    """
+    span = dynamic_range(np.asarray(img if img.mode == "L" else img.convert("L")))
+    if span >= MIN_DYNAMIC_RANGE:
+        return None
+    return ("blank_image", "warn",
+            f"blank or near-constant image: its 1st-99th percentile grey levels span {span:g} "
+            f"(< {MIN_DYNAMIC_RANGE} of 256), it shows no anatomy and cannot carry its class "
+            "label; delete it or replace it with the real scan (a failed export or an empty "
+            "slice?)")
+
+
 def inspect_image(path: Path, max_pixels: int, min_side: int = 1) -> ImageInfo:
     """Open, size-check and fully decode one file; bad content becomes a status, never an error.
 
@@ -271,6 +295,10 @@ def inspect_image(path: Path, max_pixels: int, min_side: int = 1) -> ImageInfo:
                 mode_issue = _mode_issue(img.mode)
                 if mode_issue:
                     issues.append((mode_issue[0], "excluded", mode_issue[1]))
+                if not any(sev == "excluded" for _, sev, _ in issues):
+                    blank = _blank_issue(shown)
+                    if blank:
+                        issues.append(blank)
                 n_frames = getattr(img, "n_frames", 1)
                 if n_frames > 1:
                     issues.append(("multi_frame", "warn",

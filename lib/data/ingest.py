@@ -2,7 +2,8 @@
 
     python -m lib.data.ingest figshare SRC [--healthy DIR] [--out data/raw] [--test-fraction 0.2]
     python -m lib.data.ingest nifti SRC --label-class glioma [--healthy-slices] [--channel 0]
-    python -m lib.data.ingest dicom SRC
+    python -m lib.data.ingest dicom SRC        # SRC/<class>/** DICOM files, found by content
+    python -m lib.data.ingest brisc SRC [--resplit]
     python -m lib.data.ingest feedback feedback/ [--out data/raw]
 
 Every importer writes ``<out>/{Training,Testing}/<class>/<name>.png`` (8-bit greyscale), a
@@ -26,7 +27,17 @@ Rules shared by all importers:
   duplicated. ``groups.csv`` is merged (rows of other importers kept), so several importers can
   write into the same out folder one after the other.
 * Everything not imported is returned as ``(source, reason)`` in ``IngestResult.skipped`` and
-  summarised on stdout.
+  summarised on stdout (a slice of a volume or a frame is ``<file>#z=<z>`` or ``#frame=<k>``).
+* Numbers that are not images are findings, never black PNGs (``_to_8bit``, every importer):
+  NaN and infinite values are left out of the window's percentiles; a slice with more than
+  ``NONFINITE_MAX_FRACTION`` (0.5) of its pixels NaN or infinite is skipped ("... of its pixels
+  are NaN or infinite": a broken reconstruction, or a volume that marks background with NaN,
+  which must be converted to 0 first); fewer are set to 0 (background) after windowing and
+  reported once per source file in ``IngestResult.warnings``; numpy never casts a NaN. A slice
+  with no signal is skipped with its reason: constant, or, after windowing, a 1st-99th
+  percentile span below ``MIN_DYNAMIC_RANGE`` (8 of 256 grey levels; prepare's ``blank_image``
+  finding uses the same rule, so nothing an importer writes is flagged blank there). Healthy
+  images copied with ``--healthy`` follow the no-signal rule too.
 
 The ``feedback`` importer adds the app's feedback folder (lib.serve.feedback's layout) to an
 existing raw folder: every recorded image goes to Training (a user's drawn lesion is training
@@ -36,11 +47,22 @@ without a record, or whose bytes no longer match it, are skipped with the reason
 overwrites a file.
 
 8-bit windowing rule (``window_percentile``): intensities are converted to float64, the 0.5th and
-99.5th percentiles ``lo, hi`` of a reference sample are mapped linearly to 0 and 255, values are
-clipped to [0, 255] and rounded half to even (``numpy.rint``); a constant reference (``hi <= lo``)
-gives an all-zero image. The reference is the slice itself for figshare and for DICOM files
-without a window; for NIfTI it is the volume's non-zero (brain) voxels, so the slices of one
-subject share one window. DICOM files with WindowCenter/WindowWidth use ``window_dicom``.
+99.5th percentiles ``lo, hi`` of a reference sample's finite values are mapped linearly to 0 and
+255, values are clipped to [0, 255] and rounded half to even (``numpy.rint``); a constant
+reference (``hi <= lo``) gives an all-zero image, which the no-signal rule then skips. The
+reference is the slice itself for figshare and for DICOM frames without a window; for NIfTI it
+is the volume's non-zero (brain) voxels, so the slices of one subject share one window. DICOM
+frames with a window (the frame's own, the shared one of an enhanced file, or the file's
+WindowCenter/WindowWidth) use ``window_dicom``.
+
+DICOM files are recognised by content (``_dicom_skip``): b"DICM" at byte 128, whatever the name
+(``IM0001``, ``1.2.840.113619.2.55.3``, ``x.dcm``). A file without it is "not a DICOM file (no
+DICM preamble)", except one named .dcm/.dicom/.ima, which is tried with pydicom's force=True
+(raw implicit-VR files without preamble exist) and kept only if it has Rows and Columns. Hidden
+files and folders (name starting with ".") are skipped with that reason; a DICOMDIR (by name, or
+by its SOP class) is skipped as a directory index: the images it lists are imported from their
+own files, which the walk finds anyway. An enhanced (multi-frame) file gives one slice per
+frame, ``<name>_f<k>`` (k = 1, 2, ... as DICOM numbers frames), all in the file's group.
 """
 
 from __future__ import annotations
@@ -52,215 +74,89 @@ import io
 import json
 import os
 import sys
-from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from ..splits import TESTING, TRAINING
-from .images import binary_mask, dicom_to_uint8, png_bytes, window_percentile
+from ..splits import TRAINING
+from .images import (
+    MIN_DYNAMIC_RANGE,
+    NONFINITE_MAX_FRACTION,
+    dicom_to_uint8,
+    dynamic_range,
+    nonfinite_count,
+    percentile_bounds,
+    window_percentile,
+)
+from .ingest_base import (  # noqa: F401  (re-exported: the importers' shared names)
+    CLASSES,
+    GROUPS_CSV,
+    IMPORTER_FILES,
+    IngestError,
+    IngestResult,
+    Item,
+    _check_paths,
+    _hidden,
+    _run,
+    _Skip,
+    _Writer,
+    assign_splits,
+)
 
-CLASSES: tuple[str, ...] = ("glioma", "meningioma", "notumor", "pituitary")
 FIGSHARE_LABELS: dict[int, str] = {1: "meningioma", 2: "glioma", 3: "pituitary"}
-GROUPS_CSV = "groups.csv"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 MIN_BRAIN_FRACTION = 0.05  # NIfTI: a slice with less brain than this share of its area is skipped
-
-
-class IngestError(RuntimeError):
-    """The import cannot go on safely (a conflicting file, out inside SRC, a bad option)."""
-
-
-@dataclass
-class Item:
-    """One image to write: class, name (no extension), group id, 8-bit pixels, optional mask."""
-
-    cls: str
-    name: str
-    group: str
-    image: np.ndarray
-    mask: np.ndarray | None = None
-    source: str = ""
-
-
-@dataclass
-class IngestResult:
-    """What an importer did: counts per split and class, groups, written files and skips."""
-
-    format: str
-    out: str
-    written: int = 0
-    unchanged: int = 0
-    removed: int = 0
-    images: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> class -> n
-    groups: dict[str, int] = field(default_factory=dict)  # split -> number of groups
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        lines = [f"{self.format} -> {self.out}: {self.written} file(s) written, "
-                 f"{self.unchanged} unchanged, {self.removed} removed from the other split"]
-        for split in (TRAINING, TESTING):
-            per = self.images.get(split, {})
-            counts = ", ".join(f"{c} {per[c]}" for c in sorted(per)) or "none"
-            lines.append(f"  {split}: {self.groups.get(split, 0)} group(s); images: {counts}")
-        reasons = Counter(reason for _, reason in self.skipped)
-        lines.append(f"  skipped {len(self.skipped)}:")
-        for reason, n in sorted(reasons.items()):
-            example = next(src for src, r in self.skipped if r == reason)
-            lines.append(f"    {n} x {reason} (e.g. {example})")
-        lines.extend(f"  WARNING: {w}" for w in self.warnings)
-        return "\n".join(lines)
-
+FIGSHARE_FIELDS = ("image", "label", "PID", "tumorMask")  # what every cjdata group must hold
+DICM_OFFSET = 128  # DICOM Part 10: a 128-byte preamble, then the four bytes b"DICM"
+DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")  # dropped from image names; tried without preamble
+PIXEL_DATA_ELEMENTS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")  # float: NaN
+MEDIA_DIRECTORY_STORAGE = "1.2.840.10008.1.3.10"  # the SOP class of a DICOMDIR
+DICOMDIR_REASON = ("DICOMDIR: a directory index of a DICOM medium, not an image; the images it "
+                   "lists are imported from their own files, which the folder walk finds")
 
 # ----------------------------------------------------------------------------- windowing
 
 
+def _no_signal(x: np.ndarray, pixels: np.ndarray) -> str:
+    """Why a slice shows nothing, '' when it shows something: blank images are not written.
+
+    Reasons carry no per-slice numbers, so that the summary counts them under one line."""
+    values = np.asarray(x)
+    if nonfinite_count(values):
+        values = values[np.isfinite(values)]
+    if values.size and values.min() == values.max():
+        return "no signal: every pixel has the same value (a blank slice)"
+    if dynamic_range(pixels) < MIN_DYNAMIC_RANGE:
+        return (f"no signal: after windowing its 1st-99th percentiles lie less than "
+                f"{MIN_DYNAMIC_RANGE} grey levels apart (a blank or near-constant slice)")
+    return ""
 
 
+def _to_8bit(x: np.ndarray, window: Callable[[np.ndarray], np.ndarray]
+             ) -> tuple[np.ndarray | None, str, int]:
+    """(pixels, '', non-finite pixels set to 0) or (None, why, n): numbers that are not images
+    are skipped with the reason, never written as black PNGs (the module docstring's rules)."""
+    bad = nonfinite_count(x)
+    if bad > NONFINITE_MAX_FRACTION * x.size:
+        return None, (f"more than {NONFINITE_MAX_FRACTION:.0%} of its pixels are NaN or "
+                      "infinite: not an image (a failed reconstruction, or NaN used as "
+                      "background: convert it to 0)"), bad
+    pixels = window(x)
+    why = _no_signal(x, pixels)
+    return (None, why, bad) if why else (pixels, "", bad)
 
 
-
-
-# ----------------------------------------------------------------------------- splits and writing
-
-
-def assign_splits(groups: Iterable[str | tuple[str, str]], test_fraction: float, seed: int
-                  ) -> dict[str, str]:
-    """Group id -> Training | Testing, stratified by class: within each class (in sorted order)
-    a seeded shuffle of its sorted group ids sends round(test_fraction * n) groups to Testing,
-    at least one and never all when the class has two or more groups.
-
-    ``groups`` holds ids, or (id, class) pairs; a group seen under several classes (a patient
-    with a tumour slice and a healthy slice) is split with its first class in sorted order. One
-    random generator runs through the classes, so plain ids (one class) are split as before.
-    """
-    if not 0.0 <= test_fraction < 1.0:
-        raise IngestError(f"--test-fraction must be in [0, 1), got {test_fraction}")
-    stratum: dict[str, str] = {}
-    for entry in sorted({(g, "") if isinstance(g, str) else tuple(g) for g in groups}):
-        stratum.setdefault(entry[0], entry[1])
-    rng = np.random.default_rng(seed)
-    out = {}
-    for cls in sorted(set(stratum.values())):
-        ids = sorted(g for g, c in stratum.items() if c == cls)
-        order = rng.permutation(len(ids))
-        n_test = int(round(test_fraction * len(ids)))
-        if len(ids) >= 2 and test_fraction > 0:
-            n_test = min(max(n_test, 1), len(ids) - 1)
-        test = {ids[i] for i in order[:n_test]}
-        out.update({g: (TESTING if g in test else TRAINING) for g in ids})
-    return dict(sorted(out.items()))
-
-
-
-
-def _check_paths(src: Path, out: Path) -> None:
-    if not src.exists():
-        raise IngestError(f"source not found: {src}")
-    s, o = src.resolve(), out.resolve()
-    if o == s or s in o.parents or o in s.parents:
-        raise IngestError(f"out folder {out} and source {src} overlap: the source must stay "
-                          "untouched, write somewhere else")
-    if out.is_dir():
-        foreign = sorted(e.name for e in out.iterdir()
-                         if e.name not in (TRAINING, TESTING, GROUPS_CSV))
-        if foreign:
-            raise IngestError(f"out folder {out} holds {foreign[:5]}, which no importer wrote; "
-                              "use an empty folder or one made by lib.ingest")
-
-
-class _Writer:
-    """Writes items idempotently into out and keeps the counts."""
-
-    def __init__(self, out: Path, result: IngestResult, overwrite: bool) -> None:
-        self.out, self.result, self.overwrite = out, result, overwrite
-        self.groups: dict[str, str] = {}
-
-    def _put(self, path: Path, data: bytes) -> None:
-        if path.exists():
-            if path.read_bytes() == data:
-                self.result.unchanged += 1
-                return
-            if not self.overwrite:
-                raise IngestError(f"{path} exists with different content (another importer, "
-                                  "other options, or changed code); pass --overwrite to replace")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-        self.result.written += 1
-
-    def write(self, item: Item, split: str) -> None:
-        other = TESTING if split == TRAINING else TRAINING
-        rel = Path(split, item.cls, f"{item.name}.png")
-        stale = self.out / other / item.cls / f"{item.name}.png"
-        if stale.exists():
-            if not self.overwrite:
-                raise IngestError(f"{stale.relative_to(self.out).as_posix()} is in the other "
-                                  "split (different seed or test fraction?); pass --overwrite "
-                                  "to move it, or use a fresh out folder")
-            for p in (stale, stale.with_name(f"{item.name}_mask.png")):
-                if p.exists():
-                    p.unlink()
-                    self.result.removed += 1
-            self.groups[Path(other, item.cls, f"{item.name}.png").as_posix()] = ""
-        self._put(self.out / rel, png_bytes(item.image))
-        if item.mask is not None:
-            self._put(self.out / split / item.cls / f"{item.name}_mask.png",
-                      png_bytes(binary_mask(item.mask)))
-        self.groups[rel.as_posix()] = item.group
-        per = self.result.images.setdefault(split, {})
-        per[item.cls] = per.get(item.cls, 0) + 1
-
-    def write_groups(self) -> None:
-        path = self.out / GROUPS_CSV
-        rows: dict[str, str] = {}
-        if path.exists():
-            with path.open(newline="") as fh:
-                rows = {r["file"]: r["group"] for r in csv.DictReader(fh)}
-        rows.update(self.groups)
-        rows = {f: g for f, g in rows.items() if g}
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["file", "group"])
-        writer.writerows(sorted(rows.items()))
-        data = buf.getvalue().encode()
-        if path.exists() and path.read_bytes() == data:
-            return
-        self.out.mkdir(parents=True, exist_ok=True)  # merged rows: rewriting is always safe
-        path.write_bytes(data)
-
-
-def _run(out: Path, groups: Iterable[str | tuple[str, str]], items: Iterator[Item],
-         result: IngestResult, test_fraction: float, seed: int, overwrite: bool) -> IngestResult:
-    """Split the groups (found by a cheap first pass), then stream and write the items.
-
-    Streaming keeps one image in memory at a time (a Decathlon set is ~75 000 slices); the
-    groups of files that later turn out unreadable take part in the split, harmlessly.
-    """
-    splits = assign_splits(groups, test_fraction, seed)
-    writer = _Writer(out, result, overwrite)
-    n = 0
-    for item in items:
-        if item.group not in splits:  # the first pass and the import disagree: a bug, not data
-            raise IngestError(f"{item.source}: group {item.group} was not seen by the first pass")
-        writer.write(item, splits[item.group])
-        n += 1
-    if n:
-        writer.write_groups()
-    else:
-        result.warnings.append("nothing imported: check SRC and the options")
-    used = set(writer.groups.values())
-    result.groups = dict(Counter(v for g, v in splits.items() if g in used))
-    return result
-
-
-def _hidden(path: Path) -> bool:
-    return path.name.startswith(".")
+def _warn_nonfinite(result: IngestResult, source: str, pixels: int, slices: int) -> None:
+    """Say that NaN/inf pixels of written slices became background, once per source file."""
+    if pixels:
+        result.warnings.append(f"{source}: {pixels} NaN or infinite pixel(s) in {slices} "
+                               "written slice(s) left out of the window and set to 0 "
+                               "(background)")
 
 
 # ----------------------------------------------------------------------------- healthy images
@@ -285,6 +181,10 @@ def _healthy_items(folder: Path, result: IngestResult) -> Iterator[Item]:
                 pixels = np.asarray(im.convert("L"))
         except Exception as exc:  # noqa: BLE001 - any unreadable file is a reported skip
             result.skipped.append((str(path), f"unreadable image: {type(exc).__name__}"))
+            continue
+        why = _no_signal(pixels, pixels)
+        if why:
+            result.skipped.append((str(path), why))
             continue
         name = "healthy_" + "__".join(rel.with_suffix("").parts)
         yield Item("notumor", name, _healthy_group(folder, path), pixels, None, str(path))
@@ -326,20 +226,34 @@ def _figshare_groups(src: Path) -> Iterator[tuple[str, str]]:
             continue
 
 
-def _figshare_items(src: Path, result: IngestResult) -> Iterator[Item]:
+def _figshare_read(path: Path) -> tuple[np.ndarray, np.ndarray, int, str]:
+    """(image, mask, label, patient id) of one .mat file; _Skip names what is missing."""
     import h5py
 
+    try:
+        with h5py.File(path, "r") as f:
+            if "cjdata" not in f:
+                raise _Skip("no 'cjdata' group: not a figshare brain-tumour .mat file")
+            cj = f["cjdata"]
+            missing = [k for k in FIGSHARE_FIELDS if k not in cj]
+            if missing:
+                names = ", ".join(f"'{k}'" for k in missing)
+                raise _Skip(f"cjdata has no {names} field{'s' if len(missing) > 1 else ''} "
+                            f"(a figshare file holds {', '.join(FIGSHARE_FIELDS)})")
+            image = np.asarray(cj["image"]).T  # MATLAB is column-major: transpose
+            mask = np.asarray(cj["tumorMask"]).T
+            label = int(np.asarray(cj["label"]).ravel()[0])
+            return image, mask, label, _figshare_pid(cj)
+    except (OSError, KeyError, ValueError, IndexError, TypeError) as exc:
+        raise _Skip(f"unreadable or not a cjdata v7.3 .mat file: {type(exc).__name__}") from exc
+
+
+def _figshare_items(src: Path, result: IngestResult) -> Iterator[Item]:
     for path in _figshare_files(src):
         try:
-            with h5py.File(path, "r") as f:
-                cj = f["cjdata"]
-                image = np.asarray(cj["image"]).T  # MATLAB is column-major: transpose
-                mask = np.asarray(cj["tumorMask"]).T
-                label = int(np.asarray(cj["label"]).ravel()[0])
-                pid = _figshare_pid(cj)
-        except (OSError, KeyError, ValueError, IndexError, TypeError) as exc:
-            result.skipped.append((str(path), f"unreadable or not a cjdata v7.3 .mat file: "
-                                              f"{type(exc).__name__}"))
+            image, mask, label, pid = _figshare_read(path)
+        except _Skip as skip:
+            result.skipped.append((str(path), str(skip)))
             continue
         if label not in FIGSHARE_LABELS:
             result.skipped.append((str(path), f"label {label} is not 1, 2 or 3"))
@@ -350,8 +264,13 @@ def _figshare_items(src: Path, result: IngestResult) -> Iterator[Item]:
         elif not pid:
             result.skipped.append((str(path), "empty PID: cannot group by patient"))
         else:
+            pixels, why, bad = _to_8bit(image, window_percentile)
+            if pixels is None:
+                result.skipped.append((str(path), why))
+                continue
+            _warn_nonfinite(result, str(path), bad, 1)
             yield Item(FIGSHARE_LABELS[label], f"figshare_{path.stem}", f"figshare:{pid}",
-                       window_percentile(image), mask, str(path))
+                       pixels, mask, str(path))
 
 
 def import_figshare(src: Path | str, out: Path | str = "data/raw", test_fraction: float = 0.2,
@@ -437,27 +356,40 @@ def _nifti_items(src: Path, label_class: str, min_fraction: float, healthy_slice
             result.skipped.append((str(path), f"image {data.shape} and label {labels.shape} "
                                               "are not matching 3-D volumes"))
             continue
-        brain_all = data[data != 0]
-        for z in range(data.shape[2]):
-            where = f"{path}#z={z}"
-            img2 = np.rot90(data[:, :, z])  # RAS: rows run anterior (top) to posterior
-            lab2 = np.rot90(labels[:, :, z])
-            brain = int(np.count_nonzero(img2))
-            if brain < MIN_BRAIN_FRACTION * img2.size:
-                result.skipped.append((where, "little or no brain in the slice"))
-                continue
-            tumour = int(np.count_nonzero(lab2 > 0))
-            name = f"{subject}_z{z:03d}"
-            pixels = window_percentile(img2, brain_all)
-            if tumour == 0:
-                if healthy_slices:
-                    yield Item("notumor", name, f"nifti:{subject}", pixels, None, where)
-                else:
-                    result.skipped.append((where, "no tumour (notumor needs --healthy-slices)"))
-            elif tumour / brain > min_fraction:
-                yield Item(label_class, name, f"nifti:{subject}", pixels, lab2, where)
-            else:
-                result.skipped.append((where, "tumour below --min-tumour-fraction"))
+        yield from _nifti_slices(path, data, labels, label_class, min_fraction,
+                                 healthy_slices, result)
+
+
+def _nifti_slices(path: Path, data: np.ndarray, labels: np.ndarray, label_class: str,
+                  min_fraction: float, healthy_slices: bool,
+                  result: IngestResult) -> Iterator[Item]:
+    """The axial slices of one subject's volume, windowed on its brain (non-zero) voxels."""
+    subject = _nifti_stem(path)
+    bounds = percentile_bounds(data[data != 0]) or (0.0, 0.0)  # none: no slice gets this far
+    window = partial(window_percentile, bounds=bounds)
+    fixed = [0, 0]  # NaN/inf pixels set to 0 in written slices, and those slices
+    for z in range(data.shape[2]):
+        where = f"{path}#z={z}"
+        img2 = np.rot90(data[:, :, z])  # RAS: rows run anterior (top) to posterior
+        lab2 = np.rot90(labels[:, :, z])
+        bad = nonfinite_count(img2)
+        brain = int(np.count_nonzero(np.isfinite(img2) & (img2 != 0)))
+        if bad <= NONFINITE_MAX_FRACTION * img2.size and brain < MIN_BRAIN_FRACTION * img2.size:
+            result.skipped.append((where, "little or no brain in the slice"))
+            continue
+        pixels, why, _ = _to_8bit(img2, window)
+        tumour = int(np.count_nonzero(lab2 > 0))
+        if pixels is None:
+            result.skipped.append((where, why))
+        elif tumour == 0 and not healthy_slices:
+            result.skipped.append((where, "no tumour (notumor needs --healthy-slices)"))
+        elif tumour and tumour / brain <= min_fraction:
+            result.skipped.append((where, "tumour below --min-tumour-fraction"))
+        else:
+            fixed = [fixed[0] + bad, fixed[1] + (bad > 0)]
+            yield Item(label_class if tumour else "notumor", f"{subject}_z{z:03d}",
+                       f"nifti:{subject}", pixels, lab2 if tumour else None, where)
+    _warn_nonfinite(result, str(path), *fixed)
 
 
 def import_nifti(src: Path | str, out: Path | str = "data/raw", label_class: str = "glioma",
@@ -503,72 +435,160 @@ def _dicom_group(ds: object) -> str:
     return f"dicom:{key}" if key else ""
 
 
+def _has_dicm(path: Path) -> bool:
+    """The DICOM Part 10 signature, b"DICM" after the 128-byte preamble: DICOM by content."""
+    try:
+        with path.open("rb") as fh:
+            return fh.read(DICM_OFFSET + 4)[DICM_OFFSET:] == b"DICM"
+    except OSError:
+        return False
+
+
+def _dicom_skip(folder: Path, path: Path) -> str:
+    """Why a file under a class folder is not read as DICOM, '' when it is (by content)."""
+    if any(part.startswith(".") for part in path.relative_to(folder).parts):
+        return "hidden file or folder (name starts with '.', e.g. macOS ._ files): not imported"
+    if path.name.upper() == "DICOMDIR":
+        return DICOMDIR_REASON
+    if _has_dicm(path) or path.suffix.lower() in DICOM_SUFFIXES:
+        return ""
+    return "not a DICOM file (no DICM preamble)"
+
+
 def _dicom_files(folder: Path) -> list[Path]:
-    return [p for p in _visible_files(folder) if p.suffix.lower() == ".dcm"]
+    """Every file under a class folder, hidden ones included (they are reported), sorted."""
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+def _dicom_read(path: Path, header_only: bool = False) -> Any:
+    """pydicom's dataset; a file without the preamble (a raw or ACR-NEMA style .dcm) is read
+    with force=True and kept only if it has Rows and Columns, its transfer syntax taken from
+    how it parsed."""
+    import pydicom
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    if _has_dicm(path):
+        return pydicom.dcmread(path, stop_before_pixels=header_only)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a forced read warns about every guessed element
+        ds = pydicom.dcmread(path, force=True, stop_before_pixels=header_only)
+        if "Rows" not in ds or "Columns" not in ds:
+            raise _Skip("unreadable DICOM: no DICM preamble, and read without one it holds no "
+                        "image (no Rows/Columns)")
+    if "TransferSyntaxUID" not in ds.file_meta:
+        implicit, little = ds.original_encoding
+        ds.file_meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else
+                                          ExplicitVRLittleEndian if little else
+                                          ExplicitVRBigEndian)
+    return ds
 
 
 def _dicom_groups(src: Path) -> Iterator[tuple[str, str]]:
-    """First pass: (group, class) of every readable .dcm in a class folder, headers only."""
-    import pydicom
-
+    """First pass: (group, class) of every readable DICOM file in a class folder, headers only."""
     for folder in sorted(p for p in src.iterdir() if p.is_dir() and p.name in CLASSES):
         for path in _dicom_files(folder):
+            if _dicom_skip(folder, path):
+                continue
             try:
-                group = _dicom_group(pydicom.dcmread(path, stop_before_pixels=True))
+                group = _dicom_group(_dicom_read(path, header_only=True))
             except Exception:  # noqa: BLE001 - reported by the import pass
                 continue
             if group:
                 yield group, folder.name
 
 
+def _dicom_name(rel: Path) -> str:
+    """Image name of a file: its path parts joined by '__', a DICOM suffix dropped (the dots
+    of UID-named files such as 1.2.840.113619.2.55.3 are kept)."""
+    parts = list(rel.parts)
+    if rel.suffix.lower() in DICOM_SUFFIXES:
+        parts[-1] = rel.stem
+    return "__".join(parts)
+
+
+def _dicom_frames(ds: Any, raw: np.ndarray) -> list[np.ndarray]:
+    """The greyscale frames of a file's pixel data: one for a slice, NumberOfFrames for an
+    enhanced (multi-frame) file; _Skip says why there are none (colour, odd shapes)."""
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if samples == 1 and raw.ndim == 2 and frames == 1:
+        return [raw]
+    if samples == 1 and raw.ndim == 3 and raw.shape[0] == frames:
+        return list(raw)
+    raise _Skip(f"pixel data is {raw.shape} ({samples} sample(s) per pixel, {frames} "
+                "frame(s)): not greyscale frames")
+
+
+def _dicom_open(path: Path) -> tuple[Any, list[np.ndarray], str]:
+    """(dataset, frames, group) of one file; _Skip says why it is not imported."""
+    try:
+        ds = _dicom_read(path)
+        meta = getattr(ds, "file_meta", None) or {}
+        if (meta.get("MediaStorageSOPClassUID") == MEDIA_DIRECTORY_STORAGE
+                or "DirectoryRecordSequence" in ds):
+            raise _Skip(DICOMDIR_REASON)
+        if not any(k in ds for k in PIXEL_DATA_ELEMENTS):
+            raise _Skip("no pixel data")
+        raw = np.asarray(ds.pixel_array)
+    except _Skip:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is a reported skip
+        raise _Skip(f"unreadable DICOM: {type(exc).__name__}") from exc
+    frames = _dicom_frames(ds, raw)
+    group = _dicom_group(ds)
+    if not group:
+        raise _Skip("no PatientID or StudyInstanceUID: cannot group by patient")
+    return ds, frames, group
+
+
+def _dicom_file_items(folder: Path, path: Path, result: IngestResult) -> Iterator[Item]:
+    """The slices of one DICOM file: itself, or ``<name>_f<k>`` per frame (k from 1)."""
+    try:
+        ds, frames, group = _dicom_open(path)
+    except _Skip as skip:
+        result.skipped.append((str(path), str(skip)))
+        return
+    name, multi = _dicom_name(path.relative_to(folder)), len(frames) > 1
+    fixed = [0, 0]  # NaN/inf pixels set to 0 in written frames, and those frames
+    for k, frame in enumerate(frames):
+        where = f"{path}#frame={k + 1}" if multi else str(path)
+        pixels, why, bad = _to_8bit(frame, partial(dicom_to_uint8, ds, frame=k))
+        if pixels is None:
+            result.skipped.append((where, why))
+            continue
+        fixed = [fixed[0] + bad, fixed[1] + (bad > 0)]
+        yield Item(folder.name, f"{name}_f{k + 1:03d}" if multi else name, group, pixels,
+                   None, where)
+    _warn_nonfinite(result, str(path), *fixed)
 
 
 def _dicom_items(src: Path, result: IngestResult) -> Iterator[Item]:
-    import pydicom
-
     for folder in sorted(p for p in src.iterdir() if p.is_dir() and not _hidden(p)):
         if folder.name not in CLASSES:
             n = sum(1 for p in folder.rglob("*") if p.is_file())
             result.skipped.append((str(folder), f"folder is not a class of {CLASSES} ({n} files)"))
             continue
-        for path in _visible_files(folder):
-            rel = path.relative_to(folder)
-            if path.suffix.lower() != ".dcm":
-                result.skipped.append((str(path), "not a .dcm file"))
+        for path in _dicom_files(folder):
+            why = _dicom_skip(folder, path)
+            if why:
+                result.skipped.append((str(path), why))
                 continue
-            try:
-                ds = pydicom.dcmread(path)
-                if "PixelData" not in ds:
-                    result.skipped.append((str(path), "no pixel data"))
-                    continue
-                raw = np.asarray(ds.pixel_array)
-            except Exception as exc:  # noqa: BLE001 - any unreadable file is a reported skip
-                result.skipped.append((str(path), f"unreadable DICOM: {type(exc).__name__}"))
-                continue
-            if raw.ndim != 2:
-                result.skipped.append((str(path), f"pixel data is {raw.shape}, not one "
-                                                  "greyscale frame"))
-                continue
-            group = _dicom_group(ds)
-            if not group:
-                result.skipped.append((str(path), "no PatientID or StudyInstanceUID: cannot "
-                                                  "group by patient"))
-                continue
-            pixels = dicom_to_uint8(ds, raw)
-            name = "__".join(rel.with_suffix("").parts)
-            yield Item(folder.name, name, group, pixels, None, str(path))
+            yield from _dicom_file_items(folder, path, result)
 
 
 def import_dicom(src: Path | str, out: Path | str = "data/raw", test_fraction: float = 0.2,
                  seed: int = 42, overwrite: bool = False) -> IngestResult:
-    """A folder per class of DICOM slices (``SRC/<class>/**/*.dcm``) -> raw layout, no masks.
+    """A folder per class of DICOM files (``SRC/<class>/**``, by content) -> raw layout, no masks.
 
-    Pixels: stored values * RescaleSlope + RescaleIntercept, then windowed with the file's
-    WindowCenter/WindowWidth (first value when multi-valued; ``window_dicom``) when present,
-    else with the percentile rule of the module docstring; MONOCHROME1 is inverted. Group:
-    PatientID, else StudyInstanceUID, else the file is skipped. Files without pixel data,
-    unreadable or compressed beyond what pydicom decodes alone, multi-frame or colour files and
-    folders that are not a study class are reported skips.
+    Pixels: stored values * RescaleSlope + RescaleIntercept, then windowed with WindowCenter/
+    WindowWidth (first value when multi-valued; ``window_dicom``) when present, else with the
+    percentile rule of the module docstring; MONOCHROME1 is inverted. An enhanced (multi-frame)
+    file gives one slice per frame, each with its own rescale and window (its per-frame
+    functional group, else the shared one, else the file's; ``frame_rescale``, ``frame_window``)
+    or the percentile rule on the frame. Group: PatientID, else StudyInstanceUID, else the file
+    is skipped. Files that are not DICOM, hidden files, DICOMDIR, files without pixel data,
+    unreadable or compressed beyond what pydicom decodes alone, colour files, bad-number or blank
+    frames and folders that are not a study class are reported skips.
     """
     src, out = Path(src), Path(out)
     _check_paths(src, out)
@@ -707,7 +727,11 @@ def main(argv: Sequence[str] | None = None) -> IngestResult:
     nii.add_argument("--min-tumour-fraction", type=float, default=0.01)
     nii.add_argument("--healthy-slices", action="store_true")
     nii.add_argument("--channel", type=int, default=0)
-    sub.add_parser("dicom", parents=[common], help="SRC/<class>/**/*.dcm")
+    sub.add_parser("dicom", parents=[common], help="SRC/<class>/** DICOM files (by content)")
+    brisc = sub.add_parser("brisc", parents=[common], help="BRISC 2025 (Fateh et al. 2025): "
+                           "classification_task + segmentation_task masks, planes")
+    brisc.add_argument("--resplit", action="store_true",
+                       help="re-split by --test-fraction instead of keeping BRISC's train/test")
     feedback = sub.add_parser("feedback", help="the app's feedback folder, into Training")
     feedback.add_argument("src", type=Path, help="the feedback folder (opened read-only)")
     feedback.add_argument("--out", type=Path, default=Path("data/raw"))
@@ -721,6 +745,10 @@ def main(argv: Sequence[str] | None = None) -> IngestResult:
                          overwrite=args.overwrite)
         if args.format == "figshare":
             result = import_figshare(args.src, healthy=args.healthy, **common_kw)
+        elif args.format == "brisc":
+            from .brisc import import_brisc
+
+            result = import_brisc(args.src, resplit=args.resplit, **common_kw)
         elif args.format == "nifti":
             result = import_nifti(args.src, label_class=args.label_class,
                                   min_tumour_fraction=args.min_tumour_fraction,

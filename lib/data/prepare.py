@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 from tqdm import tqdm
 
 from ..config import from_group, load_params, repo_root, section
@@ -228,8 +229,8 @@ def scan(raw_dir: Path) -> tuple[list[str], pd.DataFrame, list[Finding]]:
                                         f"top-level folder is neither Training nor Testing{hint}; "
                                         f"its {n} file(s) are not used"))
         else:
-            findings.append(Finding("stray_file", name,
-                                    "file at the top level, outside Training/Testing; not used"))
+            findings.append(Finding("stray_file", name, SIDECARS.get(
+                name, "file at the top level, outside Training/Testing; not used")))
 
     class_folders: dict[str, dict[str, Path]] = {}
     for split_dir in sorted(SOURCE_TO_SPLIT):
@@ -503,7 +504,7 @@ def build_manifest(raw_dir: Path, cfg: PrepareConfig,
             issues = [issue]
         else:
             info = inspect_image(raw_dir / rec["path"], cfg.max_pixels, cfg.min_side)
-            issues = list(info.issues)
+            issues = list(info.issues) + _trainable_issue(raw_dir / rec["path"], info)
         row = _Row(rec["path"], rec["class"], label_of[rec["class"]], rec["source_split"],
                    rec["mask"], info, issues)
         rows.append(row)
@@ -516,6 +517,35 @@ def build_manifest(raw_dir: Path, cfg: PrepareConfig,
     manifest = _to_frame(rows, groups)
     audit = _audit(rows, classes, findings, cfg, dup_stats, raw_dir)
     return manifest, audit
+
+
+# Top-level files an importer or the generator writes beside the images: kept for provenance,
+# reported (never silently skipped) with what they are.
+SIDECARS = {
+    "phantom.json": "the phantom generator's settings and counts (lib.data.phantom); provenance, "
+                    "not read by the pipeline",
+    "metadata.csv": "per-image metadata written by an importer (the BRISC importer's plane); "
+                    "provenance, not read by the pipeline yet",
+    "feedback_provenance.csv": "provenance of the images imported from the app's feedback "
+                               "(python -m lib.data.ingest feedback); not read by the pipeline",
+}
+TRAINABLE_FORMATS = ("PNG", "JPEG")  # what tf.io.decode_image reads to grey (lib.data.inputs)
+
+
+def _trainable_issue(path: Path, info: ImageInfo) -> list[tuple[str, str, str]]:
+    """An image the audit accepts but training cannot decode (BMP, TIFF, GIF, WebP content:
+    tf.io.decode_image reads them in colour only, or not at all) is excluded with the way out,
+    rather than crash the training stages. The app accepts them (lib.serve.inference converts
+    an upload to PNG); raw data is never converted here."""
+    if info.status == "excluded":
+        return []
+    with Image.open(path) as img:
+        fmt = "JPEG" if img.format == "MPO" else (img.format or "")
+    if fmt in TRAINABLE_FORMATS:
+        return []
+    return [("format_not_trainable", "excluded",
+             f"{fmt or 'unknown'} content: training decodes PNG and JPEG only; convert it "
+             "(e.g. Image.open(f).convert('L').save(<name>.png)) and remove the original")]
 
 
 def _group_source(raw_dir: Path, findings: list[Finding]) -> tuple[str, str] | None:

@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 
 from ..explain.methods import METHODS
 from .apidocs import add_docs
-from .inference import BadInput, Prediction, Upload, check_method, overlay, png
+from .inference import FORMATS, BadInput, Prediction, Upload, check_method, overlay, png
 from .service import Service
 
 UPLOAD_PATHS = ("/predict", "/feedback")
@@ -194,7 +194,8 @@ class PredictResult(BaseModel):
     temperature: float
     method: str | None = Field(description="saliency method, null when none was asked")
     image: Size = Field(description="the upload's size as shown (EXIF orientation applied)")
-    format: str = Field(description="PNG, JPEG, DICOM, ...")
+    format: str = Field(description="the file's format: PNG, JPEG, WEBP, TIFF, BMP, GIF, "
+                        "DICOM, ...")
     peak: Peak | None = Field(None, description="the map's maximum, in image pixels")
     overlay_png_base64: str | None = Field(None, description="the map over the image, PNG")
     ood: OOD = Field(description="is the upload like the images the model was trained on?")
@@ -370,8 +371,7 @@ def create_app(service: Service, ui: bool = True) -> FastAPI:
     @app.post("/predict", response_model=PredictResult, response_model_exclude_none=False,
               responses=ERRORS, tags=["models"])
     def predict(
-        file: Annotated[UploadFile, File(description="PNG, JPEG, TIFF, BMP or a single-frame "
-                                         "DICOM")],
+        file: Annotated[UploadFile, File(description=FORMATS)],
         model: Annotated[str | None, Query(description="artifact name (GET /models); default: "
                                            "the study's best model")] = None,
         method: Annotated[Method, Query(description="saliency method for the predicted "

@@ -1,16 +1,17 @@
 """One upload -> checked pixels -> class probabilities and, on request, a saliency map.
 
-Every check is the prepare stage's (``lib.data.audit.inspect_image`` with ``prepare.max_pixels`` and
-``prepare.min_side``), every decode is training's (``lib.data.inputs.decode_to_model``) and every
-map
-is the explain stage's (``lib.explain.methods.Explainer``), so the app cannot drift from the
-study. Bad
-input raises ``BadInput`` with an HTTP status and a reason a user can act on.
+Every check is the prepare stage's (``lib.data.audit.inspect_image`` with ``prepare.max_pixels``
+and ``prepare.min_side``), so every format the audit accepts the app accepts; every decode is
+training's (``lib.data.inputs.decode_to_model``, fed the file itself for PNG and JPEG and a PNG of
+the shown pixels otherwise: ``model_bytes``) and every map is the explain stage's
+(``lib.explain.methods.Explainer``), so the app cannot drift from the study. Bad input raises
+``BadInput`` with an HTTP status (4xx) and a reason a user can act on.
 """
 
 from __future__ import annotations
 
 import io
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +21,8 @@ import numpy as np
 from PIL import Image
 
 from ..config import section
-from ..data.audit import inspect_image
-from ..data.images import load_image
+from ..data.audit import ImageInfo, inspect_image
+from ..data.images import dicom_to_uint8, load_image, png_bytes
 from ..data.inputs import decode_to_model
 from ..data.prepare import PrepareConfig
 from ..explain.methods import METHODS, Explainer, SaliencyConfig
@@ -32,8 +33,11 @@ from .registry import LoadedModel
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024  # an MRI slice is well under 1 MiB as PNG; DICOM a few MiB
 DICOM_MAGIC_OFFSET, DICOM_MAGIC = 128, b"DICM"
-_SUFFIX = {b"\x89PNG": ".png", b"\xff\xd8\xff": ".jpg", b"BM": ".bmp", b"II*\x00": ".tif",
-           b"MM\x00*": ".tif", b"GIF8": ".gif"}
+# What tf.io.decode_image(channels=1), training's decoder, reads as training reads it. BMP and GIF
+# need 3 channels there, WebP 3 or 4, and TIFF it cannot read at all.
+MODEL_DECODES = frozenset({"PNG", "JPEG"})
+_FORMAT_ALIASES = {"MPO": "JPEG"}  # a multi-picture JPEG: the audit's alias; TF reads its first
+FORMATS = "PNG, JPEG, WebP, TIFF, BMP, GIF (8-bit grey or RGB) or a single-frame DICOM"
 _STATUS = {"huge_image": 413, "not_an_image": 415, "non_image_extension": 415}
 
 
@@ -64,17 +68,15 @@ class Limits:
 class Upload:
     """An accepted image: the encoded bytes a model decodes and the 8-bit pixels as shown."""
 
-    data: bytes           # as uploaded, or a PNG of a DICOM frame
+    data: bytes           # what decode_to_model reads: as uploaded, or a PNG (``model_bytes``)
     pixels: np.ndarray    # uint8 HxW, EXIF orientation applied (what a viewer shows)
-    orientation: int      # EXIF orientation 1..8 (1 = upright)
-    format: str           # PNG, JPEG, ... or DICOM
+    orientation: int      # EXIF orientation 1..8 of `data` (1 = upright, or already applied)
+    format: str           # PNG, JPEG, WEBP, TIFF, BMP, GIF, ... or DICOM
 
 
 def _dicom_png(data: bytes) -> bytes:
     """A single-frame DICOM -> PNG bytes of its 8-bit windowed pixels (the importer's rule)."""
     import pydicom
-
-    from ..data.images import dicom_to_uint8, png_bytes
 
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
@@ -92,33 +94,88 @@ def _dicom_png(data: bytes) -> bytes:
     return png_bytes(dicom_to_uint8(ds, raw))
 
 
+def model_bytes(data: bytes, fmt: str, pixels: np.ndarray, orientation: int
+                ) -> tuple[bytes, int]:
+    """(bytes for ``decode_to_model``, the EXIF orientation it must apply) of an accepted upload.
+
+    PNG and JPEG keep their own bytes and orientation: training decodes the same file exactly
+    so, and TF's JPEG decoder and RGB-to-grey differ from PIL's by a grey level here and there,
+    so only the file's own bytes give the model bit-identical input. Every other format the
+    audit accepts (WebP, TIFF, BMP, GIF, ...) TF cannot decode to grey (a 500 before), so it
+    becomes a PNG of its shown pixels: ``load_image``'s uint8 grey with EXIF applied, exactly
+    the pixels prepare audits and a viewer shows, hence orientation 1.
+    """
+    if fmt in MODEL_DECODES:
+        return data, orientation
+    return png_bytes(pixels), 1
+
+
+def _is_webp(data: bytes) -> bool:
+    """A WebP signature (RIFF container of kind WEBP): the audit's magic table has none."""
+    return data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+
+
+def _refusal(info: ImageInfo, data: bytes) -> BadInput:
+    """The audit's exclusion as an HTTP answer: 413 too large, 415 not an image or an
+    unsupported mode, 422 unreadable (truncated, corrupt, too small)."""
+    kind = next((k for k, sev, _ in info.issues if sev == "excluded"), "")
+    if kind == "not_an_image" and _is_webp(data):  # a broken WebP is corrupt, not 'not an image'
+        return BadInput("starts like a WEBP file but cannot be parsed (truncated or corrupt); "
+                        "re-export or re-download it", 422)
+    return BadInput(info.reason, _STATUS.get(kind, 415 if kind.startswith("mode_") else 422))
+
+
+def _shown(path: Path) -> tuple[np.ndarray, str]:
+    """(load_image's pixels, PIL's format name) of a file the audit accepted."""
+    try:
+        with Image.open(path) as img:
+            fmt = img.format or ""
+        return load_image(path.parent, path.name), _FORMAT_ALIASES.get(fmt, fmt)
+    except Exception as exc:  # noqa: BLE001 - the audit decoded it; anything left is the file's
+        raise BadInput(f"unreadable image ({type(exc).__name__}: {exc}); re-export it as PNG",
+                       422) from exc
+
+
 def read_upload(data: bytes, limits: Limits = Limits()) -> Upload:
-    """Check an uploaded file as prepare checks a raw image; BadInput says why it is refused."""
+    """Check an uploaded file as prepare checks a raw image; BadInput says why it is refused.
+
+    Any format PIL reads and the audit accepts is accepted (``FORMATS``); ``model_bytes`` says
+    what the model decodes."""
     if not data:
         raise BadInput("empty upload: no bytes received", 400)
     if len(data) > limits.max_bytes:
         raise BadInput(f"upload of {len(data):,} bytes exceeds the limit of "
                        f"{limits.max_bytes:,} bytes", 413)
-    fmt = None
-    if data[DICOM_MAGIC_OFFSET:DICOM_MAGIC_OFFSET + 4] == DICOM_MAGIC:
-        data, fmt = _dicom_png(data), "DICOM"
-    suffix = next((s for magic, s in _SUFFIX.items() if data.startswith(magic)), ".bin")
+    dicom = data[DICOM_MAGIC_OFFSET:DICOM_MAGIC_OFFSET + 4] == DICOM_MAGIC
+    if dicom:
+        data = _dicom_png(data)
     with tempfile.TemporaryDirectory(prefix="brain-mri-upload-") as tmp:
-        path = Path(tmp) / f"upload{suffix}"
+        path = Path(tmp) / "upload"  # no extension: PIL reads the content, as the audit does
         path.write_bytes(data)
         info = inspect_image(path, limits.max_pixels, limits.min_side)
         if info.status == "excluded":
-            kind = next((k for k, sev, _ in info.issues if sev == "excluded"), "")
-            raise BadInput(info.reason, _STATUS.get(kind, 415 if kind.startswith("mode_")
-                                                    else 422))
-        pixels = load_image(Path(tmp), path.name)
-    return Upload(data, pixels, int(info.orientation or 1), fmt or suffix[1:].upper())
+            raise _refusal(info, data)
+        pixels, fmt = _shown(path)
+    encoded, orientation = model_bytes(data, fmt, pixels, int(info.orientation or 1))
+    return Upload(encoded, pixels, orientation, "DICOM" if dicom else fmt)
+
+
+def _tf_reason(exc: Exception) -> str:
+    """A TensorFlow op error's message without its function-node and op decorations."""
+    text = getattr(exc, "message", "") or str(exc)
+    return re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:[^\]]*\].*$", "", text).strip()
 
 
 def model_input(loaded: LoadedModel, upload: Upload) -> np.ndarray:
     """(1, S, S, C) float32 in 0-255, exactly as make_dataset feeds the model this file."""
+    import tensorflow as tf
+
     orientation = upload.orientation if upload.orientation != 1 else None
-    x = np.asarray(decode_to_model(upload.data, loaded.size, orientation))
+    try:
+        x = np.asarray(decode_to_model(upload.data, loaded.size, orientation))
+    except tf.errors.OpError as exc:  # PIL read it, TF's decoder did not (a damaged file)
+        raise BadInput(f"unreadable {upload.format} file: the model's decoder says "
+                       f"{_tf_reason(exc)!r}; re-export it as PNG", 422) from exc
     if loaded.channels == 3:
         x = np.repeat(x, 3, axis=-1)
     return x[None]

@@ -1,15 +1,15 @@
 """The Gradio interface of the app, mounted at /ui of the API's FastAPI app.
 
-Upload a slice (PNG, JPEG, DICOM) or pick one of the study's test images, choose a model and a
-saliency method, and see the class probabilities (raw and temperature-scaled), a warning when the
-image is unlike the training images (``lib.serve.ood``), the map blended over the image (opacity
-re-blends the kept map, no model run) and, for a test image with a lesion mask, the true lesion's
-outline. Draw where the lesion is: the pointing game and the energy-in-mask of the map against
-the drawing update at once, and "Send feedback" stores the drawing and a label through
-``Service.feedback``. The model picker labels each model with the study's rule for "best" (mean
-validation macro-F1 over seeds), the saliency method starts at the study's headline method
-(explain.json; none, with the reason, when there is none), and the model card below says what
-the chosen model was trained on and what it is not for.
+Upload a slice (PNG, JPEG, WebP, TIFF, BMP, GIF or DICOM) or pick one of the study's test
+images, choose a model and a saliency method, and see the class probabilities (raw and
+temperature-scaled), a warning when the image is unlike the training images (``lib.serve.ood``),
+the map blended over the image (opacity re-blends the kept map, no model run) and, for a test
+image with a lesion mask, the true lesion's outline. Draw where the lesion is: the pointing game
+and the energy-in-mask of the map against the drawing update at once, and "Send feedback" stores
+the drawing and a label through ``Service.feedback``. The model picker labels each model with
+the study's rule for "best" (mean validation macro-F1 over seeds), the saliency method starts at
+the study's headline method (explain.json; none, with the reason, when there is none), and the
+model card below says what the chosen model was trained on and what it is not for.
 
 Every callback is a method of ``UI`` that takes and returns plain values, so the tests call them
 without a browser. Nothing is fetched from outside localhost: analytics are off and the theme
@@ -32,7 +32,7 @@ from ..config import section
 from ..data.images import load_mask
 from ..data.manifest import MANIFEST_NAME, load_manifest, split_frame
 from ..explain.methods import METHODS
-from .inference import BadInput, Prediction, Upload, overlay, score_against
+from .inference import FORMATS, BadInput, Prediction, Upload, overlay, score_against
 from .service import Service
 from .study import rule_label
 
@@ -312,7 +312,7 @@ class UI:
             shown = gr.State(None)
             with gr.Row():
                 with gr.Column(scale=1):
-                    file = gr.File(label="Upload an MRI slice (PNG, JPEG, DICOM)",
+                    file = gr.File(label=f"Upload an MRI slice ({FORMATS})",
                                    type="filepath", file_count="single", height=120)
                     example = gr.Dropdown(self.examples, value=None, label="or a test image",
                                           info=f"{len(self.examples)} from the study's test split")
