@@ -26,11 +26,12 @@ TINY = {"n_train_per_class": 6, "n_test_per_class": 3, "image_size": 64}
 # other switches (tests/test_models.py builds all four), and with transfer there are still two
 # configurations to compare, each over two seeds.
 VARIANTS = ("dropout_batchnorm",)
+GUIDED = tuple(f"scratch_{v}" for v in VARIANTS)  # the guided arm on the scratch CNN only here
 TRAINING_STAGES = ("augmentation", *(f"train_scratch@{v}" for v in VARIANTS), "pretext",
-                   "pretrain", "train_transfer")
-STUDY_STAGES = ("evaluate", "twins", "explain", "claims")
+                   "pretrain", "train_transfer", *(f"train_guided@{m}" for m in GUIDED))
+STUDY_STAGES = ("evaluate", "twins", "explain", "shortcut", "claims")
 SEEDS = (42, 43)  # two: every seed-aware statistic and the claims run on a real spread
-CONFIGS = (*(f"scratch_{v}" for v in VARIANTS), "transfer")
+CONFIGS = (*(f"scratch_{v}" for v in VARIANTS), "transfer", *(f"guided_{m}" for m in GUIDED))
 MODEL_KEYS = tuple(f"{c}_s{s}" for c in CONFIGS for s in SEEDS)
 FIRST_SEEDS = tuple(f"{c}_s{SEEDS[0]}" for c in CONFIGS)  # explained in full, with figures
 
@@ -48,6 +49,8 @@ def tiny_params(params: dict) -> dict:
     params["pretrain"].update(n_per_sequence=4, epochs=1, input_size=32)
     params["train_transfer"].update(input_size=32, phase1_epochs=1, phase2_epochs=1,
                                     fine_tune_layers=5)
+    params["guide"].update(models=list(GUIDED), epochs=1)
+    params["shortcut_test"].update(n_train_per_class=8, n_test_per_class=4)
     params["evaluate"].update(bootstrap_resamples=200, gallery_per_pair=2)
     # Two methods keep the stage's plumbing under test; every method is covered by
     # tests/test_explain.py and the nbval run of 06_explain.
@@ -254,9 +257,10 @@ def test_report_is_self_contained_and_matches_metrics(study: dict) -> None:
 # (tests/test_augment.py), the phantom's pretext set and twins (tests/test_phantom.py regenerates
 # the default profile byte for byte), and pretrain, which trains the same backbone through the
 # same seeded TrainStream and fit as train_transfer, forced here. The dropout + batchnorm variant
-# has every random layer of the scratch CNN; evaluate bootstraps; explain samples, adds noise and
-# scrambles.
-FORCED = ("train_scratch@dropout_batchnorm", "train_transfer", "evaluate", "explain", "claims")
+# has every random layer of the scratch CNN; the guided arm and the shortcut test train through
+# the localisation term; evaluate bootstraps; explain samples, adds noise and scrambles.
+FORCED = ("train_scratch@dropout_batchnorm", "train_transfer",
+          "train_guided@scratch_dropout_batchnorm", "evaluate", "explain", "shortcut", "claims")
 # Byte-compared outputs of those stages: every file except the executed notebooks and their HTML
 # (papermill stamps times into them) and the model files (a .keras zip and its HDF5 weights carry
 # save times; their weights are compared as arrays instead).
@@ -310,7 +314,8 @@ def test_forced_repro_is_byte_identical(study: dict, tmp_path: Path) -> None:
     before, weights = output_bytes(clone), model_weights(clone)
     written = {f"reports/metrics/{name}.json" for name in (
         "data_audit", "eda", "pretrain", "train_transfer", "evaluate", "explain", "claims",
-        *(f"train_scratch_{v}" for v in VARIANTS))}
+        "shortcut", *(f"train_scratch_{v}" for v in VARIANTS),
+        *(f"train_guided_{m}" for m in GUIDED))}
     assert written <= set(before)  # (the checkout also holds the committed files of the others)
     assert len(weights) == len(MODEL_KEYS) and before  # every seed of every configuration
     out = run(["dvc", "repro", "--force", "--single-item", *FORCED], clone).stdout

@@ -98,6 +98,13 @@ def pretrain_inputs(params: dict[str, Any]) -> Any:
             params["data"]["processed_dir"])
 
 
+def shortcut_inputs(params: dict[str, Any]) -> Any:
+    """What `python -m lib.explain.shortcut` reads (its Setup from params.yaml)."""
+    from lib.explain.shortcut import Setup
+
+    return Setup.from_params(params)
+
+
 def report_inputs(params: dict[str, Any]) -> Any:
     return params  # the report prints every parameter
 
@@ -108,7 +115,8 @@ def claims_inputs(params: dict[str, Any]) -> Any:
 
 MODULE_STAGES: dict[str, Callable[[dict[str, Any]], Any]] = {
     "prepare": prepare_inputs, "pretext": pretext_inputs, "twins": twins_inputs,
-    "pretrain": pretrain_inputs, "report": report_inputs, "claims": claims_inputs}
+    "pretrain": pretrain_inputs, "report": report_inputs, "claims": claims_inputs,
+    "shortcut": shortcut_inputs}
 
 
 def stage_inputs(name: str, params: dict[str, Any]) -> Any:

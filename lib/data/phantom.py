@@ -11,7 +11,9 @@ with a skull and scalp, a class-specific lesion, a pose, a bias field and Rician
 No shortcuts by default: every nuisance draw (slice level, sequence, pose, gain, noise, bias,
 skull, image size) comes from one distribution shared by all classes and is drawn *before* any
 lesion draw, so only the lesion tells the classes apart. ``shortcut="level"`` or ``"size"``
-switches on a deliberate shortcut for teaching and for proving the shortcut tests can fail.
+switches on a deliberate shortcut for teaching and for proving the shortcut tests can fail;
+``"marker"`` burns a class-coded corner box into the Training images only, the shortcut of the
+guided arm's test (lib.explain.shortcut).
 
 Every image is regenerated on its own from ``np.random.default_rng([seed, split, class, index])``,
 and the noise field comes from a seed drawn in the nuisance block, so a tumour image and its
@@ -40,7 +42,7 @@ from ..splits import SOURCE_SPLITS, TESTING, TRAINING
 
 CLASSES: tuple[str, ...] = ("glioma", "meningioma", "notumor", "pituitary")
 SEQUENCES: tuple[str, ...] = ("T1", "T1c", "T2", "FLAIR")
-SHORTCUTS: tuple[str, ...] = ("none", "level", "size")
+SHORTCUTS: tuple[str, ...] = ("none", "level", "size", "marker")
 TUMOUR_CLASSES: tuple[str, ...] = ("glioma", "meningioma", "pituitary")
 
 # Shared slice range (MNI z, mm): temporal lobes/suprasellar cistern up to the lateral ventricles,
@@ -48,6 +50,16 @@ TUMOUR_CLASSES: tuple[str, ...] = ("glioma", "meningioma", "pituitary")
 LEVEL_RANGE_MM: tuple[float, float] = (-20.0, 15.0)
 LEVEL_SHORTCUT_SPLIT_MM = -8.0  # shortcut="level": pituitary below, the other classes above
 SIZE_SHORTCUT_FACTOR = 1.5  # shortcut="size": notumor written this much larger (as in Kaggle)
+# shortcut="marker": a burned-in annotation box in a corner that codes the class, on Training
+# images only (Testing has none). Burned-in text and markers are how shortcuts leak in real
+# imaging: hospital and portable-scanner tokens in chest radiographs (Zech et al. 2018, PLoS Med
+# 15:e1002683), laterality markers and text in COVID-19 radiographs (DeGrave et al. 2021, Nat
+# Mach Intell 3:610). The box is 1/16 of the side (8 px at 128 px: the height of burned-in text)
+# at full white, 1/32 of the side from the edges; each class owns one corner.
+MARKER_CORNERS: dict[str, tuple[int, int]] = {"glioma": (0, 0), "meningioma": (0, 1),
+                                              "notumor": (1, 0), "pituitary": (1, 1)}
+MARKER_SIDE_FRACTION = 1 / 16
+MARKER_MARGIN_FRACTION = 1 / 32
 FOV_MM = 240.0  # field of view of the output grid at scale 1
 HEAD_CENTRE_MM: tuple[float, float] = (0.0, -17.0)  # MNI (x, y) mapped to the image centre
 SCALE_RANGE: tuple[float, float] = (0.9, 1.1)
@@ -810,16 +822,41 @@ def render(cfg: PhantomConfig, draws: Draws, lesion: bool = True) -> tuple[np.nd
     return image, mask
 
 
+def marker_box(size: int, cls: str) -> tuple[slice, slice]:
+    """Rows and columns of the class's marker box in a size x size image."""
+    side = max(2, round(size * MARKER_SIDE_FRACTION))
+    margin = max(1, round(size * MARKER_MARGIN_FRACTION))
+    r, c = MARKER_CORNERS[cls]
+    top = margin if r == 0 else size - margin - side
+    left = margin if c == 0 else size - margin - side
+    return slice(top, top + side), slice(left, left + side)
+
+
+def burn_marker(image: np.ndarray, cls: str) -> np.ndarray:
+    """A copy of a uint8 image with the class's marker box burned in at full white."""
+    out = np.array(image, copy=True)
+    rows, cols = marker_box(out.shape[0], cls)
+    out[rows, cols] = 255
+    return out
+
+
+def _shortcut_marker(cfg: PhantomConfig, split: str, cls: str, image: np.ndarray) -> np.ndarray:
+    return burn_marker(image, cls) if cfg.shortcut == "marker" and split == TRAINING else image
+
+
 def render_case(
     cfg: PhantomConfig, split: str, cls: str, index: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Image and mask of one case, regenerated from its own seed."""
-    return render(cfg, draw_case(cfg, split, cls, index))
+    image, mask = render(cfg, draw_case(cfg, split, cls, index))
+    return _shortcut_marker(cfg, split, cls, image), mask
 
 
 def healthy_twin(cfg: PhantomConfig, split: str, cls: str, index: int) -> np.ndarray:
-    """The same case without its lesion: same anatomy, pose, sequence, bias and noise."""
-    return render(cfg, draw_case(cfg, split, cls, index), lesion=False)[0]
+    """The same case without its lesion: same anatomy, pose, sequence, bias, noise (and
+    marker)."""
+    return _shortcut_marker(cfg, split, cls,
+                            render(cfg, draw_case(cfg, split, cls, index), lesion=False)[0])
 
 
 # --------------------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ import pandas as pd
 import tensorflow as tf
 
 from ..config import check_int, from_group
+from . import models as _models  # noqa: F401  (registers the custom layers a saved model holds)
 from .fit import TrainingData
 
 EPS = 1e-7
