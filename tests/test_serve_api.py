@@ -209,7 +209,7 @@ def dicom_bytes(tmp_path: Path, case: str) -> bytes:
 
 @pytest.mark.parametrize(("case", "reason"), [
     ("no pixel data", "DICOM file without pixel data"),
-    ("multi-frame", "has shape (2, 64, 64); one greyscale frame is needed"),
+    ("multi-frame", "multi-frame DICOM (2 frames): the app classifies one slice"),
     ("cut short", "unreadable DICOM file"),
 ])
 def test_dicom_without_one_frame_is_refused_with_a_reason(client, tmp_path, case, reason

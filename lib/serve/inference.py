@@ -88,9 +88,14 @@ def _dicom_png(data: bytes) -> bytes:
         raise
     except Exception as exc:  # noqa: BLE001 - any unreadable DICOM is the user's file, not a 500
         raise BadInput(f"unreadable DICOM file ({type(exc).__name__}: {exc})", 422) from exc
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise BadInput(f"multi-frame DICOM ({frames} frames): the app classifies one slice; "
+                       "upload one frame, or import the series with `python -m lib.data.ingest "
+                       "dicom`, which writes each frame as a slice", 422)
     if raw.ndim != 2:
-        raise BadInput(f"DICOM pixel data has shape {raw.shape}; one greyscale frame is needed",
-                       422)
+        raise BadInput(f"DICOM pixel data has shape {raw.shape}; one greyscale frame is needed "
+                       "(a colour or multi-sample DICOM is not an MR slice)", 422)
     return png_bytes(dicom_to_uint8(ds, raw))
 
 
