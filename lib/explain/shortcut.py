@@ -128,6 +128,11 @@ def make_set(setup: Setup, work: Path) -> tuple[Path, Path, dict[str, Any]]:
     return raw, work / "processed" / "manifest.csv", audit.get("confounders") or {}
 
 
+def layer_of(model: Any, setup: Setup) -> str:
+    """The layer the explain stage's rule picks in this model (names can differ by seed)."""
+    return Explainer(model, setup.layer, min_grid=setup.min_grid).layer
+
+
 def train_arms(setup: Setup, data: fit.TrainingData, work: Path) -> str:
     """Train the plain CNN and its guided twin for every seed (resumable); returns the layer."""
     key = (vars(setup.model), vars(setup.train), vars(setup.augment), data.fingerprint)
@@ -139,12 +144,13 @@ def train_arms(setup: Setup, data: fit.TrainingData, work: Path) -> str:
     import keras
 
     first = keras.models.load_model(work / "models" / "plain" / f"seed{setup.seeds[0]}.keras")
-    layer = Explainer(first, setup.layer, min_grid=setup.min_grid).layer
+    layer = layer_of(first, setup)
     masked = guided.with_masks(data, setup.guide.mask_share, setup.seed)
 
     def warm_start(seed: int) -> Any:
         plain = keras.models.load_model(work / "models" / "plain" / f"seed{seed}.keras")
-        return guided.GuidedClassifier(plain, layer, setup.guide.lam, setup.guide.temperature)
+        return guided.GuidedClassifier(plain, layer_of(plain, setup), setup.guide.lam,
+                                       setup.guide.temperature)
 
     fit.train_seeds(masked, setup.seeds, None, setup.guide_train, stage="shortcut_guided",
                     key=(*key, vars(setup.guide), layer), warm_start=warm_start,
@@ -315,7 +321,7 @@ def run(params: dict[str, Any], root: Path, metrics_path: Path, figures_dir: Pat
     for arm in per_seed:
         for seed in setup.seeds:
             model = keras.models.load_model(work / "models" / arm / f"seed{seed}.keras")
-            per_seed[arm][seed] = score_model(model, layer, views)
+            per_seed[arm][seed] = score_model(model, layer_of(model, setup), views)
             firsts.setdefault(arm, model)
     figures(views, firsts, layer, per_seed, figures_dir)
     payload = {"kind": "marker", "layer": layer, "seeds": setup.seeds,
