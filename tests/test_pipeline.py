@@ -50,7 +50,7 @@ def tiny_params(params: dict) -> dict:
     params["train_transfer"].update(input_size=32, phase1_epochs=1, phase2_epochs=1,
                                     fine_tune_layers=5)
     params["guide"].update(models=list(GUIDED), epochs=1)
-    params["shortcut_test"].update(n_train_per_class=8, n_test_per_class=4)
+    params["shortcut_test"].update(n_train_per_class=10, n_test_per_class=5)
     params["evaluate"].update(bootstrap_resamples=200, gallery_per_pair=2)
     # Two methods keep the stage's plumbing under test; every method is covered by
     # tests/test_explain.py and the nbval run of 06_explain.
