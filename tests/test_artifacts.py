@@ -24,7 +24,8 @@ def trained_by_stages() -> set[str]:
     (lib.evaluate.metrics.BEST_MODEL_RULE), the one the app serves."""
     seed = min(PARAMS["train_seeds"])
     scratch = {f"models/scratch_{v}/seed{seed}.keras" for v in PARAMS["variants"]}
-    return scratch | {f"models/transfer/seed{seed}.keras"}
+    guided = {f"models/guided_{m}/seed{seed}.keras" for m in PARAMS["guide"]["models"]}
+    return scratch | guided | {f"models/transfer/seed{seed}.keras"}
 
 
 def stage_outs() -> set[str]:
