@@ -41,6 +41,7 @@ def test_queue_asks_dvc_for_one_named_experiment_per_point(monkeypatch: pytest.M
     seen = []
     monkeypatch.setattr(G.subprocess, "run", lambda cmd, check: seen.append(cmd))
     G.queue([(0.0, 1.0), (0.1, 0.01)])
-    assert seen[0] == ["dvc", "exp", "run", "--queue", "--name", "guide-lam0-share1",
-                       "-S", "guide.lam=0.0", "-S", "guide.mask_share=1.0", G.STAGE]
-    assert seen[1][5] == "guide-lam0p1-share0p01"
+    assert seen[0] == ["dvc", "exp", "run", "--queue", "--allow-missing", "--name",
+                       "guide-lam0-share1", "-S", "guide.lam=0.0", "-S", "guide.mask_share=1.0",
+                       G.STAGE]
+    assert seen[1][6] == "guide-lam0p1-share0p01"

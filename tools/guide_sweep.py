@@ -7,7 +7,7 @@
 
 `make sweep-guide` does the three steps and waits for the queue in between. Each experiment
 reruns only ``train_guided@scratch_batchnorm`` (every stage above it is restored from the DVC
-cache) with one setting changed, on every seed of ``train_seeds``; its metrics file carries the
+cache; ``--allow-missing`` keeps the outputs git does not hold from rerunning them) with one setting changed, on every seed of ``train_seeds``; its metrics file carries the
 validation macro-F1 and the validation pointing game of Grad-CAM and HiResCAM of the plain and
 the guided models, per seed (notebooks/04b_train_guided.ipynb). `collect` adds the committed
 workspace's own run (the params.yaml point) and writes one row per point (mean and sd over
@@ -44,8 +44,11 @@ def queue(points: Sequence[tuple[float, float]], dvc: str = "dvc") -> list[str]:
     commands = []
     for lam, share in points:
         name = f"guide-lam{lam:g}-share{share:g}".replace(".", "p")
-        cmd = [dvc, "exp", "run", "--queue", "--name", name, "-S", f"guide.lam={lam}",
-               "-S", f"guide.mask_share={share}", STAGE]
+        # --allow-missing: the executed notebooks and timings are cache: false outputs that git
+        # ignores, so an experiment's temporary workspace lacks them and DVC would otherwise
+        # retrain every stage above this one (measured: prepare and train_scratch reran).
+        cmd = [dvc, "exp", "run", "--queue", "--allow-missing", "--name", name,
+               "-S", f"guide.lam={lam}", "-S", f"guide.mask_share={share}", STAGE]
         subprocess.run(cmd, check=True)
         commands.append(" ".join(cmd))
     return commands

@@ -419,8 +419,10 @@ def guidance(reports: Path, executed: list[dict[str, Any]]) -> dict[str, Any] | 
         return None
     return {
         "rows": rows,
-        "claims": [c for c in found if c["kind"] == "guidance"
-                   or c["id"].startswith("target:guided_")],
+        # the targets and the comparisons that hold first; the others behind a fold
+        "claims": ([c for c in found if c["id"].startswith("target:guided_")]
+                   + [c for c in found if c["kind"] == "guidance" and c["holds"]]),
+        "claims_rest": [c for c in found if c["kind"] == "guidance" and not c["holds"]],
         "shortcut": shortcut,
         "shortcut_claims": [c for c in found if c["kind"] == "shortcut"
                             or c["id"].startswith("target:shortcut_test")],
