@@ -80,7 +80,7 @@ def row(name: str, params: dict[str, Any], metrics: dict[str, Any]) -> dict[str,
         return (metrics.get(key) or {}).get("sd")
 
     return {"lam": guide.get("lam"), "mask_share": guide.get("mask_share"),
-            "n_seeds": len(metrics.get("seeds", [])),
+            "n_seeds": (metrics.get("val_macro_f1") or {}).get("n"),  # DVC drops lists
             "val_macro_f1": mean("val_macro_f1"), "val_macro_f1_sd": sd("val_macro_f1"),
             "gradcam_guided": mean("val_pointing_game_guided_gradcam"),
             "gradcam_guided_sd": sd("val_pointing_game_guided_gradcam"),
