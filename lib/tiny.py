@@ -29,7 +29,7 @@ TINY: dict[str, Any] = {
     "train_scratch": {"input_size": 32, "blocks": 2, "filters": 8, "epochs": 2},
     "train_transfer": {"weights": "none", "input_size": 32, "phase1_epochs": 1, "phase2_epochs": 1,
                        "phase2_learning_rate": 0.0001, "fine_tune_layers": 10},
-    "guide": {"epochs": 2},
+    "guide": {"epochs": 1},
     "evaluate": {"bootstrap_resamples": 200},
     "explain": {"sample_size": 8, "sanity_size": 4, "smooth_samples": 4, "score_cam_max_n": 8,
                 "bootstrap_resamples": 200, "faithfulness_steps": 5},

@@ -197,6 +197,13 @@ def model_figure(prefix: str) -> Callable[[], Figure]:
     return lambda: model_figures()[f"{prefix}_{MODEL}"]
 
 
+def shortcut_f1() -> Figure:
+    from lib.explain.shortcut import f1_figure
+
+    seeds = {s: {"f1_marked": 0.93 - 0.01 * s, "f1_clean": 0.76 + 0.02 * s} for s in range(3)}
+    return f1_figure({"plain": seeds, "guided": seeds})
+
+
 SAVE, COMPACT = "save", "compact"
 # file the report embeds (relative to reports/, as report.caption_for takes it), how its stage
 # saves it, and how to draw it; one entry per figure the pipeline writes (see the coverage test)
@@ -218,6 +225,13 @@ REPORT_FIGURES: dict[str, tuple[str, Callable[[], Figure]]] = {
     "training/scratch_dropout_batchnorm/training_curves.png": (SAVE, lambda: trf.training_curves(
         {f"seed {s}": history(s) for s in (42, 43, 44)}, "scratch CNN, variant 'dropout'",
         "val_macro_f1")),
+    "training/scratch_dropout_batchnorm/plain_vs_guided.png": (SAVE, lambda: exf.saliency_mosaic(
+        [(arm, [(scan(k)[0], scan(k + 1)[0] / 255.0, scan(k)[1], "glioma") for k in range(6)])
+         for arm in ("plain", "guided")], title="Grad-CAM at block2_relu, plain vs guided")),
+    "figures/shortcut/shortcut_f1.png": (SAVE, lambda: shortcut_f1()),
+    "figures/shortcut/shortcut_maps.png": (COMPACT, lambda: exf.saliency_mosaic(
+        [(arm, [(scan(k)[0], scan(k + 2)[0] / 255.0, scan(k)[1], "pituitary") for k in range(6)])
+         for arm in ("plain", "guided")], title="Grad-CAM at block2_relu on marked test images")),
     "figures/evaluate/comparison.png": (COMPACT, lambda: evf.model_comparison(comparison())),
     f"figures/evaluate/confusion_{MODEL}.png": (COMPACT, lambda: evf.confusion_matrices(
         np.array([[90, 5, 3, 2], [4, 88, 6, 2], [1, 2, 96, 1], [0, 3, 2, 95]]), CLASSES, MODEL)),

@@ -213,6 +213,11 @@ def test_train_seeds_fine_tunes_each_seed_s_plain_model_with_masks(tiny_plain, t
     assert not all(np.array_equal(a, b) for a, b in
                    zip(saved.get_weights(), before.get_weights(), strict=True))
     assert {"localisation", "val_guided_loss"} <= set(runs.histories["seed 0"].columns)
+    fit.train_seeds(with_masks, [0], None, cfg, stage="guided_test", warm_start=warm,
+                    models_dir=tmp_path / "again", resume_root=tmp_path / "r2", verbose=0)
+    again = keras.models.load_model(tmp_path / "again" / "seed0.keras")
+    assert all(np.array_equal(a, b) for a, b in  # the second-order gradients are deterministic
+               zip(saved.get_weights(), again.get_weights(), strict=True))
     balanced = fit.TrainConfig(epochs=1, learning_rate=1e-3, class_weight="balanced")
     with pytest.raises(ValueError, match="class_weight"):
         fit.train_seeds(with_masks, [0], None, balanced, stage="guided_test", warm_start=warm,

@@ -7,7 +7,8 @@
 
 `make sweep-guide` does the three steps and waits for the queue in between. Each experiment
 reruns only ``train_guided@scratch_batchnorm`` (every stage above it is restored from the DVC
-cache; ``--allow-missing`` keeps the outputs git does not hold from rerunning them) with one setting changed, on every seed of ``train_seeds``; its metrics file carries the
+cache; ``--allow-missing`` keeps the outputs git does not hold from rerunning them) with one
+setting changed, on every seed of ``train_seeds``; its metrics file carries the
 validation macro-F1 and the validation pointing game of Grad-CAM and HiResCAM of the plain and
 the guided models, per seed (notebooks/04b_train_guided.ipynb). `collect` adds the committed
 workspace's own run (the params.yaml point) and writes one row per point (mean and sd over
