@@ -299,13 +299,13 @@ def test_cli_prints_the_summary_and_exits_2_on_an_ingest_error(tmp_path, brisc_s
                                                                 capsys) -> None:
     src, truth = brisc_src
     out = tmp_path / "raw"
-    result = brisc.main([str(src), "--out", str(out), "--resplit", "--test-fraction", "0.4",
-                         "--seed", "3"])
+    result = ingest.main(["brisc", str(src), "--out", str(out), "--resplit",
+                          "--test-fraction", "0.4", "--seed", "3"])
     printed = capsys.readouterr().out
     assert printed.strip() == result.summary()
     assert printed.startswith(f"brisc -> {out}: {result.written} file(s) written")
     assert sum(sum(v.values()) for v in result.images.values()) == len(truth)
     with pytest.raises(SystemExit) as exc:
-        brisc.main([str(src), "--out", str(src / "inside")])
+        ingest.main(["brisc", str(src), "--out", str(src / "inside")])
     assert exc.value.code == 2
     assert "overlap" in capsys.readouterr().err

@@ -1,10 +1,10 @@
 """BRISC 2025 importer: BRISC's classification and segmentation folders -> the raw layout.
 
-    python -m lib.data.brisc SRC [--out data/raw] [--resplit] [--test-fraction 0.2] [--seed 42]
-                                 [--overwrite]
+    python -m lib.data.ingest brisc SRC [--out data/raw] [--resplit] [--test-fraction 0.2]
+                                        [--seed 42] [--overwrite]
 
 BRISC (Fateh et al. 2025, "BRISC: Annotated Dataset for Brain Tumor Segmentation and
-Classification with Swin-HAFNet", arXiv:2506.14318, CC BY 4.0) holds 6,000 contrast-enhanced
+Classification", arXiv:2506.14318, CC BY 4.0) holds 6,000 contrast-enhanced
 T1-weighted slices in the study's four classes, in three planes, with radiologist-drawn tumour
 masks. Its layout::
 
@@ -33,13 +33,11 @@ idempotent byte-identical PNGs, groups.csv merged, every skip reported). Specifi
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import os
 import re
-import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -332,35 +330,3 @@ def import_brisc(src: Path | str, out: Path | str = "data/raw", resplit: bool = 
     result.warnings.append("BRISC has no patient ids: each image is its own group, so slices "
                            "of one patient may be in both splits")
     return result
-
-
-# ----------------------------------------------------------------------------- CLI
-
-
-def main(argv: Sequence[str] | None = None) -> IngestResult:
-    """Command line: import, print the summary; exit 2 on an IngestError."""
-    parser = argparse.ArgumentParser(prog="python -m lib.data.brisc",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("src", type=Path, help="BRISC's folder (opened read-only)")
-    parser.add_argument("--out", type=Path, default=Path("data/raw"))
-    parser.add_argument("--resplit", action="store_true",
-                        help="re-split by image (seeded, stratified) instead of BRISC's split")
-    parser.add_argument("--test-fraction", type=float, default=0.2,
-                        help="share of images in Testing (with --resplit)")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace files whose content differs, move images between splits")
-    args = parser.parse_args(argv)
-    try:
-        result = import_brisc(args.src, args.out, resplit=args.resplit,
-                              test_fraction=args.test_fraction, seed=args.seed,
-                              overwrite=args.overwrite)
-    except IngestError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
-    print(result.summary())
-    return result
-
-
-if __name__ == "__main__":
-    main()
