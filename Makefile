@@ -11,7 +11,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 export MPLBACKEND := Agg
 
 .PHONY: help setup data repro test test-fast mutation lab serve bench crosscheck report lint lock \
-	phantom clean exps sweep-guide import-feedback
+	phantom clean exps sweep-guide sweep import-feedback
 
 # make help lists every target with a "## " comment on its line, in the order of this file.
 help: ## this list
@@ -20,6 +20,7 @@ help: ## this list
 	@echo "Variables: PYTHON=/path/to/python3.11;  TF_PACKAGE='tensorflow[and-cuda]' with make setup"
 	@echo "  installs the GPU build of TensorFlow, kept until changed (README: GPU install);"
 	@echo "  EXPS_ARGS='--only-changed' (or any dvc exp show option) with make exps."
+	@echo "  SWEEP_STAGE=train_scratch@none, SWEEP_ARGS='--jobs 1 --threads 2' with make sweep."
 
 # TensorFlow: requirements.txt pins the CPU wheel (tensorflow-cpu). On a CUDA machine
 #   make setup TF_PACKAGE='tensorflow[and-cuda]'
@@ -129,8 +130,11 @@ lab: setup ## open the notebooks in JupyterLab with the project kernel
 serve: setup ## the app: web UI at http://127.0.0.1:8000/ui/, REST API docs at /docs
 	$(BIN)/python -m lib.serve
 
-bench: setup ## print the speed budgets as measured figures
-	$(BIN)/python -m bench.run
+# bench/scale.py (8-12 min on 2 cores): seconds per image and peak memory of prepare, training,
+# predict and Grad-CAM on phantom sets of 1k-8k images and 128-512 px; runs even when bench.run
+# misses a budget.
+bench: setup ## print the speed budgets as measured figures, then the cost curve (bench/scale.py)
+	$(BIN)/python -m bench.run; rc=$$?; $(BIN)/python -m bench.scale || rc=1; exit $$rc
 
 # The cross-machine check, after make repro: reruns the whole study in a temp copy of the checkout
 # with oneDNN capped at AVX2 kernels (ONEDNN_MAX_CPU_ISA), as another CPU would train it, and
@@ -169,6 +173,19 @@ sweep-guide: setup ## queue the guided arm's lam and mask-share sweep as DVC exp
 	$(BIN)/dvc queue start -j 1
 	until ! $(BIN)/dvc queue status | grep -qE 'Queued|Running'; do sleep 20; done
 	$(BIN)/python -m tools.guide_sweep collect --dvc $(BIN)/dvc
+
+# The seeds of one training stage as parallel queued DVC experiments, after make repro: one
+# `dvc exp run --queue -S 'train_seeds=[<seed>]' $(SWEEP_STAGE)` per seed of train_seeds, then
+# `dvc queue start -j <workers>` with each worker's threads capped (OMP_NUM_THREADS,
+# TF_NUM_INTRAOP_THREADS, TF_NUM_INTEROP_THREADS), a wait on the queue's rows and the per-seed
+# validation metrics in reports/sweeps/ (tools/seed_sweep.py; `python -m tools.seed_sweep models`
+# copies the models out of the cache). Workers: one per core at one thread each (measured on 2
+# cores, 3 seeds: 254 s as 2 x 1 thread, 310 s as 1 x 2). The thread count changes the numbers:
+# SWEEP_ARGS='--jobs 1 --threads 2' (threads = cores) gives dvc repro's to the last digit.
+SWEEP_STAGE ?= train_scratch@batchnorm
+SWEEP_ARGS ?=
+sweep: setup ## the seeds of SWEEP_STAGE as parallel queued DVC experiments, then collect
+	$(BIN)/python -m tools.seed_sweep run --stage '$(SWEEP_STAGE)' --dvc $(BIN)/dvc $(SWEEP_ARGS)
 
 FEEDBACK ?= feedback
 import-feedback: setup ## add the app's feedback (FEEDBACK=folder) to data/raw/Training, with provenance

@@ -35,6 +35,7 @@ from .stats import holm, paired_difference
 EVALUATE_JSON = Path("reports/metrics/evaluate.json")
 EXPLAIN_JSON = Path("reports/metrics/explain.json")
 SHORTCUT_JSON = Path("reports/metrics/shortcut.json")
+FUSION_JSON = Path("reports/metrics/fusion.json")
 CLAIMS_JSON = Path("reports/metrics/claims.json")
 README = Path("README.md")
 README_START, README_END = "<!-- claims:start -->", "<!-- claims:end -->"
@@ -286,17 +287,45 @@ def shortcut_claims(sc: dict[str, Any] | None, alpha: float = 0.05
     return claims, metrics
 
 
+def fusion_claims(fu: dict[str, Any] | None, alpha: float = 0.05
+                  ) -> tuple[list[dict[str, Any]], list[dict]]:
+    """Claims from the fusion stage (lib.evaluate.fusion's fusion.json): per image model, image +
+    metadata against the same features without metadata (what metadata adds), against the
+    image model as trained, and the new head against the trained one (the control), each in
+    test macro-F1 paired by seed, Holm over all of them; every arm's macro-F1 as a metric."""
+    if not fu:
+        return [], []
+    pairs = [{**pair, "a": f"{pair['a']}:{model}", "b": f"{pair['b']}:{model}"}
+             for model, result in fu["image_models"].items() for pair in result["comparisons"]]
+    testable = [p for p in pairs if p["p"] is not None]
+    for pair, adjusted in zip(testable, holm([p["p"] for p in testable]), strict=True):
+        pair["p_holm"] = float(adjusted)
+    claims = []
+    for pair in pairs:
+        pair["holds"] = pair.get("p_holm") is not None and pair["p_holm"] < alpha
+        claims.append(comparison_claim(pair, "test macro-F1 in the fusion stage", kind="fusion"))
+    metrics = [_metric(f"fusion:{arm}:{model}", f"fusion stage, {arm} on {model}, test macro-F1",
+                       stat["macro_f1"])
+               for model, result in fu["image_models"].items()
+               for arm, stat in result["arms"].items()]
+    metrics.append(_metric("fusion:metadata", "fusion stage, metadata alone, test macro-F1",
+                           fu["metadata_only"]["macro_f1"]))
+    return claims, metrics
+
+
 def build(evaluate: dict[str, Any], explain: dict[str, Any],
-          shortcut: dict[str, Any] | None = None) -> dict[str, Any]:
+          shortcut: dict[str, Any] | None = None,
+          fusion: dict[str, Any] | None = None) -> dict[str, Any]:
     """The claims.json payload."""
     claims, metrics = classification_claims(evaluate)
     more, more_metrics = explanation_claims(explain)
     guidance, _ = guidance_claims(evaluate, explain, evaluate["alpha"])
     short, short_metrics = shortcut_claims(shortcut, evaluate["alpha"])
+    fused, fused_metrics = fusion_claims(fusion, evaluate["alpha"])
     return {"level": evaluate["bootstrap"]["level"], "alpha": evaluate["alpha"],
             "seeds": {k: v["seeds"] for k, v in evaluate["configurations"].items()},
-            "claims": claims + more + guidance + short,
-            "metrics": metrics + more_metrics + short_metrics}
+            "claims": claims + more + guidance + short + fused,
+            "metrics": metrics + more_metrics + short_metrics + fused_metrics}
 
 
 def headline_claims(payload: dict[str, Any]) -> list[dict[str, Any]]:
@@ -342,6 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--evaluate", type=Path, default=EVALUATE_JSON)
     parser.add_argument("--explain", type=Path, default=EXPLAIN_JSON)
     parser.add_argument("--shortcut", type=Path, default=SHORTCUT_JSON)
+    parser.add_argument("--fusion", type=Path, default=FUSION_JSON)
     parser.add_argument("--out", type=Path, default=CLAIMS_JSON)
     parser.add_argument("--readme", type=Path, default=README)
     args = parser.parse_args(argv)
@@ -351,14 +381,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"missing {', '.join(map(str, missing))}: run dvc repro evaluate explain",
                   file=sys.stderr)
             return 2
-        shortcut = None
-        if args.shortcut.is_file():
-            shortcut = json.loads(args.shortcut.read_text())
-        else:
-            print(f"claims: no {args.shortcut} (dvc repro shortcut): its claims are left out",
-                  file=sys.stderr)
+        optional = {}
+        for name, path in (("shortcut", args.shortcut), ("fusion", args.fusion)):
+            optional[name] = json.loads(path.read_text()) if path.is_file() else None
+            if optional[name] is None:
+                print(f"claims: no {path} (dvc repro {name}): its claims are left out",
+                      file=sys.stderr)
         payload = build(json.loads(args.evaluate.read_text()),
-                        json.loads(args.explain.read_text()), shortcut)
+                        json.loads(args.explain.read_text()), **optional)
         write_json(args.out, payload)
         held = sum(c["holds"] for c in payload["claims"])
         print(f"claims: {held} of {len(payload['claims'])} hold; wrote {args.out}")

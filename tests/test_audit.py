@@ -51,9 +51,13 @@ def test_near_duplicate_search_is_vectorised_and_exact():
     hashes = rng.integers(0, 2**63, 3000, dtype=np.uint64)
     hashes[10] = hashes[5] ^ np.uint64(0b1011)  # distance 3
     hashes[2999] = hashes[0]
-    pairs, nn = near_duplicate_pairs(hashes, 4, block=128)
+    pairs, nn = near_duplicate_pairs(hashes, 4, block=128, nn_sample=3000)
     assert {(5, 10, 3), (0, 2999, 0)} <= {tuple(p) for p in pairs.tolist()}
     assert nn[10] == 3 and nn[0] == 0 and nn[1] > 4
+    # above nn_sample images, the nearest-neighbour distances are those of a seeded sample
+    _, sampled = near_duplicate_pairs(hashes, 4, nn_sample=500, seed=3)
+    rows = np.sort(np.random.default_rng(3).choice(3000, 500, replace=False))
+    np.testing.assert_array_equal(sampled, nn[rows])
     brute = [(i, j) for i in range(200) for j in range(i + 1, 200)
              if bin(int(hashes[i]) ^ int(hashes[j])).count("1") <= 20]
     small, _ = near_duplicate_pairs(hashes[:200], 20, block=64)
@@ -81,6 +85,25 @@ def test_look_alike_images_are_not_near_duplicates(tmp_path):
     pair = ("Training/benign/look_a.png", "Testing/benign/look_b.png")
     assert pair not in kinds[0.5]
     assert pair in kinds[100.0]
+
+
+def test_multi_index_search_finds_exactly_the_brute_force_pairs_on_clustered_hashes():
+    """Look-alike scans share most pHash bits: clusters of hashes a few bits apart, where every
+    chunk collides often. The pigeonhole search must still return every pair within the
+    distance and nothing else, sorted by (i, j)."""
+    rng = np.random.default_rng(1)
+    centres = rng.integers(0, 2**63, 20, dtype=np.uint64)
+    flips = rng.integers(0, 64, (400, 5)).astype(np.uint64)
+    hashes = centres[rng.integers(0, 20, 400)].copy()
+    for k in range(5):
+        use = rng.random(400) < 0.5
+        hashes[use] ^= np.uint64(1) << flips[use, k]
+    for distance in (0, 2, 4, 7):
+        pairs, _ = near_duplicate_pairs(hashes, distance)
+        brute = [(i, j, bin(int(hashes[i]) ^ int(hashes[j])).count("1"))
+                 for i in range(400) for j in range(i + 1, 400)
+                 if bin(int(hashes[i]) ^ int(hashes[j])).count("1") <= distance]
+        assert list(map(tuple, pairs.tolist())) == brute and len(brute) > 0
 
 
 def test_near_duplicate_search_stops_at_max_pairs():

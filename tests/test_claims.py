@@ -424,3 +424,31 @@ def test_shortcut_claims_say_whether_the_shortcut_is_real_and_whether_guidance_s
     by_id = {c["id"]: c for c in out}
     assert by_id["target:shortcut_test:plain_drop"]["verdict"] == "missed"  # no shortcut learnt
     assert claims.shortcut_claims(None) == ([], [])
+
+
+def test_fusion_claims_pair_the_arms_by_seed_with_holm_over_every_image_model() -> None:
+    """What metadata adds is fusion - image_head on the same seeds; the p-values are adjusted
+    over all comparisons of all image models; every arm becomes a metric."""
+    from lib.evaluate.fusion import comparisons, summarise
+
+    def arms(fusion_gain: float) -> dict:
+        base = {42: 0.90, 43: 0.92, 44: 0.91}
+        return {"image": {s: {"macro_f1": v} for s, v in base.items()},
+                "image_head": {s: {"macro_f1": v + 0.01} for s, v in base.items()},
+                "fusion": {s: {"macro_f1": v + 0.01 + fusion_gain + 0.001 * (s - 43)}
+                           for s, v in base.items()}}
+
+    fu = {"image_models": {name: {"arms": summarise(a), "comparisons": comparisons(a)}
+                           for name, a in (("cnn", arms(0.10)), ("tl", arms(0.0)))},
+          "metadata_only": summarise({"m": {42: {"macro_f1": 0.3}, 43: {"macro_f1": 0.32}}})["m"]}
+    found, metrics = claims.fusion_claims(fu, alpha=0.05)
+    assert len(found) == 6 and all(c["kind"] == "fusion" for c in found)
+    gain = next(c for c in found if c["a"] == "fusion:cnn" and c["b"] == "image_head:cnn")
+    assert gain["holds"] and gain["winner"] == "fusion:cnn"
+    assert gain["estimate"] == pytest.approx(0.10)
+    raw = [c["p"] for c in found if c["p"] is not None]
+    assert all(c["p_holm"] >= c["p"] for c in found if c["p"] is not None) and len(raw) == 6
+    none = next(c for c in found if c["a"] == "fusion:tl" and c["b"] == "image_head:tl")
+    assert not none["holds"] and none["winner"] is None
+    assert len(metrics) == 2 * 3 + 1 and metrics[-1]["id"] == "fusion:metadata"
+    assert claims.fusion_claims(None) == ([], [])

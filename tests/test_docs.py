@@ -86,7 +86,8 @@ def test_the_readme_status_block_is_the_committed_claims() -> None:
 METRIC_NUMBER = re.compile(r"(?<![\w.])0\.\d{2,3}(?!\d)")  # a score, a rate, a drift
 DATE = re.compile(r"\b20\d\d-\d\d-\d\d\b")
 # Paragraphs whose every number tests/test_docs.py checks against a committed file (below).
-CHECKED = ("- **Across CPU kinds: the claims.**", "- **Why 3 seeds.**")
+CHECKED = ("- **Across CPU kinds: the claims.**", "- **Why 3 seeds.**",
+           "| image model | as trained |", "- The metadata alone scores")
 
 
 def readme_paragraphs(text: str) -> list[str]:
@@ -147,3 +148,21 @@ def test_readme_seed_spread_is_the_evaluation_s() -> None:
     text = " ".join(paragraph(CHECKED[1]).split())
     assert (f"sd {min(scratch):.3f}-{max(scratch):.3f} for the scratch variants and "
             f"{sd['transfer']:.3f} for transfer") in text
+
+
+def test_readme_fusion_numbers_are_the_fusion_stage_s() -> None:
+    """The Image + metadata table and the metadata-alone line print reports/metrics/fusion.json."""
+    import json
+
+    fu = json.loads((REPO / "reports" / "metrics" / "fusion.json").read_text())
+    table = paragraph(CHECKED[2])
+    for name, result in fu["image_models"].items():
+        arms, add = result["arms"], result["comparisons"][0]
+        cells = [f"{arms[a]['macro_f1']['mean']:.3f} ± {arms[a]['macro_f1']['sd']:.3f}"
+                 for a in ("image", "image_head", "fusion")]
+        assert f"| {name} | " + " | ".join(cells) + f" | {add['estimate']:+.3f} " in table, name
+    line = " ".join(paragraph(CHECKED[3]).split())
+    alone = fu["metadata_only"]["macro_f1"]
+    assert f"macro-F1 {alone['mean']:.3f} ± {alone['sd']:.3f}" in line
+    for column in ("age", "sex"):
+        assert fu["audit"]["columns"][column]["message"] in line

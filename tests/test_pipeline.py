@@ -29,7 +29,7 @@ VARIANTS = ("dropout_batchnorm",)
 GUIDED = tuple(f"scratch_{v}" for v in VARIANTS)  # the guided arm on the scratch CNN only here
 TRAINING_STAGES = ("augmentation", *(f"train_scratch@{v}" for v in VARIANTS), "pretext",
                    "pretrain", "train_transfer", *(f"train_guided@{m}" for m in GUIDED))
-STUDY_STAGES = ("evaluate", "twins", "explain", "shortcut", "claims")
+STUDY_STAGES = ("evaluate", "twins", "explain", "shortcut", "fusion", "claims")
 SEEDS = (42, 43)  # two: every seed-aware statistic and the claims run on a real spread
 CONFIGS = (*(f"scratch_{v}" for v in VARIANTS), "transfer", *(f"guided_{m}" for m in GUIDED))
 MODEL_KEYS = tuple(f"{c}_s{s}" for c in CONFIGS for s in SEEDS)
@@ -51,6 +51,7 @@ def tiny_params(params: dict) -> dict:
                                     fine_tune_layers=5)
     params["guide"].update(models=list(GUIDED), epochs=1)
     params["shortcut_test"].update(n_train_per_class=10, n_test_per_class=5)
+    params["fusion"].update(image_models=list(GUIDED), epochs=10, patience=3)
     params["evaluate"].update(bootstrap_resamples=200, gallery_per_pair=2)
     # Two methods keep the stage's plumbing under test; every method is covered by
     # tests/test_explain.py and the nbval run of 06_explain.
@@ -366,3 +367,20 @@ def test_the_shortcut_stage_scores_both_arms_with_and_without_the_marker(study: 
     claims = {c["id"] for c in json.loads((clone / "reports" / "metrics" /
                                            "claims.json").read_text())["claims"]}
     assert {"target:shortcut_test:plain_drop", "target:shortcut_test:guided_drop"} <= claims
+
+
+def test_the_fusion_stage_scores_every_arm_over_the_seeds(study: dict) -> None:
+    """The fusion stage's output on the tiny phantom: its age and sex (drawn as phantom.metadata:
+    cbtrus writes them), the metadata audit, every arm on every seed, and its claims."""
+    clone = study["clone"]
+    payload = json.loads((clone / "reports" / "metrics" / "fusion.json").read_text())
+    assert payload["source"] == "phantom" and set(payload["columns"]) == {"age", "sex"}
+    assert set(payload["audit"]["columns"]) == {"age", "sex", "all metadata"}
+    assert set(payload["metadata_only"]["per_seed"]) == {f"s{s}" for s in SEEDS}
+    for name in GUIDED:
+        arms = payload["image_models"][name]["arms"]
+        assert {a: set(v["per_seed"]) for a, v in arms.items()} == {
+            a: {f"s{s}" for s in SEEDS} for a in ("image", "image_head", "fusion")}
+    claims = json.loads((clone / "reports" / "metrics" / "claims.json").read_text())["claims"]
+    assert sum(c["kind"] == "fusion" for c in claims) == 3 * len(GUIDED)
+    assert "Image + metadata" in (clone / "reports" / "index.html").read_text()

@@ -266,6 +266,7 @@ def write_outputs(root: Path, evaluate: bool = True, explain: bool = True) -> No
         png(reports / "figures" / "explain" / "localisation.png")
     if evaluate and explain:
         write_guided(root)
+        write_fusion(root)
         claims_json = build_claims(evaluate_json(), explain_json())
         claims_json["claims"].append({  # what lib.claims.guidance_claims writes, made up
             "id": "target:guided_not_worse:guided_scratch_batchnorm", "kind": "target",
@@ -305,6 +306,32 @@ def write_guided(root: Path) -> None:
         "0.0,1.0,3,0.93,0.01,0.21,0.02,0.80,0.02,0.2,0.8,guide-lam0-share1\n"
         "0.1,1.0,3,0.94,0.01,0.91,0.02,0.88,0.02,0.2,0.8,workspace\n")
     png(sweep / "guide_sweep.png")
+
+
+def write_fusion(root: Path) -> None:
+    """The fusion stage's outputs (lib.evaluate.fusion's schema, made-up numbers)."""
+    metrics, reports = root / "reports" / "metrics", root / "reports"
+
+    def stat(mean: float) -> dict[str, Any]:
+        return {"mean": mean, "sd": 0.01, "n": 3, "interval": [mean - 0.02, mean + 0.02],
+                "per_seed": {}}
+
+    def arm(mean: float) -> dict[str, Any]:
+        return {"per_seed": {f"s{s}": {"macro_f1": mean} for s in (42, 43, 44)},
+                "macro_f1": stat(mean)}
+
+    audit = {"columns": {"age": {"message": "age alone predicts the class with balanced "
+                                            "accuracy 0.34 (chance 0.25, p = 0.0099)",
+                                 "finding": False}}, "findings": []}
+    dump(metrics / "fusion.json", {
+        "source": "phantom", "columns": {"age": "numeric", "sex": "categorical"},
+        "seeds": [42, 43, 44], "chance_macro_f1": 0.25, "audit": audit,
+        "metadata_only": arm(0.317), "caveat": "Metadata may be a confounder (made up).",
+        "image_models": {"scratch_batchnorm": {
+            "arms": {"image": arm(0.91), "image_head": arm(0.931), "fusion": arm(0.936)},
+            "comparisons": [{"a": "fusion", "b": "image_head", "estimate": 0.005,
+                             "interval": [-0.002, 0.013], "p": 0.1}]}}})
+    png(reports / "figures" / "fusion" / "fusion_f1.png")
 
 
 @pytest.fixture()
@@ -399,7 +426,7 @@ def test_full_report_embeds_every_figure_and_links_only_inside(outputs: Path) ->
     index = report.build(root=outputs)
     page = soup_of(index)
     n_png = len(list((outputs / "reports").rglob("*.png")))
-    assert check_images(page) == n_png == 26
+    assert check_images(page) == n_png == 27
     check_links(index, page)
     assert page.find("a", href="notebooks/05_evaluate.html")
     assert "not yet run" not in page.get_text().lower()
@@ -492,7 +519,7 @@ def test_every_embedded_figure_has_a_caption_for_a_reader(outputs: Path) -> None
     page = soup_of(report.build(root=outputs))
     shown = page.find_all("figure")
     files = sorted((outputs / "reports").rglob("*.png"))
-    assert len(shown) == len(files) == 30
+    assert len(shown) == len(files) == 31
     for fig in shown:
         caption = text_of(fig.figcaption)
         assert fig.img["alt"] == caption
@@ -831,3 +858,18 @@ def test_the_guided_section_shows_cost_claims_and_the_shortcut_test(outputs: Pat
         path.unlink()
     page = soup_of(report.build(root=outputs))
     assert "dvc repro train_guided" in text_of(page.find("h2", id="guided").find_next("p"))
+
+
+def test_the_fusion_section_shows_every_arm_the_audit_and_the_caveat(outputs: Path) -> None:
+    page = soup_of(report.build(root=outputs))
+    section = page.find("h2", id="fusion")
+    text = " ".join(text_of(t) for t in section.find_all_next(["p", "table"], limit=4))
+    assert "age alone predicts the class with balanced accuracy 0.34" in text
+    assert "0.910 ± 0.010" in text and "0.936 ± 0.010" in text and "+0.005" in text
+    assert "0.317 ± 0.010 (chance 0.25)" in text
+    assert "Metadata may be a confounder (made up)." in text_of(section.find_next(
+        "p", string=None).find_next("strong", string="What this means.").parent)
+    assert page.find("a", href="#fusion")
+    (outputs / "reports" / "metrics" / "fusion.json").unlink()
+    page = soup_of(report.build(root=outputs))
+    assert "dvc repro fusion" in text_of(page.find("h2", id="fusion").find_next("p"))

@@ -105,6 +105,13 @@ def shortcut_inputs(params: dict[str, Any]) -> Any:
     return Setup.from_params(params)
 
 
+def fusion_inputs(params: dict[str, Any]) -> Any:
+    """What `python -m lib.evaluate.fusion` reads (its Setup from params.yaml)."""
+    from lib.evaluate.fusion import Setup
+
+    return Setup.from_params(params, REPO)
+
+
 def report_inputs(params: dict[str, Any]) -> Any:
     return params  # the report prints every parameter
 
@@ -116,7 +123,7 @@ def claims_inputs(params: dict[str, Any]) -> Any:
 MODULE_STAGES: dict[str, Callable[[dict[str, Any]], Any]] = {
     "prepare": prepare_inputs, "pretext": pretext_inputs, "twins": twins_inputs,
     "pretrain": pretrain_inputs, "report": report_inputs, "claims": claims_inputs,
-    "shortcut": shortcut_inputs}
+    "shortcut": shortcut_inputs, "fusion": fusion_inputs}
 
 
 def stage_inputs(name: str, params: dict[str, Any]) -> Any:

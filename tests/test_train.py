@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from lib.data.images import load_image
-from lib.data.inputs import TrainStream, load_arrays, make_dataset
+from lib.data.inputs import RowFile, TrainStream, load_arrays, make_dataset
 from lib.data.manifest import DataError, class_names, split_frame
 from lib.tiny import tiny_dataset
 from lib.train import fit as train
@@ -77,6 +77,26 @@ def test_train_stream_epochs_are_a_function_of_the_epoch(data: train.TrainingDat
     assert not np.array_equal(order[0], order[1])
     np.testing.assert_array_equal(whole[1][1].argmax(axis=1), stream.labels[order[1]])
     assert not np.array_equal(whole[0][0], whole[1][0])
+
+
+def test_the_training_split_is_read_from_disk_batch_by_batch_with_the_same_pixels(
+        data: train.TrainingData) -> None:
+    """The decoded training split lives in a file (memory does not grow with the number of
+    images: bench/scale.py) and gives the batches an in-memory copy gives, augmentation and all;
+    the validation split is cached in a file too."""
+    stream, val = data.datasets(5, channels=1, seed=4, augment=AugmentPolicy(AugmentConfig(), 4))
+    assert isinstance(stream.images, RowFile)
+    in_memory = load_arrays(data.train, data.raw_dir, image_size=data.image_size,
+                            n_classes=data.n_classes)[0]
+    assert stream.images.shape == in_memory.shape
+    np.testing.assert_array_equal(stream.images[[3, 0, 3]], in_memory[[3, 0, 3]])
+    twin = TrainStream(in_memory, stream.labels, data.n_classes, 5, 4, 1,
+                       AugmentPolicy(AugmentConfig(), 4))
+    for (a, ya), (b, yb) in zip(_epochs(stream, 0, 2), _epochs(twin, 0, 2), strict=True):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(ya, yb)
+    list(val)  # the first pass writes the cache file
+    assert any(p.name.startswith("val.cache") for p in data.work_dir.iterdir())
 
 
 def test_train_stream_refuses_bad_labels_and_channels(data: train.TrainingData) -> None:

@@ -21,12 +21,13 @@ lam = 0 is the control: the same 8 extra epochs without the localisation term.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from tools.dvc_queue import exp_show, runs
 
 STAGE = "train_guided@scratch_batchnorm"
 METRICS = "reports/metrics/train_guided_scratch_batchnorm.json"
@@ -55,19 +56,6 @@ def queue(points: Sequence[tuple[float, float]], dvc: str = "dvc") -> list[str]:
     return commands
 
 
-def _runs(node: Any) -> Iterator[dict[str, Any]]:
-    """Every record of `dvc exp show --json` output that has params and metrics data."""
-    if isinstance(node, dict):
-        data = node.get("data")
-        if isinstance(data, dict) and "params" in data and "metrics" in data:
-            yield {"name": node.get("name") or data.get("name") or node.get("rev"), **data}
-        for value in node.values():
-            yield from _runs(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _runs(value)
-
-
 def row(name: str, params: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any] | None:
     """One point of the curve from an experiment's params.yaml and guided metrics, or None."""
     guide = params.get("guide", {})
@@ -94,7 +82,7 @@ def row(name: str, params: dict[str, Any], metrics: dict[str, Any]) -> dict[str,
 def rows_from_show(show: Any) -> list[dict[str, Any]]:
     """The points in `dvc exp show --json` output (the workspace and every experiment)."""
     out = {}
-    for run in _runs(show):
+    for run in runs(show):
         params = (run["params"].get("params.yaml") or {}).get("data", {})
         metrics = (run["metrics"].get(METRICS) or {}).get("data", {})
         point = row(str(run["name"]), params, metrics)
@@ -165,9 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(cmd)
         print("queued; run them with: dvc queue start -j 1")
         return 0
-    show = json.loads(subprocess.run([args.dvc, "exp", "show", "--json", "--no-pager"],
-                                     check=True, capture_output=True, text=True).stdout)
-    rows = rows_from_show(show)
+    rows = rows_from_show(exp_show(args.dvc))
     if not rows:
         print("no experiment has the guided metrics yet: queue and run the sweep first",
               file=sys.stderr)

@@ -360,39 +360,88 @@ class TooManyPairsError(ValueError):
     """The duplicate thresholds match so many pairs that searching on is pointless."""
 
 
-def near_duplicate_pairs(
-    hashes: np.ndarray, max_distance: int, block: int = 256, max_pairs: int | None = None,
-    confirm: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """All pairs (i < j) within Hamming distance, plus each item's nearest-neighbour distance.
+# Nearest-neighbour distances (the audit's histogram) are measured exactly for up to this many
+# images, against all; above it, for a seeded sample of this many: O(sample x N), not O(N^2).
+NN_SAMPLE = 2000
 
-    Blocks of rows against all columns keep memory at block*n words (20 MB for 10k hashes)
-    while staying vectorised; `confirm(i, j) -> bool mask` filters each block's candidates so
-    that only confirmed pairs are kept. Returns (pairs as an (k, 3) int array of i, j,
-    distance; nn) where nn is 65 for an item without any other item. More than `max_pairs`
-    pairs raises TooManyPairsError as soon as they are found, before memory runs out.
+
+def _chunk_bounds(max_distance: int) -> list[tuple[int, int]]:
+    """max_distance + 1 bit ranges covering the 64-bit hash: two hashes within max_distance
+    differ in at most max_distance ranges, so they agree exactly on at least one (pigeonhole)."""
+    edges = np.linspace(0, 64, max_distance + 2).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def _close_pairs(hashes: np.ndarray, max_distance: int) -> np.ndarray:
+    """Sorted unique i * n + j (i < j) of every pair within max_distance. Only pairs that
+    agree on a whole chunk are compared (multi-index hashing, Norouzi et al. 2012), and each
+    chunk's candidates are filtered at once, so memory holds the close pairs, not the
+    candidates."""
+    n = len(hashes)
+    found: list[np.ndarray] = []
+    for lo, hi in _chunk_bounds(max_distance):
+        key = (hashes >> np.uint64(lo)) & np.uint64((1 << (hi - lo)) - 1)
+        order = np.argsort(key, kind="stable")
+        sorted_key = key[order]
+        starts = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
+        sizes = np.diff(np.r_[starts, n])
+        for start, size in zip(starts[sizes > 1], sizes[sizes > 1], strict=True):
+            members = np.sort(order[start:start + size]).astype(np.int64)
+            ii, jj = np.triu_indices(size, 1)
+            i, j = members[ii], members[jj]
+            close = np.bitwise_count(hashes[i] ^ hashes[j]) <= max_distance
+            found.append(i[close] * n + j[close])
+    return np.unique(np.concatenate(found)) if found else np.zeros(0, dtype=np.int64)
+
+
+def nearest_distances(hashes: np.ndarray, rows: np.ndarray, block: int = 256) -> np.ndarray:
+    """Each of `rows`' Hamming distance to its nearest other hash (65: no other item), in
+    blocks of rows against all columns (block * n words of memory)."""
+    hashes = np.asarray(hashes, dtype=np.uint64)
+    nn = np.full(len(rows), 65, dtype=np.int16)
+    if len(hashes) < 2:
+        return nn
+    for start in range(0, len(rows), block):
+        chunk = rows[start:start + block]
+        dist = np.bitwise_count(hashes[chunk, None] ^ hashes[None, :]).astype(np.int16)
+        dist[np.arange(len(chunk)), chunk] = 65
+        nn[start:start + len(chunk)] = dist.min(axis=1)
+    return nn
+
+
+def near_duplicate_pairs(
+    hashes: np.ndarray, max_distance: int, block: int = 4096, max_pairs: int | None = None,
+    confirm: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    nn_sample: int = NN_SAMPLE, seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """All pairs (i < j) within Hamming distance, plus nearest-neighbour distances.
+
+    Pairs come from multi-index hashing (:func:`_close_pairs`): the hash is cut into
+    max_distance + 1 chunks and only pairs that agree on a whole chunk are compared, so the
+    work is the pairs that share a chunk (about n^2 / 2^13 per chunk for unrelated 64-bit hashes
+    at distance 4) instead of all n^2 / 2. `confirm(i, j) -> bool mask` filters the pairs, in
+    blocks of `block`, so that only confirmed pairs are kept; more than `max_pairs` confirmed
+    pairs raises TooManyPairsError as soon as they are found. Returns (pairs as an (k, 3) int
+    array of i, j, distance, sorted by i then j; nn): nn holds each item's nearest-neighbour
+    distance (65: no other item) when n <= `nn_sample`, else those of a seeded sample of
+    `nn_sample` items (against all items).
     """
     hashes = np.asarray(hashes, dtype=np.uint64)
     n = len(hashes)
-    nn = np.full(n, 65, dtype=np.int16)
+    rows = (np.arange(n) if n <= nn_sample else
+            np.sort(np.random.default_rng(seed).choice(n, nn_sample, replace=False)))
+    nn = nearest_distances(hashes, rows)
+    flat = _close_pairs(hashes, max_distance) if n > 1 else np.zeros(0, dtype=np.int64)
+    ii, jj = flat // max(n, 1), flat % max(n, 1)
+    dist = np.bitwise_count(hashes[ii] ^ hashes[jj]).astype(np.int64)
     found: list[np.ndarray] = []
     total = 0
-    for start in range(0, n, block):
-        stop = min(start + block, n)
-        dist = np.bitwise_count(hashes[start:stop, None] ^ hashes[None, :]).astype(np.int16)
-        local = np.arange(stop - start)
-        dist[local, local + start] = 65
-        if n > 1:
-            nn[start:stop] = dist.min(axis=1)
-        ii, jj = np.nonzero(dist <= max_distance)
-        ii = ii + start
-        keep = jj > ii
-        if confirm is not None and keep.any():
-            keep[keep] = confirm(ii[keep], jj[keep])
+    for start in range(0, len(ii), block):
+        i, j, d = ii[start:start + block], jj[start:start + block], dist[start:start + block]
+        keep = confirm(i, j) if confirm is not None else np.ones(len(i), dtype=bool)
         if keep.any():
-            chunk = np.stack([ii[keep], jj[keep], dist[ii[keep] - start, jj[keep]]], axis=1)
-            found.append(chunk.astype(np.int64))
-            total += len(chunk)
+            found.append(np.stack([i[keep], j[keep], d[keep]], axis=1))
+            total += int(keep.sum())
             if max_pairs is not None and total > max_pairs:
                 raise TooManyPairsError(
                     f"more than {max_pairs} image pairs count as near duplicates (pHash "

@@ -217,6 +217,26 @@ def _message(family: str, ba: float, chance: float, p: float) -> str:
             f"(chance {chance:.2f}, p = {p:.3g}); {then}")
 
 
+def permutation_score(x: np.ndarray, y: np.ndarray, cv: Any, permutations: int, seed: int
+                      ) -> tuple[float, float]:
+    """(cross-validated balanced accuracy, permutation p) of StandardScaler + LogisticRegression
+    predicting y from x: the one test of every audit here (image families and metadata)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import permutation_test_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
+
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    # One BLAS thread: the fits are tiny, and threads on a shared CPU made them 10x slower.
+    with warnings.catch_warnings(), threadpool_limits(limits=1):
+        warnings.simplefilter("ignore")  # convergence chatter on tiny or separable sets
+        score, _, p = permutation_test_score(
+            model, x, y, cv=cv, n_permutations=int(permutations),
+            scoring="balanced_accuracy", random_state=seed, n_jobs=1)
+    return round(float(score), 4), round(float(p), 4)  # stable JSON bytes across CPUs
+
+
 def confounder_audit(
     rows: Any,
     seed: int,
@@ -242,11 +262,7 @@ def confounder_audit(
 
     Families are tested in the order of `families`, then ``all`` (every non-constant feature).
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, permutation_test_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from threadpoolctl import threadpool_limits
+    from sklearn.model_selection import StratifiedKFold
 
     families = list(families)
     unknown = sorted(set(families) - set(FAMILIES))
@@ -296,14 +312,7 @@ def confounder_audit(
                 "status": "constant", "features": [], "balanced_accuracy": None,
                 "chance": chance, "p_value": None, "finding": False, "message": CONSTANT}
             continue
-        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-        # One BLAS thread: the fits are tiny, and threads on a shared CPU made them 10x slower.
-        with warnings.catch_warnings(), threadpool_limits(limits=1):
-            warnings.simplefilter("ignore")  # convergence chatter on tiny or separable sets
-            score, _, p = permutation_test_score(
-                model, x, y, cv=cv, n_permutations=int(permutations),
-                scoring="balanced_accuracy", random_state=seed, n_jobs=1)
-        ba, p = round(float(score), 4), round(float(p), 4)  # stable JSON bytes across CPUs
+        ba, p = permutation_score(x, y, cv, permutations, seed)
         finding = bool(ba - chance >= chance_margin and p <= alpha)
         msg = _message(family, ba, chance, p)
         if not finding:

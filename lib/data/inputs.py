@@ -76,10 +76,11 @@ def _decode(path: Any, image_size: int, orientation: Any = None) -> Any:
 
 def make_dataset(frame: pd.DataFrame, raw_dir: Path, *, image_size: int, n_classes: int,
                  batch_size: int, channels: int = 1, shuffle: bool = False, seed: int = 0,
-                 augment: Callable[[Any], Any] | None = None, cache: bool = True) -> Any:
+                 augment: Callable[[Any], Any] | None = None, cache: bool | str = True) -> Any:
     """Batches of (float32 images in 0-255, one-hot labels) from manifest rows.
 
-    Decode and resize happen once (then cached in memory); shuffling is seeded; augmentation runs
+    Decode and resize happen once (then cached in memory, or in the file `cache` names, so
+    memory does not grow with the split); shuffling is seeded; augmentation runs
     on whole batches in one sequential map (Keras random layers keep their seed state, so a
     parallel map would make runs differ). Grayscale is replicated to 3 channels for backbones
     last, so the policy works on one channel. Each model applies its own preprocessing.
@@ -103,7 +104,7 @@ def make_dataset(frame: pd.DataFrame, raw_dir: Path, *, image_size: int, n_class
         ds = ds.map(lambda p, y: (_decode(p, image_size), y),
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if cache:
-        ds = ds.cache()
+        ds = ds.cache(cache) if isinstance(cache, str) else ds.cache()
     if shuffle:
         ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
@@ -115,11 +116,76 @@ def make_dataset(frame: pd.DataFrame, raw_dir: Path, *, image_size: int, n_class
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+class RowFile:
+    """A float32 ``.npy`` array on disk read a few rows at a time (``os.pread``): a batch costs
+    the memory of the batch, not of the file (a memory map would count every page it touched
+    as the process's own, so a whole epoch would bring the whole file in)."""
+
+    def __init__(self, path: Path) -> None:
+        with open(path, "rb") as fh:
+            major, _ = np.lib.format.read_magic(fh)
+            read_header = (np.lib.format.read_array_header_1_0 if major == 1 else
+                           np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(fh)
+            self.offset = fh.tell()
+        if fortran or dtype != np.float32:
+            raise ValueError(f"{path}: expected a C-ordered float32 array, got {dtype}")
+        self.path, self.shape, self.dtype = Path(path), tuple(shape), np.dtype(np.float32)
+        self.row_bytes = int(np.prod(shape[1:])) * 4
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        import os
+
+        index = np.atleast_1d(np.asarray(index, dtype=np.int64))
+        out = np.empty((len(index), *self.shape[1:]), np.float32)
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for k, i in enumerate(index):
+                data = os.pread(fd, self.row_bytes, self.offset + int(i) * self.row_bytes)
+                out[k] = np.frombuffer(data, np.float32).reshape(self.shape[1:])
+        finally:
+            os.close(fd)
+        return out
+
+
+def rows(array: np.ndarray | RowFile, index: Any) -> Any:
+    """``array[index]`` as a float32 tensor inside tf.data: the same values as ``tf.gather`` on
+    the whole array, whether it is in memory or in a ``RowFile``."""
+    import tensorflow as tf
+
+    out = tf.numpy_function(lambda i: np.ascontiguousarray(array[i], dtype=np.float32),
+                            [index], tf.float32, stateful=False)
+    out.set_shape((None, *array.shape[1:]))
+    return out
+
+
+def decode_to_file(frame: pd.DataFrame, raw_dir: Path, *, image_size: int, n_classes: int,
+                   path: Path) -> tuple[RowFile, np.ndarray]:
+    """``load_arrays`` written batch by batch into a float32 ``.npy`` file: (the rows on disk,
+    integer labels). Peak memory is one decode batch, whatever the number of images."""
+    ds = make_dataset(frame, raw_dir, image_size=image_size, n_classes=n_classes,
+                      batch_size=256, channels=1, cache=False)
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32,
+                                    shape=(len(frame), image_size, image_size, 1))
+    start = 0
+    for x, _ in ds:
+        out[start:start + len(x)] = x.numpy()
+        start += len(x)
+    out.flush()
+    del out
+    return RowFile(path), frame["label"].to_numpy(dtype="int64")
+
+
 @dataclass
 class TrainStream:
     """Every epoch's training batches as a pure function of (seed, epoch, batch): exact resume.
 
-    The images are decoded and resized once (``load_arrays``) and kept in memory. Epoch e visits
+    The images are decoded and resized once, into memory (``load_arrays``) or into a file
+    (``decode_to_file``: then only the rows of the current batch are read, so memory does not
+    grow with the number of images). Epoch e visits
     them in the order of a stateless draw seeded by (seed, e), and batch i of epoch e is augmented
     by ``augment.at_step(x, e * steps + i)``, whose random state is reset from that step number.
     So a run resumed at epoch e sees exactly the batches an uninterrupted run sees there, with no
@@ -131,7 +197,7 @@ class TrainStream:
     lib.train.guided); the images are the ones the stream gives without masks.
     """
 
-    images: np.ndarray  # float32 (N, S, S, 1) in 0-255, as make_dataset decodes them
+    images: np.ndarray | RowFile  # float32 (N, S, S, 1) in 0-255, as make_dataset decodes them
     labels: np.ndarray  # int64 (N,)
     n_classes: int
     batch_size: int
@@ -171,14 +237,13 @@ class TrainStream:
 
         if self.masks is not None:
             return self._masked_dataset(first_epoch, last_epoch)
-        x = tf.constant(self.images, tf.float32)
         y = tf.one_hot(self.labels, self.n_classes)
         steps = self.steps
 
         def one_epoch(epoch: Any) -> Any:
             batches = tf.data.Dataset.from_tensor_slices(self._order(epoch))
             batches = batches.batch(self.batch_size).enumerate()
-            return batches.map(lambda i, idx: (epoch * steps + i, tf.gather(x, idx),
+            return batches.map(lambda i, idx: (epoch * steps + i, rows(self.images, idx),
                                                tf.gather(y, idx)))
 
         ds = tf.data.Dataset.range(first_epoch, last_epoch).flat_map(one_epoch)
@@ -195,15 +260,14 @@ class TrainStream:
         """``dataset`` with each batch's masks carried beside it: (images, labels, masks)."""
         import tensorflow as tf
 
-        x, m = tf.constant(self.images, tf.float32), tf.constant(self.masks, tf.float32)
         y = tf.one_hot(self.labels, self.n_classes)
         steps = self.steps
 
         def one_epoch(epoch: Any) -> Any:
             batches = tf.data.Dataset.from_tensor_slices(self._order(epoch))
             batches = batches.batch(self.batch_size).enumerate()
-            return batches.map(lambda i, idx: (epoch * steps + i, tf.gather(x, idx),
-                                               tf.gather(y, idx), tf.gather(m, idx)))
+            return batches.map(lambda i, idx: (epoch * steps + i, rows(self.images, idx),
+                                               tf.gather(y, idx), rows(self.masks, idx)))
 
         ds = tf.data.Dataset.range(first_epoch, last_epoch).flat_map(one_epoch)
         if self.augment is not None:

@@ -13,7 +13,9 @@ skull, image size) comes from one distribution shared by all classes and is draw
 lesion draw, so only the lesion tells the classes apart. ``shortcut="level"`` or ``"size"``
 switches on a deliberate shortcut for teaching and for proving the shortcut tests can fail;
 ``"marker"`` burns a class-coded corner box into the Training images only, the shortcut of the
-guided arm's test (lib.explain.shortcut).
+guided arm's test (lib.explain.shortcut). ``metadata="cbtrus"`` also writes ``metadata.csv``:
+each image's age and sex, drawn per class from published epidemiology (lib.data.demographics),
+as a hospital export might carry them; off by default, so the default files do not change.
 
 Every image is regenerated on its own from ``np.random.default_rng([seed, split, class, index])``,
 and the noise field comes from a seed drawn in the nuisance block, so a tumour image and its
@@ -43,6 +45,10 @@ from ..splits import SOURCE_SPLITS, TESTING, TRAINING
 CLASSES: tuple[str, ...] = ("glioma", "meningioma", "notumor", "pituitary")
 SEQUENCES: tuple[str, ...] = ("T1", "T1c", "T2", "FLAIR")
 SHORTCUTS: tuple[str, ...] = ("none", "level", "size", "marker")
+# phantom.metadata: none, or age and sex per image from published epidemiology
+# (lib.data.demographics) written to <out>/metadata.csv, as a hospital export might carry them
+METADATA_KINDS: tuple[str, ...] = ("none", "cbtrus")
+METADATA_CSV = "metadata.csv"
 TUMOUR_CLASSES: tuple[str, ...] = ("glioma", "meningioma", "pituitary")
 
 # Shared slice range (MNI z, mm): temporal lobes/suprasellar cistern up to the lateral ventricles,
@@ -169,6 +175,7 @@ class PhantomConfig:
     max_rotation_deg: float = 12.0
     shortcut: str = "none"
     sequences: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SEQUENCES))
+    metadata: str = "none"
 
     def __post_init__(self) -> None:
         for name in ("seed", "n_train_per_class", "n_test_per_class", "image_size"):
@@ -206,6 +213,18 @@ class PhantomConfig:
                 f"phantom.shortcut must be one of {list(SHORTCUTS)}, got {self.shortcut!r}"
             )
         object.__setattr__(self, "sequences", _check_sequences(self.sequences))
+        if self.metadata not in METADATA_KINDS:
+            raise ValueError(
+                f"phantom.metadata must be one of {list(METADATA_KINDS)}, got {self.metadata!r}"
+            )
+
+    def recorded(self) -> dict[str, Any]:
+        """The settings phantom.json records. ``metadata: none`` is left out, so the files of a
+        phantom generated before the knob existed stay byte-identical (data.dvc)."""
+        out = {**asdict(self), "lesion_fraction": list(self.lesion_fraction)}
+        if self.metadata == "none":
+            del out["metadata"]
+        return out
 
     def sequence_weights(self) -> np.ndarray:
         """Probabilities of SEQUENCES, shared by every class (no sequence shortcut)."""
@@ -868,7 +887,7 @@ _NAME = re.compile(r"^(glioma|meningioma|notumor|pituitary)_\d+(_mask)?\.png$")
 def _looks_like_phantom(out_dir: Path) -> bool:
     """Only Training/Testing class folders of our PNG names (and the manifest) inside."""
     for entry in out_dir.iterdir():
-        if entry.name == MANIFEST and entry.is_file():
+        if entry.name in (MANIFEST, METADATA_CSV) and entry.is_file():
             continue
         if entry.name not in SOURCE_SPLITS or not entry.is_dir():
             return False
@@ -937,6 +956,7 @@ def generate(
             if (out_dir / name).is_dir():
                 shutil.rmtree(out_dir / name)
         (out_dir / MANIFEST).unlink(missing_ok=True)
+        (out_dir / METADATA_CSV).unlink(missing_ok=True)
     for split in SOURCE_SPLITS:
         for cls in CLASSES:
             (out_dir / split / cls).mkdir(parents=True, exist_ok=True)
@@ -962,13 +982,41 @@ def generate(
     }
     manifest = {
         "generator": PHANTOM_GENERATOR,
-        "config": {**asdict(cfg), "lesion_fraction": list(cfg.lesion_fraction)},
+        "config": cfg.recorded(),
         "counts": counts,
         "level_range_mm": list(LEVEL_RANGE_MM),
         "sequences": list(SEQUENCES),
     }
     (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    if cfg.metadata != "none":
+        write_metadata(cfg, out_dir)
     return counts
+
+
+def image_metadata(cfg: PhantomConfig, split: str, cls: str, index: int) -> dict[str, Any]:
+    """The clinical metadata of one phantom image (lib.data.demographics: age, sex)."""
+    from .demographics import draw
+
+    return draw(cfg.seed, split, cls, index)
+
+
+def write_metadata(cfg: PhantomConfig, out_dir: Path) -> Path:
+    """<out>/metadata.csv: path (relative to out), then age and sex, one row per image."""
+    import csv
+    import io
+
+    from .demographics import COLUMNS
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["path", *COLUMNS])
+    for split, cls, index in _jobs(cfg):
+        row = image_metadata(cfg, split, cls, index)
+        stem = f"{cls}_{index:0{_name_width(cfg)}d}"
+        writer.writerow([f"{split}/{cls}/{stem}.png", *(row[c] for c in COLUMNS)])
+    path = Path(out_dir) / METADATA_CSV
+    path.write_text(buf.getvalue())
+    return path
 
 
 def generate_sequence_task(

@@ -21,7 +21,6 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +73,7 @@ def twin_check(test: pd.DataFrame, names: list[str], raw_dir: Path,
         return (f"{provenance} does not exist: the data is not the phantom, and real scans have "
                 "no healthy twins")
     recorded = json.loads(provenance.read_text()).get("config", {})
-    wanted = {**asdict(expected), "lesion_fraction": list(expected.lesion_fraction)}
+    wanted = expected.recorded()
     differ = sorted(k for k in wanted if recorded.get(k) != wanted[k])
     if differ:
         pairs = ", ".join(f"{k}={recorded.get(k)!r} (params: {wanted[k]!r})" for k in differ)

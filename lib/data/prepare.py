@@ -62,6 +62,8 @@ from .audit import (
 from .confounders import confounder_audit
 from .confounders import markdown as confounders_markdown
 from .manifest import MANIFEST_COLUMNS, MANIFEST_NAME, MASK_SEPARATOR, DataError, mask_paths
+from .metadata import METADATA_CSV, prepare_metadata
+from .metadata import markdown as metadata_markdown
 
 MASK_SUFFIX = "_mask"
 # <stem>_mask and, BUSI-style (one mask per lesion), <stem>_mask_<k>; case-insensitive
@@ -524,8 +526,9 @@ def build_manifest(raw_dir: Path, cfg: PrepareConfig,
 SIDECARS = {
     "phantom.json": "the phantom generator's settings and counts (lib.data.phantom); provenance, "
                     "not read by the pipeline",
-    "metadata.csv": "per-image metadata written by an importer (the BRISC importer's plane); "
-                    "provenance, not read by the pipeline yet",
+    "metadata.csv": "per-image clinical metadata (path, then any columns: age, sex, the BRISC "
+                    "importer's plane); prepare joins it into data/processed/metadata.csv and "
+                    "reports it under Metadata (lib.data.metadata)",
     "feedback_provenance.csv": "provenance of the images imported from the app's feedback "
                                "(python -m lib.data.ingest feedback); not read by the pipeline",
 }
@@ -781,7 +784,7 @@ def _deduplicate_and_split(rows: list[_Row], cfg: PrepareConfig,
 
     try:
         near, nn = near_duplicate_pairs(hashes, cfg.phash_max_distance, max_pairs=max_pairs,
-                                        confirm=confirm)
+                                        confirm=confirm, seed=cfg.seed)
     except TooManyPairsError as exc:
         raise DataError(str(exc)) from exc
     pair_dist: dict[tuple[int, int], int] = {
@@ -889,6 +892,8 @@ def _deduplicate_and_split(rows: list[_Row], cfg: PrepareConfig,
         # [distance, usable images whose nearest other image is that far]; 65 = no other
         # image. Many distinct images at or below phash_max_distance = pHash alone is not enough.
         "phash_nearest_neighbour_hist": [[int(d), int(c)] for d, c in enumerate(hist) if c],
+        # above audit.NN_SAMPLE images the histogram is of a seeded sample of them (all shown)
+        **({"phash_nearest_neighbour_sample": len(nn)} if len(nn) < len(hashes) else {}),
         "phash_candidate_pairs": int(sum(len(d) for d in check.diffs)),
         # [bin start, candidates]: max standardised thumbnail difference of pHash candidates.
         "candidate_thumb_diff_hist": check.histogram(),
@@ -1026,11 +1031,18 @@ def prepare(raw_dir: Path, out_dir: Path, reports_dir: Path, cfg: PrepareConfig,
     manifest, audit = build_manifest(raw_dir, cfg, progress=progress)
     _write_text(out_dir / MANIFEST_NAME, manifest.to_csv(index=False, lineterminator="\n"))
     audit["confounders"] = _confounders(manifest, raw_dir, cfg, progress)
+    joined, meta = prepare_metadata(raw_dir, manifest, cfg.seed, cfg.confounder_permutations)
+    # Always written (a stage output): without <raw>/metadata.csv, the paths and no column.
+    _write_text(out_dir / METADATA_CSV, joined.to_csv(index=False, lineterminator="\n"))
+    if meta is not None:
+        audit["metadata"] = meta
     _write_text(reports_dir / AUDIT_JSON,
                 json.dumps(audit, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
     text = audit_markdown(audit)
     if audit["confounders"]:
         text = text.rstrip("\n") + "\n\n" + confounders_markdown(audit["confounders"])
+    if meta is not None:
+        text = text.rstrip("\n") + "\n\n" + metadata_markdown(meta)
     _write_text(reports_dir / AUDIT_MD, text)
     if audit["errors"]:
         raise DataError("\n".join(audit["errors"]))
@@ -1050,31 +1062,6 @@ def _confounders(manifest: pd.DataFrame, raw_dir: Path, cfg: PrepareConfig,
         print(f"prepare: confounder audit on {len(usable)} images", file=sys.stderr)
     return confounder_audit(usable[["path", "class"]], seed=cfg.seed, root=raw_dir,
                             permutations=cfg.confounder_permutations)
-
-
-
-
-
-
-
-
-# --------------------------------------------------------------------------------------------
-# tf.data input pipeline (TensorFlow is imported lazily: the prepare stage does not need it)
-# --------------------------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 def _summary(audit: dict[str, Any], written: Sequence[str]) -> str:

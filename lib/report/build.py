@@ -105,6 +105,10 @@ FIGURE_CAPTIONS: dict[str, str] = {
     "figures/shortcut/shortcut_f1.png":
         "Shortcut test: test macro-F1 of each arm with the class marker burned in (as in "
         "training) and on the clean test split, one dot per seed, the bar at the mean.",
+    "figures/fusion/fusion_f1.png":
+        "Image + metadata: test macro-F1 of the image model as trained, a new head on its frozen "
+        "features, the same head with the metadata branch, and the metadata alone; one dot per "
+        "seed, the bar at the mean, the dotted line at chance.",
     "sweeps/guide_sweep.png":
         "The guided scratch CNN's sweep (queued DVC experiments): validation pointing game of "
         "Grad-CAM and HiResCAM and validation macro-F1 against the weight λ of the localisation "
@@ -434,6 +438,16 @@ def guidance(reports: Path, executed: list[dict[str, Any]]) -> dict[str, Any] | 
     }
 
 
+def fusion(reports: Path) -> dict[str, Any] | None:
+    """The fusion stage: its numbers, its claims and its figure; None before it ran."""
+    result = read_json(reports / "metrics" / "fusion.json")
+    if not result:
+        return None
+    found = (read_json(reports / "metrics" / "claims.json") or {}).get("claims", [])
+    return {"result": result, "claims": [c for c in found if c["kind"] == "fusion"],
+            "figures": figures(reports / "figures" / "fusion", under="figures/fusion")}
+
+
 def sweep_rows(path: Path) -> list[dict[str, Any]]:
     """The guided sweep's points (tools/guide_sweep.py collect), or [] before it ran."""
     if not path.is_file():
@@ -606,6 +620,7 @@ def context(root: Path, params: dict[str, Any]) -> dict[str, Any]:
         "claims": claims(reports),
         "claim": claim_checklist(stages_run, source["phantom"]),
         "guidance": guidance(reports, executed),
+        "fusion": fusion(reports),
         "notebooks": executed,
         "times": run_times(root, executed),
         "repro": reproducibility(root, params, ev),

@@ -37,6 +37,7 @@ from ..forward import predict_labelled
 from ..jsonio import STAGE_DIGITS, round_floats
 from ..seeding import seed_everything
 from ..stats import mean_sd
+from . import distribute
 
 RESUME_ROOT = Path(".cache") / "train"
 OPTIMIZERS = ("adam", "adamw")
@@ -63,6 +64,9 @@ class TrainConfig:
     lr_patience: int = 4
     lr_factor: float = 0.5
     min_lr: float = 1e-6
+    strategy: str = "default"  # default | mirrored | multiworker (lib.train.distribute)
+    lr_scaling: str = "none"  # none | linear: the learning rate x batch_size / 32
+    mixed_precision: bool = False  # mixed_float16 layers, float32 softmax head and loss
 
     def __post_init__(self) -> None:
         def bad(key: str, why: str) -> ValueError:
@@ -88,6 +92,7 @@ class TrainConfig:
             raise bad("label_smoothing", "must be in [0, 1)")
         if not self.monitor.startswith("val_"):
             raise bad("monitor", "must be a validation metric such as val_loss or val_macro_f1")
+        distribute.check_settings(self.strategy, self.lr_scaling, self.mixed_precision)
 
     @classmethod
     def from_params(cls, group: dict[str, Any], **overrides: Any) -> TrainConfig:
@@ -140,13 +145,18 @@ def class_weights(labels: np.ndarray, n_classes: int, mode: str) -> dict[int, fl
 
 
 def compile_model(model: Any, cfg: TrainConfig) -> Any:
-    """Optimizer, loss and metrics from the config (one-hot labels: focal loss needs them)."""
+    """Optimizer, loss and metrics from the config (one-hot labels: focal loss needs them).
+
+    Call it inside ``distribute.training_scope(cfg)`` (as train_seeds and pretrain do) when
+    cfg sets a strategy or mixed precision; with the defaults that scope is empty."""
     import keras
 
+    distribute.prepare_model(model, cfg)
+    learning_rate = distribute.learning_rate(cfg)
     if cfg.optimizer == "adamw":
-        optimizer = keras.optimizers.AdamW(cfg.learning_rate, weight_decay=cfg.weight_decay)
+        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=cfg.weight_decay)
     else:
-        optimizer = keras.optimizers.Adam(cfg.learning_rate)
+        optimizer = keras.optimizers.Adam(learning_rate)
     if cfg.loss == "focal":
         loss = keras.losses.CategoricalFocalCrossentropy(gamma=cfg.focal_gamma,
                                                          label_smoothing=cfg.label_smoothing)
@@ -279,10 +289,20 @@ def fit(model: Any, train: Any, val_ds: Any, cfg: TrainConfig, run_dir: Path, *,
     `train` is a ``lib.data.inputs.TrainStream``; the model must be compiled. `initial_epoch`
     numbers a second phase after a first one. A resumed run is the uninterrupted run: the
     batches are a function of the epoch (TrainStream) and ResumeState restores the rest.
+    Everything runs in ``distribute.training_scope(cfg)`` (empty with the defaults), so the
+    best model comes back on the same devices, ready for a second phase.
     """
+    with distribute.training_scope(cfg):
+        return _fit_in_scope(model, train, val_ds, cfg, Path(run_dir),
+                             initial_epoch=initial_epoch, class_weight=class_weight,
+                             extra_callbacks=extra_callbacks, verbose=verbose)
+
+
+def _fit_in_scope(model: Any, train: Any, val_ds: Any, cfg: TrainConfig, run_dir: Path, *,
+                  initial_epoch: int, class_weight: dict[int, float] | None,
+                  extra_callbacks: Sequence[Any], verbose: int | str) -> FitResult:
     import keras
 
-    run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     final = run_dir / "final.keras"
     start = time.perf_counter()
@@ -303,8 +323,10 @@ def fit(model: Any, train: Any, val_ds: Any, cfg: TrainConfig, run_dir: Path, *,
     cbs = callbacks(run_dir, cfg)
     stopped = resumed_at is not None and state.stopped(resumed_at)
     if first_epoch < last_epoch and not stopped:
-        model.fit(train.dataset(first_epoch, last_epoch), steps_per_epoch=train.steps,
-                  validation_data=val_ds, epochs=last_epoch, initial_epoch=first_epoch,
+        model.fit(distribute.distribute_input(train.dataset(first_epoch, last_epoch), cfg),
+                  steps_per_epoch=train.steps,
+                  validation_data=distribute.distribute_input(val_ds, cfg),
+                  epochs=last_epoch, initial_epoch=first_epoch,
                   class_weight=class_weight, shuffle=False,
                   callbacks=[*cbs, *extra_callbacks, _state_callback(state, resumed_at, cbs)],
                   verbose=verbose)
@@ -370,7 +392,9 @@ class TrainingData:
     names: list[str]
     image_size: int
     fingerprint: str
-    _train_arrays: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    _train_arrays: tuple[Any, np.ndarray] | None = field(default=None, repr=False)
+    # the decoded training and validation images on disk (removed with this object)
+    _work: Any = field(default=None, repr=False)
     # lesion masks at the input size (lib.data.inputs.load_masks): only for the guided arm
     train_masks: np.ndarray | None = field(default=None, repr=False)
     val_masks: np.ndarray | None = field(default=None, repr=False)
@@ -390,6 +414,16 @@ class TrainingData:
     def n_classes(self) -> int:
         return len(self.names)
 
+    @property
+    def work_dir(self) -> Path:
+        """A private temporary folder for the decoded images: training memory then does not
+        grow with the number of images (bench/scale.py measures it)."""
+        import tempfile
+
+        if self._work is None:
+            self._work = tempfile.TemporaryDirectory(prefix="brain-mri-train-")
+        return Path(self._work.name)
+
     def input_shape(self, channels: int) -> tuple[int, int, int]:
         return (self.image_size, self.image_size, channels)
 
@@ -399,12 +433,19 @@ class TrainingData:
 
         With masks (the guided arm: ``lib.train.guided.with_masks``) both yield (images,
         labels, masks)."""
-        from ..data.inputs import TrainStream, load_arrays, make_dataset, masked_batches
+        from ..data.inputs import (
+            TrainStream,
+            decode_to_file,
+            load_arrays,
+            make_dataset,
+            masked_batches,
+        )
 
-        if self._train_arrays is None:  # decoded once, shared by every seed
-            self._train_arrays = load_arrays(self.train, self.raw_dir,
-                                             image_size=self.image_size,
-                                             n_classes=self.n_classes)
+        if self._train_arrays is None:  # decoded once into a file, shared by every seed
+            self._train_arrays = decode_to_file(self.train, self.raw_dir,
+                                                image_size=self.image_size,
+                                                n_classes=self.n_classes,
+                                                path=self.work_dir / "train.npy")
         images, labels = self._train_arrays
         stream = TrainStream(images, labels, self.n_classes, batch_size, seed, channels, augment,
                              self.train_masks)
@@ -416,6 +457,7 @@ class TrainingData:
                                           self.n_classes, batch_size, channels)
         return stream, make_dataset(self.val, raw_dir=self.raw_dir, image_size=self.image_size,
                                     n_classes=self.n_classes, batch_size=batch_size,
+                                    cache=str(self.work_dir / "val.cache"),
                                     channels=channels)
 
     def class_weight(self, mode: str) -> dict[int, float] | None:
@@ -508,11 +550,13 @@ def fit_two_phase(model: Any, train_ds: Any, val_ds: Any, phase1: TrainConfig, t
     from .models import freeze_backbone, unfreeze_top
 
     freeze_backbone(model)
-    first = fit(compile_model(model, phase1), train_ds, val_ds, phase1, run_dirs[0],
-                class_weight=class_weight, verbose=verbose)
-    n_open = unfreeze_top(first.model, tune.layers, train_bn=tune.train_bn)
-    second = fit(compile_model(first.model, tune.cfg), train_ds, val_ds, tune.cfg, run_dirs[1],
-                 initial_epoch=first.epochs_run, class_weight=class_weight, verbose=verbose)
+    with distribute.training_scope(phase1):  # both phases compile here (empty by default)
+        first = fit(compile_model(model, phase1), train_ds, val_ds, phase1, run_dirs[0],
+                    class_weight=class_weight, verbose=verbose)
+        n_open = unfreeze_top(first.model, tune.layers, train_bn=tune.train_bn)
+        second = fit(compile_model(first.model, tune.cfg), train_ds, val_ds, tune.cfg,
+                     run_dirs[1], initial_epoch=first.epochs_run, class_weight=class_weight,
+                     verbose=verbose)
     second.history = pd.concat([first.history.assign(phase=1), second.history.assign(phase=2)])
     second.epochs_run = len(second.history)
     return second, n_open
@@ -550,7 +594,12 @@ def train_seeds(data: TrainingData, seeds: Sequence[int], build: Any, cfg: Train
     augmentation policy of a seed (None: no augmentation). `warm_start(seed)`, when given,
     replaces ``build()``: the seed's model starts from that one (the guided arm fine-tunes each
     seed's plain model).
+
+    With ``cfg.strategy`` set, each model is built, compiled and fitted in the strategy's scope
+    (``distribute.training_scope``; nothing is entered with the defaults); every worker of a
+    multi-worker run runs this same loop with the same seeds.
     """
+    distribute.strategy_for(cfg.strategy)  # before any TensorFlow op here (multiworker needs it)
     runs = SeedRuns({}, {})
     for seed in seeds:
         seed_everything(seed)
@@ -563,14 +612,16 @@ def train_seeds(data: TrainingData, seeds: Sequence[int], build: Any, cfg: Train
         extra: dict[str, Any] = {}
         if fine_tune is None:
             run_dirs = [resume_dir(stage, *key, seed, root=resume_root)]
-            model = warm_start(seed) if warm_start else build()
-            result = fit(compile_model(model, cfg), train_ds, val_ds, cfg, run_dirs[0],
-                         class_weight=weights, verbose=verbose)
+            with distribute.training_scope(cfg):
+                model = warm_start(seed) if warm_start else build()
+                result = fit(compile_model(model, cfg), train_ds, val_ds, cfg, run_dirs[0],
+                             class_weight=weights, verbose=verbose)
         else:
             run_dirs = [resume_dir(f"{stage}_phase{i}", *key, seed, root=resume_root)
                         for i in (1, 2)]
-            result, n_open = fit_two_phase(build(), train_ds, val_ds, cfg, fine_tune, run_dirs,
-                                           class_weight=weights, verbose=verbose)
+            with distribute.training_scope(cfg):
+                result, n_open = fit_two_phase(build(), train_ds, val_ds, cfg, fine_tune,
+                                               run_dirs, class_weight=weights, verbose=verbose)
             extra["trainable_layers_phase2"] = n_open
         result.model = deployable(result.model)
         runs.per_seed[seed] = {**save_seed(result, val_ds, data.names, seed, models_dir,

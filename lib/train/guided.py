@@ -41,6 +41,7 @@ import pandas as pd
 import tensorflow as tf
 
 from ..config import check_int, from_group
+from . import distribute
 from . import models as _models  # noqa: F401  (registers the custom layers a saved model holds)
 from .fit import TrainingData
 
@@ -208,14 +209,19 @@ class GuidedClassifier(keras.Model):
 
     def logits_and_cam(self, x: Any, y: Any, training: bool) -> tuple[tf.Tensor, tf.Tensor]:
         """The logits and the Grad-CAM (N, gh, gw) of class `y` (integer labels),
-        differentiable in the weights: an inner tape gives the gradient of the logit."""
+        differentiable in the weights: an inner tape gives the gradient of the logit.
+
+        Both come out in the head's dtype: float32, also in mixed precision, where the
+        features are float16 (the casts are no-ops in float32)."""
         with tf.GradientTape() as inner:
             features, pooled = self.parts(x, training=training)
-            logits = tf.matmul(pooled, self.head.kernel) + self.head.bias
+            logits = tf.matmul(tf.cast(pooled, self.head.kernel.dtype), self.head.kernel) \
+                + self.head.bias
             score = tf.reduce_sum(logits * tf.one_hot(y, tf.shape(logits)[-1]), axis=-1)
         grads = inner.gradient(score, features)
         weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
-        return logits, tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))
+        cam = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))
+        return logits, tf.cast(cam, logits.dtype)
 
     def losses_of(self, data: Any, training: bool) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """(softmax scores, classification loss, localisation term) of one batch."""
@@ -229,6 +235,7 @@ class GuidedClassifier(keras.Model):
 
     def _track(self, data: Any, probs: tf.Tensor, ce: tf.Tensor, loc: tf.Tensor) -> dict:
         x, y, _ = data
+        ce = distribute.unscale_for_replicas(ce)  # the compiled loss is a share per replica
         self._loss_tracker.update_state(ce, sample_weight=tf.shape(x)[0])
         self.localisation.update_state(loc)
         self.guided_loss.update_state(ce + self.lam * loc)
@@ -237,9 +244,12 @@ class GuidedClassifier(keras.Model):
                 "guided_loss": self.guided_loss.result()}
 
     def train_step(self, data: Any) -> dict[str, Any]:
+        """One step; under a strategy each replica's term is its share (the compiled loss
+        already is) and in mixed precision the loss is scaled; both are no-ops by default."""
         with tf.GradientTape() as tape:
             probs, ce, loc = self.losses_of(data, training=True)
-            loss = ce + self.lam * loc
+            loss = ce + self.lam * distribute.scale_for_replicas(loc)
+            loss = self.optimizer.scale_loss(loss)
         variables = self.classifier.trainable_variables
         self.optimizer.apply(tape.gradient(loss, variables), variables)
         return self._track(data, probs, ce, loc)

@@ -22,6 +22,7 @@ from ..contracts import PRETEXT_IMAGES, PRETEXT_LABELS, PRETEXT_NAMES
 from ..data.inputs import TrainStream
 from ..forward import predict_labelled
 from ..jsonio import write_json
+from . import distribute
 from .fit import (
     TrainConfig,
     compile_model,
@@ -107,17 +108,19 @@ def pretrain(params: dict[str, Any], pretext_dir: Path, out_dir: Path, metrics_p
                                      section(params, "train_transfer")["backbone"])
     seed = int(params["seed"])
     tcfg = pretrain_train_config(section(params, "train"), cfg)
+    distribute.strategy_for(tcfg.strategy)  # before any TensorFlow op (multiworker needs it)
     seed_everything(seed)
     x_tr, y_tr, x_va, y_va, names = sequence_task(pretext_dir, cfg)
     k = len(names)
     train_ds = TrainStream(x_tr, y_tr, k, tcfg.batch_size, seed, channels=3)
     val_ds = _tensor_dataset(x_va, y_va, k, tcfg.batch_size, 3)
-    model = build_transfer(cfg.backbone, (cfg.input_size, cfg.input_size, 3), k,
-                           WeightsChoice("none", None, "random initialisation"))
-    set_bn_momentum(model, cfg.bn_momentum)
-    compile_model(model, tcfg)
     run_dir = resume_dir("pretrain", asdict(cfg), asdict(tcfg), seed, root=root)
-    result = fit(model, train_ds, val_ds, tcfg, run_dir, verbose=verbose)
+    with distribute.training_scope(tcfg):  # empty with the default strategy and precision
+        model = build_transfer(cfg.backbone, (cfg.input_size, cfg.input_size, 3), k,
+                               WeightsChoice("none", None, "random initialisation"))
+        set_bn_momentum(model, cfg.bn_momentum)
+        compile_model(model, tcfg)
+        result = fit(model, train_ds, val_ds, tcfg, run_dir, verbose=verbose)
     labels, scores = predict_labelled(result.model, val_ds)
     out_dir.mkdir(parents=True, exist_ok=True)
     weights_path = out_dir / "backbone.weights.h5"
