@@ -331,7 +331,8 @@ def test_main_build_writes_claims_json(tmp_path: Path, evaluate_json: dict,
     evaluate.write_text(json.dumps(evaluate_json))
     explain.write_text(json.dumps(explain_json()))
     code = claims.main(["build", "--evaluate", str(evaluate), "--explain", str(explain),
-                        "--shortcut", str(tmp_path / "no_shortcut.json"), "--out", str(out)])
+                        "--shortcut", str(tmp_path / "no_shortcut.json"),
+                        "--fusion", str(tmp_path / "no_fusion.json"), "--out", str(out)])
     assert code == 0
     written = json.loads(out.read_text())
     assert written == json.loads(json.dumps(claims.build(evaluate_json, explain_json())))

@@ -90,6 +90,8 @@ def test_the_training_split_is_read_from_disk_batch_by_batch_with_the_same_pixel
                             n_classes=data.n_classes)[0]
     assert stream.images.shape == in_memory.shape
     np.testing.assert_array_equal(stream.images[[3, 0, 3]], in_memory[[3, 0, 3]])
+    np.testing.assert_array_equal(stream.images[1:4], in_memory[1:4])
+    assert stream.images.nbytes == in_memory.nbytes
     twin = TrainStream(in_memory, stream.labels, data.n_classes, 5, 4, 1,
                        AugmentPolicy(AugmentConfig(), 4))
     for (a, ya), (b, yb) in zip(_epochs(stream, 0, 2), _epochs(twin, 0, 2), strict=True):

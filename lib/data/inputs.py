@@ -136,9 +136,17 @@ class RowFile:
     def __len__(self) -> int:
         return self.shape[0]
 
+    @property
+    def nbytes(self) -> int:
+        """The array's bytes (on disk, not in memory)."""
+        return len(self) * self.row_bytes
+
     def __getitem__(self, index: Any) -> np.ndarray:
+        """Rows by index, index array or slice, as numpy indexing gives them."""
         import os
 
+        if isinstance(index, slice):
+            index = np.arange(len(self))[index]
         index = np.atleast_1d(np.asarray(index, dtype=np.int64))
         out = np.empty((len(index), *self.shape[1:]), np.float32)
         fd = os.open(self.path, os.O_RDONLY)

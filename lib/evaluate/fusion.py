@@ -237,9 +237,9 @@ def f1_figure(payload: dict[str, Any]) -> Any:
     import matplotlib.pyplot as plt
 
     models = list(payload["image_models"])
-    fig, axes = plt.subplots(1, len(models), figsize=(3.4 * len(models) + 0.6, 3.6),
+    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models) + 0.6, 3.8),
                              sharey=True, squeeze=False)
-    labels = {"image": "image\n(as trained)", "image_head": "image\n(new head)",
+    labels = {"image": "image,\nas trained", "image_head": "image,\nnew head",
               "fusion": "image +\nmetadata", "metadata": "metadata\nalone"}
     for ax, model in zip(axes[0], models, strict=True):
         arms = {**payload["image_models"][model]["arms"], "metadata": payload["metadata_only"]}
