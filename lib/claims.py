@@ -188,6 +188,16 @@ GUIDED_PREFIX = "guided_"  # models/guided_<plain configuration>: lib.train.guid
 GUIDED_TARGETS = {"gradcam": 0.80, "hirescam": 0.90}
 
 
+def adjust_holm(pairs: list[dict[str, Any]], alpha: float) -> None:
+    """Holm-adjust the p of every testable pair (one family) and mark it held when the adjusted
+    p is below alpha; a pair without p (one seed) never holds."""
+    testable = [p for p in pairs if p["p"] is not None]
+    for pair, adjusted in zip(testable, holm([p["p"] for p in testable]), strict=True):
+        pair["p_holm"] = float(adjusted)
+    for pair in pairs:
+        pair["holds"] = pair.get("p_holm") is not None and pair["p_holm"] < alpha
+
+
 def _seed_values(stat: dict[str, Any], seeds: Sequence[int]) -> dict[int, float]:
     return dict(zip(seeds, stat.get("values", []), strict=False))
 
@@ -244,12 +254,9 @@ def guidance_claims(ev: dict[str, Any], ex: dict[str, Any], alpha: float
                     f"target:guided_pointing_game:{name}:{method}",
                     f"{method}'s pointing game on {name} (test tumours)",
                     loc_g[method]["pointing_game"], GUIDED_TARGETS[method]))
-    testable = [p for p in pairs if p["p"] is not None]
-    for pair, adjusted in zip(testable, holm([p["p"] for p in testable]), strict=True):
-        pair["p_holm"] = float(adjusted)
+    adjust_holm(pairs, alpha)
     claims = []
     for pair in pairs:
-        pair["holds"] = pair.get("p_holm") is not None and pair["p_holm"] < alpha
         claims.append(comparison_claim(pair, pair["label"], kind="guidance"))
     return claims + targets, []
 
@@ -276,11 +283,8 @@ def shortcut_claims(sc: dict[str, Any] | None, alpha: float = 0.05
                  ("f1_clean", "clean-test macro-F1 in the shortcut test", True),
                  ("drop", "macro-F1 lost without the marker", False),
                  ("gradcam_on_marker", "Grad-CAM maxima on the marker", False))]
-    testable = [pair for pair, _, _ in pairs if pair["p"] is not None]
-    for pair, adjusted in zip(testable, holm([p["p"] for p in testable]), strict=True):
-        pair["p_holm"] = float(adjusted)
+    adjust_holm([pair for pair, _, _ in pairs], alpha)
     for pair, label, better in pairs:
-        pair["holds"] = pair.get("p_holm") is not None and pair["p_holm"] < alpha
         claims.append(comparison_claim(pair, label, kind="shortcut", higher_is_better=better))
     metrics = [_metric(f"shortcut_test:{arm}:{key}", f"shortcut test, {arm}, {key}", sc[arm][key])
                for arm in ("plain", "guided") for key in ("f1_marked", "f1_clean", "drop")]
@@ -297,12 +301,9 @@ def fusion_claims(fu: dict[str, Any] | None, alpha: float = 0.05
         return [], []
     pairs = [{**pair, "a": f"{pair['a']}:{model}", "b": f"{pair['b']}:{model}"}
              for model, result in fu["image_models"].items() for pair in result["comparisons"]]
-    testable = [p for p in pairs if p["p"] is not None]
-    for pair, adjusted in zip(testable, holm([p["p"] for p in testable]), strict=True):
-        pair["p_holm"] = float(adjusted)
+    adjust_holm(pairs, alpha)
     claims = []
     for pair in pairs:
-        pair["holds"] = pair.get("p_holm") is not None and pair["p_holm"] < alpha
         claims.append(comparison_claim(pair, "test macro-F1 in the fusion stage", kind="fusion"))
     metrics = [_metric(f"fusion:{arm}:{model}", f"fusion stage, {arm} on {model}, test macro-F1",
                        stat["macro_f1"])
